@@ -1,0 +1,53 @@
+# Two commands for a fresh clone (see README.md):
+#   make demo   generate a data set and run the pipeline on it
+#   make test   run the test suite
+# Each bootstraps what it still lacks: the virtual environment with the locked
+# packages, the JVM jars resolved by Maven into infra/jars/lib, Airflow's metadata DB.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+JARS := infra/jars/lib
+export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+
+.PHONY: demo test setup venv jars airflow-db bench clean
+
+demo: setup
+	$(BIN)/crm demo $(DEMO_ARGS)
+
+test: setup
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+setup: venv jars airflow-db
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check
+	touch $@
+
+jars: $(JARS)/.resolved
+$(JARS)/.resolved: infra/jars/pom.xml
+	rm -rf $(JARS)
+	mvn --batch-mode --quiet -f infra/jars/pom.xml dependency:copy-dependencies \
+	    -DoutputDirectory=$(CURDIR)/$(JARS) -DincludeGroupIds=io.delta,io.unitycatalog,org.postgresql
+	ls $(JARS)/*.jar > /dev/null
+	touch $@
+
+airflow-db: $(AIRFLOW_HOME)/.migrated
+$(AIRFLOW_HOME)/.migrated: $(VENV)/.installed
+	mkdir -p $(AIRFLOW_HOME)
+	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/migrate.log 2>&1 || (tail -20 $(AIRFLOW_HOME)/migrate.log; exit 1)
+	touch $@
+
+bench: setup
+	$(BIN)/python bench/ingest_throughput.py
+	$(BIN)/python bench/generator_throughput.py
+
+clean:
+	rm -rf var spark-warehouse metastore_db derby.log

@@ -1,0 +1,44 @@
+"""The `crm` command line: one subcommand per job, each a thin wrapper over an entrypoint."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    from crm_pipeline.generate import add_arguments as add_generate_arguments
+
+    gen = sub.add_parser("generate", help="write synthetic BOSS deliveries into a landing zone")
+    add_generate_arguments(gen)
+    gen.set_defaults(handler="crm_pipeline.generate:run")
+
+    from crm_pipeline.entrypoints import ingest
+
+    ing = sub.add_parser("ingest", help="load complete deliveries: landing -> bronze -> silver")
+    ingest.add_arguments(ing)
+    ing.set_defaults(handler="crm_pipeline.entrypoints.ingest:run")
+
+    from crm_pipeline.entrypoints import demo
+
+    dem = sub.add_parser("demo", help="generate a data set and run the pipeline on it")
+    demo.add_arguments(dem)
+    dem.set_defaults(handler="crm_pipeline.entrypoints.demo:run")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module_name, func_name = args.handler.split(":")
+    import importlib
+
+    handler = getattr(importlib.import_module(module_name), func_name)
+    return int(handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

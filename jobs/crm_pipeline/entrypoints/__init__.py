@@ -1,0 +1,1 @@
+"""One `main`-style entry per job: parse args -> session -> read -> transform -> validate -> write."""

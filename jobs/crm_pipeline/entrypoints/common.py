@@ -1,0 +1,35 @@
+"""Argument types and logging shared by the entrypoints."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import date
+
+
+def iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {text!r}") from exc
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-id", help="run identifier recorded in crm_ops (default: generated)")
+    parser.add_argument("--dag-id", default="cli", help="Airflow DAG id recorded in crm_ops (default: cli)")
+    parser.add_argument("--task-id", default=None, help="task id recorded in crm_ops")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("py4j", "great_expectations"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def progress(message: str) -> None:
+    print(message, flush=True)

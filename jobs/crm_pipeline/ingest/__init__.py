@@ -1,0 +1,1 @@
+"""Landing zone -> bronze: control files, verification, decoding, line-numbered reading."""

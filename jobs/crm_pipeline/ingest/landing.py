@@ -1,0 +1,139 @@
+"""Discover complete deliveries in a landing zone and parse their control files.
+
+Layout (boss-exports.md):
+    <landing>/<feed>/<YYYYMMDD>/<FEED>_<YYYYMMDD>_<NNN>.dat[.gz]
+    <landing>/<feed>/<YYYYMMDD>/<FEED>_<YYYYMMDD>.ctl     written last; marks the delivery complete
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+
+ENCODINGS = {"UTF-8": "utf-8", "GBK": "gbk"}
+_DATE_DIR = re.compile(r"^\d{8}$")
+
+
+class ControlFileError(ValueError):
+    """A control file that cannot be trusted; the whole delivery fails."""
+
+    def __init__(self, path: Path, line_no: int | None, check: str, detail: str):
+        where = f"{path}:{line_no}" if line_no else str(path)
+        super().__init__(f"{where}: check {check} failed: {detail}")
+        self.path, self.line_no, self.check, self.detail = path, line_no, check, detail
+
+
+@dataclass(frozen=True)
+class ControlEntry:
+    """One line of a control file: what the producer says it delivered."""
+
+    file_name: str
+    row_count: int
+    byte_size: int
+    md5: str
+    encoding: str  # UTF-8 or GBK, as declared
+
+    @property
+    def python_codec(self) -> str:
+        return ENCODINGS[self.encoding]
+
+    @property
+    def gzipped(self) -> bool:
+        return self.file_name.endswith(".gz")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A complete delivery: one feed, one business date, the files its control file lists.
+
+    `delivery_id` identifies this version of the day: a re-delivery has a new control file,
+    hence a new id.
+    """
+
+    feed: str
+    business_date: date
+    directory: Path
+    control_file: Path
+    delivery_id: str
+    entries: tuple[ControlEntry, ...] = field(default_factory=tuple)
+    control_error: str | None = None  # set when the control file itself is unusable
+    unlisted_files: tuple[str, ...] = field(default_factory=tuple)
+
+    def path_of(self, entry: ControlEntry) -> Path:
+        return self.directory / entry.file_name
+
+
+def parse_control_file(path: Path, feed: str, business_date: date) -> list[ControlEntry]:
+    """Parse `<file name>|<row count>|<byte size>|<md5>|<encoding>` lines; raise on any defect."""
+    prefix = f"{feed.upper()}_{business_date:%Y%m%d}_"
+    entries: list[ControlEntry] = []
+    seen: set[str] = set()
+    try:
+        text = path.read_text(encoding="ascii")
+    except UnicodeDecodeError as exc:
+        raise ControlFileError(path, None, "control_format", f"not ASCII text ({exc.reason})") from exc
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.strip().split("|")
+        if len(parts) != 5:
+            raise ControlFileError(path, line_no, "control_format", f"expected 5 fields, found {len(parts)}")
+        name, rows, size, md5, encoding = parts
+        if not (name.startswith(prefix) and re.fullmatch(r"\d{3}\.dat(\.gz)?", name[len(prefix):])):
+            raise ControlFileError(path, line_no, "control_format", f"file name {name!r} does not match {prefix}NNN.dat[.gz]")
+        if not rows.isdigit() or not size.isdigit():
+            raise ControlFileError(path, line_no, "control_format", f"row count {rows!r} / size {size!r} not integers")
+        if not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
+            raise ControlFileError(path, line_no, "control_format", f"md5 {md5!r} is not 32 hex digits")
+        if encoding not in ENCODINGS:
+            raise ControlFileError(path, line_no, "control_format", f"encoding {encoding!r} not in {sorted(ENCODINGS)}")
+        if name in seen:
+            raise ControlFileError(path, line_no, "control_format", f"file {name} listed twice")
+        seen.add(name)
+        entries.append(ControlEntry(name, int(rows), int(size), md5.lower(), encoding))
+    if not entries:
+        raise ControlFileError(path, None, "control_format", "control file lists no data files")
+    return entries
+
+
+def discover(
+    landing: Path,
+    feeds: list[str],
+    date_from: date | None = None,
+    date_to: date | None = None,
+) -> list[Delivery]:
+    """Every complete delivery (control file present) of the given feeds, oldest first.
+
+    Folders without a control file are still being written and are not returned.
+    """
+    out: list[Delivery] = []
+    for feed in feeds:
+        feed_dir = landing / feed
+        if not feed_dir.is_dir():
+            continue
+        for day_dir in sorted(p for p in feed_dir.iterdir() if p.is_dir() and _DATE_DIR.match(p.name)):
+            try:
+                business_date = datetime.strptime(day_dir.name, "%Y%m%d").date()
+            except ValueError:
+                continue
+            if (date_from and business_date < date_from) or (date_to and business_date > date_to):
+                continue
+            ctl = day_dir / f"{feed.upper()}_{day_dir.name}.ctl"
+            if not ctl.is_file():
+                continue
+            delivery_id = f"{feed}/{day_dir.name}/{hashlib.md5(ctl.read_bytes()).hexdigest()[:16]}"
+            try:
+                entries = tuple(parse_control_file(ctl, feed, business_date))
+                error = None
+            except ControlFileError as exc:
+                entries, error = (), str(exc)
+            listed = {e.file_name for e in entries}
+            unlisted = tuple(
+                sorted(p.name for p in day_dir.iterdir() if p.name != ctl.name and p.name not in listed)
+            )
+            out.append(Delivery(feed, business_date, day_dir, ctl, delivery_id, entries, error, unlisted))
+    out.sort(key=lambda d: (d.business_date, d.feed))
+    return out

@@ -1,0 +1,1 @@
+"""Delta Lake read/write helpers and warehouse adapters."""

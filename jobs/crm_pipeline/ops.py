@@ -1,0 +1,74 @@
+"""Run bookkeeping: run ids, the per-file accounting rows (crm_ops.pipeline_runs) and the delivery log."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from crm_pipeline.feeds import table_spec
+from crm_pipeline.io import delta
+from crm_pipeline.settings import LakeLayout
+
+
+def new_run_id(prefix: str = "crm") -> str:
+    return f"{prefix}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Who is running: the run id, and the Airflow DAG/task (or `cli`)."""
+
+    run_id: str
+    dag_id: str = "cli"
+    task_id: str = "ingest"
+
+
+def write_pipeline_runs(spark: SparkSession, lake: LakeLayout, rows: list[dict]) -> None:
+    """Append this run's accounting rows (ops history grows by one run's rows per run)."""
+    if not rows:
+        return
+    spec = table_spec("pipeline_runs")
+    df = spark.createDataFrame([tuple(r.get(c) for c in spec.column_names) for r in rows], spec.spark_schema())
+    delta.append(df, lake.ops("pipeline_runs"))
+
+
+DELIVERY_LOG_COLUMNS = "feed string, business_date date, delivery_id string, run_id string, status string, logged_at timestamp_ntz"
+
+
+def loaded_deliveries(spark: SparkSession, lake: LakeLayout) -> dict[tuple[str, date], str]:
+    """(feed, business date) -> delivery id currently loaded in bronze."""
+    log = delta.read(spark, lake.ops("deliveries"))
+    if log is None:
+        return {}
+    latest = (
+        log.where(F.col("status") == "LOADED")
+        .groupBy("feed", "business_date")
+        .agg(F.max_by("delivery_id", "logged_at").alias("delivery_id"))
+        .collect()
+    )
+    return {(r.feed, r.business_date): r.delivery_id for r in latest}
+
+
+def log_deliveries(spark: SparkSession, lake: LakeLayout, rows: list[tuple[str, date, str, str, str]]) -> None:
+    """Record (feed, business_date, delivery_id, run_id, status) for deliveries this run handled."""
+    if not rows:
+        return
+    now = utcnow()
+    df = spark.createDataFrame([(*r, now) for r in rows], DELIVERY_LOG_COLUMNS)
+    delta.append(df, lake.ops("deliveries"))
+
+
+def write_data_quality(spark: SparkSession, lake: LakeLayout, rows: list[dict]) -> None:
+    if not rows:
+        return
+    spec = table_spec("data_quality")
+    df = spark.createDataFrame([tuple(r.get(c) for c in spec.column_names) for r in rows], spec.spark_schema())
+    delta.append(df, lake.ops("data_quality"))

@@ -1,0 +1,1 @@
+"""Great Expectations suites (expectations/<table>.json) run inside the jobs before each write."""

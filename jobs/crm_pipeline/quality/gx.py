@@ -1,0 +1,123 @@
+"""Run a GX 1.x suite from `expectations/<table>.json` against a Spark DataFrame.
+
+The Delta-configured SparkSession must exist before this module starts GX's Spark data
+source (GX would otherwise start a session of its own without Delta).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import date
+from functools import lru_cache
+
+from pyspark.sql import DataFrame
+
+from crm_pipeline.ops import utcnow
+from crm_pipeline.settings import resource_dir
+
+log = logging.getLogger(__name__)
+
+
+class DataQualityError(RuntimeError):
+    """A blocking expectation failed: the run stops before writing the table."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check_name: str
+    success: bool
+    unexpected_count: int
+    severity: str
+
+
+def _class_name(expectation_type: str) -> str:
+    return "".join(part.capitalize() for part in expectation_type.split("_"))
+
+
+@lru_cache(maxsize=None)
+def load_suite_definition(table: str) -> dict:
+    path = resource_dir("expectations") / f"{table}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no expectation suite for {table}: {path}")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=1)
+def _context():
+    import great_expectations as gx
+
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    source = context.data_sources.add_or_update_spark(name="spark", persist=False)
+    return context, source
+
+
+def _build(table: str):
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    context, source = _context()
+    definition = load_suite_definition(table)
+    expectations = []
+    for item in definition["expectations"]:
+        cls = getattr(gxe, _class_name(item["type"]))
+        expectations.append(cls(**item["kwargs"], meta=item.get("meta", {})))
+    suite = context.suites.add_or_update(gx.ExpectationSuite(name=table, expectations=expectations))
+    try:
+        asset = source.get_asset(table)
+    except LookupError:
+        asset = source.add_dataframe_asset(name=table)
+    try:
+        batch = asset.get_batch_definition("all")
+    except (KeyError, LookupError):
+        batch = asset.add_batch_definition_whole_dataframe("all")
+    return context.validation_definitions.add_or_update(gx.ValidationDefinition(name=table, data=batch, suite=suite))
+
+
+def _check_name(cfg: dict) -> str:
+    kwargs = cfg.get("kwargs", {})
+    target = kwargs.get("column") or ",".join(kwargs.get("column_list", []) or [])
+    return f"{cfg['type']}({target})" if target else cfg["type"]
+
+
+def validate(df: DataFrame, table: str) -> list[CheckResult]:
+    """Validate `df` with the suite named `table`; return one result per expectation.
+
+    Uses the SUMMARY result format: counts only, no row samples that could carry PII.
+    """
+    validation = _build(table)
+    result = validation.run(batch_parameters={"dataframe": df}, result_format={"result_format": "SUMMARY"})
+    out = []
+    for r in result.results:
+        cfg = r.expectation_config.to_json_dict()
+        severity = (cfg.get("meta") or {}).get("severity", "blocking")
+        unexpected = int((r.result or {}).get("unexpected_count") or 0)
+        out.append(CheckResult(_check_name(cfg), bool(r.success), unexpected, severity))
+    return out
+
+
+def enforce(df: DataFrame, table: str, run_id: str, business_date: date | None) -> list[dict]:
+    """Validate, raise DataQualityError on a blocking failure, return crm_ops.data_quality rows."""
+    results = validate(df, table)
+    now = utcnow()
+    rows = [
+        dict(run_id=run_id, table_name=table, business_date=business_date, check_name=r.check_name,
+             success=r.success, unexpected_count=r.unexpected_count, severity=r.severity, validated_at=now)
+        for r in results
+    ]
+    failed = [r for r in results if not r.success]
+    for r in failed:
+        log.warning("%s: %s failed (%d unexpected, %s)", table, r.check_name, r.unexpected_count, r.severity)
+    blocking = [r for r in failed if r.severity == "blocking"]
+    if blocking:
+        err = DataQualityError(
+            f"{table}: blocking data-quality checks failed: "
+            + "; ".join(f"{r.check_name} ({r.unexpected_count} unexpected)" for r in blocking)
+        )
+        err.rows = rows
+        raise err
+    return rows

@@ -1,0 +1,71 @@
+"""Typed settings, resolved once at the edge (CLI / Airflow task) and passed down as arguments."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def resource_dir(name: str) -> Path:
+    """Top-level resource folder (`schemas`, `expectations`, `infra`) of this checkout.
+
+    `CRM_RESOURCES_DIR` points elsewhere when the package is deployed without its checkout.
+    """
+    base = Path(os.environ.get("CRM_RESOURCES_DIR", REPO_ROOT))
+    path = base / name
+    if not path.is_dir():
+        raise FileNotFoundError(f"resource folder {path} not found; set CRM_RESOURCES_DIR to the project root")
+    return path
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    """How to build the SparkSession. Local mode by default; a cluster passes its master URL."""
+
+    master: str = "local[2]"
+    app_name: str = "crm-pipeline"
+    jar_dir: Path = REPO_ROOT / "infra" / "jars" / "lib"
+    shuffle_partitions: int = 8
+    driver_memory: str = "6g"
+    extra_conf: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_env(cls) -> SparkSettings:
+        """Read `CRM_SPARK_MASTER`, `CRM_JAR_DIR`, `CRM_SHUFFLE_PARTITIONS`, `CRM_DRIVER_MEMORY`."""
+        d = cls()
+        return cls(
+            master=os.environ.get("CRM_SPARK_MASTER", d.master),
+            jar_dir=Path(os.environ.get("CRM_JAR_DIR", d.jar_dir)),
+            shuffle_partitions=int(os.environ.get("CRM_SHUFFLE_PARTITIONS", d.shuffle_partitions)),
+            driver_memory=os.environ.get("CRM_DRIVER_MEMORY", d.driver_memory),
+        )
+
+
+@dataclass(frozen=True)
+class LakeLayout:
+    """Where every Delta table lives under the lake root (local path or any Hadoop URI)."""
+
+    root: str
+
+    def table(self, layer: str, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{layer}/{name}"
+
+    def bronze(self, feed: str) -> str:
+        return self.table("bronze", feed)
+
+    def silver(self, feed: str) -> str:
+        return self.table("silver", feed)
+
+    def gold(self, name: str) -> str:
+        return self.table("gold", name)
+
+    def ops(self, name: str) -> str:
+        return self.table("ops", name)
+
+    @property
+    def quarantine(self) -> str:
+        """Rejected records with raw lines: restricted (may hold PII)."""
+        return self.table("restricted", "quarantine")

@@ -1,0 +1,1 @@
+"""Pure DataFrame -> DataFrame transforms: no session, no I/O, no environment."""

@@ -1,0 +1,1 @@
+"""Bronze -> silver: split, type, validate, map numbers to subscriptions, deduplicate."""

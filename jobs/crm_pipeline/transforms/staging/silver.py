@@ -1,0 +1,105 @@
+"""Silver staging: partition date, number -> subscription mapping, latest-delivery-wins dedup."""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from crm_pipeline.columns import mask_value
+from crm_pipeline.feeds import FeedSpec
+
+
+def partition_date(spec: FeedSpec) -> tuple[str, Column]:
+    """Silver partition column of a feed and how to derive it from typed columns.
+
+    Snapshots: the snapshot (business) date. Events: the local date of the record's own event
+    time, so late records land on their own day. Bills: the billed month.
+    """
+    if spec.kind == "snapshot":
+        return "snapshot_date", F.col("business_date")
+    if spec.kind == "monthly":
+        return "bill_month_date", F.col("bill_month")
+    return "event_date", F.to_date(F.col(spec.event_time))
+
+
+def with_partition_date(records: DataFrame, spec: FeedSpec) -> DataFrame:
+    name, expr = partition_date(spec)
+    return records.withColumn(name, expr)
+
+
+def holders_by_day(snapshot: DataFrame) -> DataFrame:
+    """Which subscription holds each number on each snapshot day.
+
+    Grain: snapshot_date x msisdn. A number belongs to the active (ACTIVE or SUSPENDED)
+    subscription holding it that day, else to one terminated that very day (its last records
+    arrive on the termination day). Input: silver subscriber rows.
+    """
+    eligible = snapshot.where(
+        F.col("status").isin("ACTIVE", "SUSPENDED")
+        | ((F.col("status") == "TERMINATED") & (F.col("status_date") == F.col("snapshot_date")))
+    )
+    rank = Window.partitionBy("snapshot_date", "msisdn").orderBy(
+        (F.col("status") == "TERMINATED").asc(), F.col("activation_date").desc(), F.col("subscriber_id").desc()
+    )
+    return (
+        eligible.select("snapshot_date", "msisdn", "subscriber_id", "status", "status_date", "activation_date")
+        .withColumn("_rank", F.row_number().over(rank))
+        .where("_rank = 1")
+        .select("snapshot_date", "msisdn", "subscriber_id")
+    )
+
+
+def map_to_subscribers(records: DataFrame, holders: DataFrame, spec: FeedSpec) -> DataFrame:
+    """Attach `subscriber_id`: the holder of the record's number on the record's event date.
+
+    Valid records whose number no subscription holds that day get reason `unknown_subscriber`.
+    """
+    msisdn = spec.msisdn_field
+    h = holders.select(
+        F.col("snapshot_date").alias("_h_date"), F.col("msisdn").alias("_h_msisdn"), "subscriber_id"
+    )
+    joined = records.join(
+        h,
+        (F.col("event_date") == F.col("_h_date")) & (F.col(msisdn) == F.col("_h_msisdn")),
+        "left",
+    ).drop("_h_date", "_h_msisdn")
+    unknown = F.col("reject_reason").isNull() & F.col("subscriber_id").isNull()
+    return joined.withColumn(
+        "reject_detail",
+        F.when(unknown, F.concat(F.lit(f"{msisdn}="), mask_value(F.col(msisdn)),
+                                 F.lit(" held by no subscription on "), F.col("event_date").cast("string")))
+        .otherwise(F.col("reject_detail")),
+    ).withColumn("reject_reason", F.when(unknown, F.lit("unknown_subscriber")).otherwise(F.col("reject_reason")))
+
+
+def latest_version_wins(records: DataFrame, spec: FeedSpec) -> DataFrame:
+    """Mark the one version of each record that silver keeps: `is_winner`.
+
+    Only valid records (reject_reason NULL) compete. The version from the latest delivery wins
+    (later business date; within one delivery the last line). Snapshots deduplicate within their
+    day. A bill month comes entirely from its latest delivery: lines of earlier deliveries of the
+    same month are superseded even when the correction dropped them.
+    """
+    valid = F.col("reject_reason").isNull()
+    key = list(spec.key)
+    if spec.kind == "snapshot":
+        key = ["business_date", *key]
+    order = [F.col("business_date").desc(), F.col("source_file").desc(), F.col("line_no").desc()]
+    ranked = records.withColumn(
+        "_rank",
+        F.when(valid, F.row_number().over(Window.partitionBy(valid, *key).orderBy(*order))),
+    )
+    winner = F.col("_rank") == 1
+    if spec.kind == "monthly":
+        latest = F.max(F.when(valid, F.col("business_date"))).over(Window.partitionBy("bill_month"))
+        winner = winner & (F.col("business_date") == latest)
+    return ranked.withColumn("is_winner", F.coalesce(winner, F.lit(False))).drop("_rank")
+
+
+def outcome(records: DataFrame) -> Column:
+    """Each delivered record ends as exactly one of: quarantined, duplicate, loaded."""
+    return (
+        F.when(F.col("reject_reason").isNotNull(), F.lit("quarantined"))
+        .when(F.col("is_winner"), F.lit("loaded"))
+        .otherwise(F.lit("duplicate"))
+    )
