@@ -1,0 +1,82 @@
+"""The file reader and verifier: plain Python, no Spark."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+
+import pytest
+
+from crm_pipeline.ingest.reader import count_data_lines, iter_records, verify_file
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path, len(data), hashlib.md5(data).hexdigest()
+
+
+def test_verify_accepts_a_file_matching_its_control_line(tmp_path):
+    p, size, md5 = _write(tmp_path / "A_20260301_001.dat", b"a|1\n\nb|2\n")
+    check = verify_file(p, p.name, 2, size, md5, gzipped=False)
+    assert check.check is None and check.rows == 2
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda size, md5: (size + 1, md5), "byte_size"),
+        (lambda size, md5: (size, "0" * 32), "md5"),
+    ],
+)
+def test_verify_names_the_failed_check(tmp_path, mutate, expected):
+    p, size, md5 = _write(tmp_path / "A_20260301_001.dat", b"a|1\n")
+    size, md5 = mutate(size, md5)
+    check = verify_file(p, p.name, 1, size, md5, gzipped=False)
+    assert check.check == expected and p.name in check.detail
+
+
+def test_verify_reports_a_listed_but_missing_file(tmp_path):
+    check = verify_file(tmp_path / "gone.dat", "gone.dat", 1, 10, "0" * 32, gzipped=False)
+    assert check.check == "file_missing"
+
+
+def test_verify_counts_rows_without_blank_lines(tmp_path):
+    p, size, md5 = _write(tmp_path / "A_20260301_001.dat", b"a\n\n  \nb\n")
+    assert verify_file(p, p.name, 3, size, md5, gzipped=False).check == "row_count"
+    assert verify_file(p, p.name, 2, size, md5, gzipped=False).check is None
+
+
+def test_verify_detects_a_truncated_gzip_even_when_md5_matches(tmp_path):
+    full = gzip.compress(b"".join(b"record|%d\n" % i for i in range(5000)), mtime=0)
+    p, size, md5 = _write(tmp_path / "A_20260301_001.dat.gz", full[: len(full) // 2])
+    check = verify_file(p, p.name, 5000, size, md5, gzipped=True)
+    assert check.check == "gzip_integrity"
+
+
+def test_records_are_numbered_by_physical_line_and_crlf_is_stripped(tmp_path):
+    p = tmp_path / "f.dat"
+    p.write_bytes(b"a|1\r\n\r\nb|2\r\nc|3")
+    assert list(iter_records(p, "utf-8", False)) == [(1, "a|1", True), (3, "b|2", True), (4, "c|3", True)]
+
+
+def test_gbk_lines_decode_to_chinese(tmp_path):
+    p = tmp_path / "f.dat"
+    p.write_bytes("S1|王伟\n".encode("gbk"))
+    assert list(iter_records(p, "gbk", False)) == [(1, "S1|王伟", True)]
+
+
+def test_an_undecodable_line_is_flagged_and_its_neighbours_still_decode(tmp_path):
+    p = tmp_path / "f.dat"
+    p.write_bytes("ok|王\n".encode() + b"bad|\xff\xfe\n" + "ok2|伟\n".encode())
+    got = list(iter_records(p, "utf-8", False))
+    assert [(n, ok) for n, _, ok in got] == [(1, True), (2, False), (3, True)]
+    assert got[0][1] == "ok|王" and got[2][1] == "ok2|伟"
+
+
+def test_lines_split_across_read_chunks_keep_their_numbers(tmp_path):
+    lines = [f"row|{i}|{'x' * (i % 17)}" for i in range(1, 2001)]
+    p = tmp_path / "f.dat.gz"
+    p.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0))
+    got = list(iter_records(p, "utf-8", True, chunk_bytes=1000))
+    assert [t for _, t, _ in got] == lines and [n for n, _, _ in got] == list(range(1, 2001))
+    assert count_data_lines(p, True) == 2000

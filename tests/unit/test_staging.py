@@ -1,0 +1,188 @@
+"""Bronze -> silver transforms on tiny DataFrames, one rule per test."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import pytest
+from pyspark.sql import functions as F
+
+from crm_pipeline.feeds import feed_spec
+from crm_pipeline.transforms.staging.parse import split_raw_lines, type_and_validate
+from crm_pipeline.transforms.staging.silver import (
+    holders_by_day,
+    latest_version_wins,
+    map_to_subscribers,
+    outcome,
+    with_partition_date,
+)
+
+pytestmark = pytest.mark.spark
+
+D = date(2026, 3, 5)
+LINES = "business_date date, delivery_id string, source_file string, line_no long, raw_line string, decode_ok boolean"
+
+
+def lines(spark, *raw, day=D, ok=True):
+    return spark.createDataFrame([(day, "d1", "f.dat", i, r, ok) for i, r in enumerate(raw, 1)], LINES)
+
+
+def typed(spark, feed, *raw, day=D):
+    spec = feed_spec(feed)
+    split = split_raw_lines(lines(spark, *raw, day=day), spec)
+    return type_and_validate(split.where("reject_reason IS NULL"), spec)
+
+
+def reasons(df):
+    return [(r.reject_reason, r.reject_detail) for r in df.orderBy("line_no").collect()]
+
+
+def voice(start="20260305100000", msisdn="13800000001", duration="60", direction="MO", scope="LOCAL", op="CUCC"):
+    return f"V1|{msisdn}|02584001234|{direction}|{start}|{duration}|{scope}|{op}|C1|15"
+
+
+def test_split_rejects_wrong_field_count_with_counts_in_detail(spark):
+    out = split_raw_lines(lines(spark, "a|b|c"), feed_spec("cdr_voice")).collect()[0]
+    assert (out.reject_reason, out.reject_detail) == ("field_count", "expected 10 fields, found 3")
+
+
+def test_split_rejects_undecodable_lines_before_counting_fields(spark):
+    out = split_raw_lines(lines(spark, "a|b", ok=False), feed_spec("cdr_voice")).collect()[0]
+    assert out.reject_reason == "bad_encoding"
+
+
+def test_split_turns_empty_fields_into_nulls(spark):
+    row = split_raw_lines(lines(spark, "T1|13800000001|20260305100000|HOTLINE|BILLING|1||"), feed_spec("ticket")).collect()[0]
+    assert row.reject_reason is None and row.resolved_time is None and row.satisfaction is None
+
+
+def test_valid_voice_record_is_typed(spark):
+    row = typed(spark, "cdr_voice", voice()).collect()[0]
+    assert row.reject_reason is None
+    assert (row.start_time, row.duration_sec, row.charge_fen) == (datetime(2026, 3, 5, 10, 0), 60, 15)
+
+
+@pytest.mark.parametrize("prefixed", ["+8613800000001", "8613800000001"])
+def test_country_prefix_is_removed_from_msisdns(spark, prefixed):
+    row = typed(spark, "cdr_voice", voice(msisdn=prefixed)).collect()[0]
+    assert row.reject_reason is None and row.msisdn == "13800000001"
+
+
+@pytest.mark.parametrize(
+    "line, reason, detail",
+    [
+        (voice(msisdn="1380000000"), "bad_msisdn", "msisdn=138*****00"),
+        (voice(duration="6O"), "bad_number", "duration_sec=6O"),
+        (voice(duration="-1"), "out_of_range", "duration_sec=-1"),
+        (voice(start="20260230100000"), "bad_timestamp", "start_time=20260230100000"),
+        (voice(direction="IN"), "bad_code", "direction=IN"),
+        (voice(scope=""), "missing_value", "call_scope=<empty>"),
+    ],
+)
+def test_each_field_defect_has_its_reason_and_a_masked_detail(spark, line, reason, detail):
+    assert reasons(typed(spark, "cdr_voice", line)) == [(reason, detail)]
+
+
+def test_first_failing_field_wins_when_a_record_has_two_defects(spark):
+    assert reasons(typed(spark, "cdr_voice", voice(msisdn="1", duration="x")))[0][0] == "bad_msisdn"
+
+
+@pytest.mark.parametrize(
+    "start, ok",
+    [
+        ("20260302000000", True),   # business date - 3 days, first second: in
+        ("20260301235959", False),  # just before the window
+        ("20260305235959", True),   # last second of the business date
+        ("20260306000000", False),  # the next day
+    ],
+)
+def test_event_window_is_business_date_minus_3_to_plus_1(spark, start, ok):
+    row = typed(spark, "cdr_voice", voice(start=start)).collect()[0]
+    assert (row.reject_reason is None) == ok
+    if not ok:
+        assert row.reject_reason == "outside_window"
+
+
+def test_ticket_window_follows_its_last_change_not_its_creation(spark):
+    old_resolved_now = "T1|13800000001|20260220100000|HOTLINE|BILLING|1|20260305090000|5"
+    old_still_open = "T2|13800000001|20260220100000|HOTLINE|BILLING|1||"
+    out = typed(spark, "ticket", old_resolved_now, old_still_open).orderBy("line_no").collect()
+    assert [r.reject_reason for r in out] == [None, "outside_window"]
+
+
+def test_is_complaint_flag_must_be_0_or_1(spark):
+    assert reasons(typed(spark, "ticket", "T1|13800000001|20260305100000|HOTLINE|BILLING|Y||"))[0][0] == "bad_code"
+
+
+def test_survey_scores_outside_1_to_10_are_out_of_range(spark):
+    assert reasons(typed(spark, "survey", "R1|13800000001|20260305|11|5|5|5"))[0] == ("out_of_range", "service_score=11")
+
+
+def test_bill_month_after_the_bill_run_is_outside_window(spark):
+    line = "B1|A1|S1|202604|MONTHLY_FEE|5800|20260420|"
+    assert reasons(typed(spark, "bill", line))[0][0] == "outside_window"
+
+
+def test_late_record_is_partitioned_by_its_own_event_date(spark):
+    row = with_partition_date(typed(spark, "cdr_voice", voice(start="20260303120000")), feed_spec("cdr_voice")).collect()[0]
+    assert row.event_date == date(2026, 3, 3) and row.business_date == D
+
+
+SNAP = "snapshot_date date, subscriber_id string, msisdn string, status string, status_date date, activation_date date"
+
+
+def test_a_reassigned_number_maps_to_its_holder_on_each_day(spark):
+    snap = spark.createDataFrame(
+        [
+            (date(2026, 3, 1), "OLD", "13900000009", "ACTIVE", date(2024, 1, 1), date(2024, 1, 1)),
+            (date(2026, 3, 2), "OLD", "13900000009", "TERMINATED", date(2026, 3, 2), date(2024, 1, 1)),
+            (date(2026, 3, 3), "OLD", "13900000009", "TERMINATED", date(2026, 3, 2), date(2024, 1, 1)),
+            (date(2026, 3, 3), "NEW", "13900000009", "ACTIVE", date(2026, 3, 3), date(2026, 3, 3)),
+        ],
+        SNAP,
+    )
+    recs = spark.createDataFrame(
+        [(date(2026, 3, d), "13900000009", None, None) for d in (1, 2, 3)],
+        "event_date date, msisdn string, reject_reason string, reject_detail string",
+    )
+    out = map_to_subscribers(recs, holders_by_day(snap), feed_spec("cdr_voice")).orderBy("event_date").collect()
+    assert [r.subscriber_id for r in out] == ["OLD", "OLD", "NEW"]
+
+
+def test_a_number_nobody_holds_that_day_is_an_unknown_subscriber(spark):
+    snap = spark.createDataFrame([(date(2026, 3, 1), "S1", "13800000001", "ACTIVE", date(2025, 1, 1), date(2025, 1, 1))], SNAP)
+    recs = spark.createDataFrame([(date(2026, 3, 1), "13700000000", None, None)],
+                                 "event_date date, msisdn string, reject_reason string, reject_detail string")
+    out = map_to_subscribers(recs, holders_by_day(snap), feed_spec("cdr_voice")).collect()[0]
+    assert out.reject_reason == "unknown_subscriber" and "137******00" in out.reject_detail
+
+
+def _versions(spark, rows):
+    return spark.createDataFrame(
+        rows, "ticket_id string, business_date date, source_file string, line_no long, reject_reason string, bill_month date"
+    )
+
+
+def test_the_latest_delivery_wins_and_earlier_versions_are_duplicates(spark):
+    recs = _versions(spark, [
+        ("T1", date(2026, 3, 1), "a", 1, None, None),
+        ("T1", date(2026, 3, 3), "c", 1, None, None),
+        ("T1", date(2026, 3, 2), "b", 1, None, None),
+        ("T1", date(2026, 3, 4), "d", 1, "bad_code", None),
+    ])
+    out = latest_version_wins(recs, feed_spec("ticket"))
+    got = sorted((r.source_file, r.o) for r in out.select("source_file", outcome(out).alias("o")).collect())
+    assert got == [("a", "duplicate"), ("b", "duplicate"), ("c", "loaded"), ("d", "quarantined")]
+
+
+def test_a_bill_month_comes_whole_from_its_latest_delivery(spark):
+    bills = spark.createDataFrame(
+        [
+            ("L1", date(2026, 3, 2), "run", 1, None, date(2026, 2, 1)),
+            ("L2", date(2026, 3, 2), "run", 2, None, date(2026, 2, 1)),   # dropped by the correction
+            ("L1", date(2026, 3, 10), "fix", 1, None, date(2026, 2, 1)),
+        ],
+        "bill_line_id string, business_date date, source_file string, line_no long, reject_reason string, bill_month date",
+    )
+    out = latest_version_wins(bills, feed_spec("bill")).where(F.col("is_winner")).collect()
+    assert [(r.bill_line_id, r.source_file) for r in out] == [("L1", "fix")]
