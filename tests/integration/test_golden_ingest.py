@@ -75,6 +75,8 @@ def golden(spark, tmp_path_factory):
     write_delivery(landing, "ticket", D2, [[T1_RESOLVED]])
     bad = write_delivery(landing, "ticket", D3, [["T2|13800000001|20260303100000|ONLINE|NETWORK|0||"]])
     (bad / "TICKET_20260303_001.dat").write_text("T2|13800000001|20260303100000|ONLINE|NETWORK|1||\n")
+    redo = write_delivery(landing, "cdr_voice", D1, [[cdr("V99", "13800000001", "20260301130000")]], gz=True)
+    (redo / "CDR_VOICE_20260301_001.dat.gz").write_bytes(b"\x1f\x8b truncated")  # re-delivery fails its checks
     second = ingest(spark, landing, lake, ops.RunContext("run-2"), progress=lambda m: None)
     return landing, lake, first, second
 
@@ -131,13 +133,21 @@ def test_ticket_updated_by_later_delivery_keeps_latest_version(spark, golden):
 
 def test_failed_md5_delivery_loads_nothing_and_names_file_and_check(spark, golden):
     _, lake, _, second = golden
-    failed = [r for r in second.rows if r["status"] == "FAILED"]
-    assert len(failed) == 1
-    assert failed[0]["source_file"] == "ticket/20260303/TICKET_20260303_001.dat"
-    assert "TICKET_20260303_001.dat" in failed[0]["message"] and "md5" in failed[0]["message"]
+    failed = {r["source_file"]: r["message"] for r in second.rows if r["status"] == "FAILED"}
+    assert set(failed) == {"ticket/20260303/TICKET_20260303_001.dat", "cdr_voice/20260301/CDR_VOICE_20260301_001.dat.gz"}
+    message = failed["ticket/20260303/TICKET_20260303_001.dat"]
+    assert "TICKET_20260303_001.dat" in message and "check md5" in message
     assert not second.ok
     tickets = spark.read.format("delta").load(lake.bronze("ticket")).where("business_date = DATE'2026-03-03'")
     assert tickets.count() == 0
+
+
+def test_a_failed_redelivery_leaves_the_earlier_delivery_in_place(spark, golden):
+    _, lake, _, second = golden
+    failed = [r for r in second.rows if r["status"] == "FAILED" and r["feed"] == "cdr_voice"]
+    assert len(failed) == 1 and "check byte_size" in failed[0]["message"]
+    bronze = spark.read.format("delta").load(lake.bronze("cdr_voice")).where("business_date = DATE'2026-03-01'")
+    assert bronze.where("cdr_id = 'V99'").count() == 0 and bronze.where("cdr_id = 'V12'").count() == 1
 
 
 def test_accounting_per_file_adds_up_and_matches_hand_counts(golden):
