@@ -34,3 +34,23 @@ def month_start(col: Column) -> Column:
 
 def fen_to_cny(col: Column) -> Column:
     return (col / F.lit(100)).cast("decimal(18,2)")
+
+
+def _hmac_pads(key: bytes) -> tuple[str, str]:
+    import hashlib
+
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(64, b"\0")
+    return bytes(b ^ 0x36 for b in key).hex(), bytes(b ^ 0x5C for b in key).hex()
+
+
+def hmac_sha256_hex(col: Column, key: str) -> Column:
+    """HMAC-SHA256 of a string column under `key` (UTF-8), lower-case hex; NULL stays NULL.
+
+    Computed in the JVM (RFC 2104 from two SHA-256 passes), equal to Python's
+    `hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()`.
+    """
+    ipad, opad = _hmac_pads(key.encode("utf-8"))
+    inner = F.sha2(F.concat(F.unhex(F.lit(ipad)), F.encode(col, "UTF-8")), 256)
+    return F.when(col.isNotNull(), F.sha2(F.concat(F.unhex(F.lit(opad)), F.unhex(inner)), 256))

@@ -1,0 +1,110 @@
+"""Daily rollups of silver events per subscriber, and the daily contact graph."""
+
+from __future__ import annotations
+
+from functools import reduce
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from crm_pipeline.columns import hmac_sha256_hex
+
+COMPETITORS = ("CUCC", "CTCC")
+
+#: Measures of `daily_usage_by_subscriber`, all integers (seconds, bytes, fen, counts).
+USAGE_MEASURES = (
+    "voice_calls", "voice_sec", "voice_mo_sec", "voice_offnet_sec", "voice_charge_fen",
+    "sms_count", "sms_mo_count", "sms_offnet_count", "sms_charge_fen",
+    "data_sessions", "data_bytes", "data_5g_bytes", "data_charge_fen",
+    "recharge_fen", "recharge_count", "bill_payment_fen",
+    "tickets", "complaints", "regulator_complaints",
+)
+
+
+def _rollup(df: DataFrame, date_col: str, **measures: Column) -> DataFrame:
+    missing = [m for m in USAGE_MEASURES if m not in measures]
+    return (
+        df.groupBy("subscriber_id", F.col(date_col).alias("usage_date"))
+        .agg(*[expr.cast("long").alias(name) for name, expr in measures.items()])
+        .select("subscriber_id", "usage_date", *[F.lit(0).cast("long").alias(m) if m in missing else F.col(m)
+                                                 for m in USAGE_MEASURES])
+    )
+
+
+def _when_sum(cond: Column, value: Column) -> Column:
+    return F.sum(F.when(cond, value).otherwise(F.lit(0)))
+
+
+def daily_usage_by_subscriber(
+    voice: DataFrame, sms: DataFrame, data: DataFrame, recharge: DataFrame, ticket: DataFrame
+) -> DataFrame:
+    """Grain: subscriber_id x usage_date (the event's local date). Inputs: silver event tables.
+
+    Every measure is an integer sum or count, so monthly totals are exact and reruns bit-identical.
+    Tickets count on their creation date; recharges split into top-ups (RECHARGE + REFUND) and
+    bill payments.
+    """
+    offnet = F.col("other_operator").isin(*COMPETITORS)
+    parts = [
+        _rollup(
+            voice, "event_date",
+            voice_calls=F.count(F.lit(1)), voice_sec=F.sum("duration_sec"),
+            voice_mo_sec=_when_sum(F.col("direction") == "MO", F.col("duration_sec")),
+            voice_offnet_sec=_when_sum(offnet, F.col("duration_sec")), voice_charge_fen=F.sum("charge_fen"),
+        ),
+        _rollup(
+            sms, "event_date",
+            sms_count=F.count(F.lit(1)), sms_mo_count=_when_sum(F.col("direction") == "MO", F.lit(1)),
+            sms_offnet_count=_when_sum(offnet, F.lit(1)), sms_charge_fen=F.sum("charge_fen"),
+        ),
+        _rollup(
+            data, "event_date",
+            data_sessions=F.count(F.lit(1)), data_bytes=F.sum(F.col("uplink_bytes") + F.col("downlink_bytes")),
+            data_5g_bytes=_when_sum(F.col("rat") == "5G", F.col("uplink_bytes") + F.col("downlink_bytes")),
+            data_charge_fen=F.sum("charge_fen"),
+        ),
+        _rollup(
+            recharge, "event_date",
+            recharge_fen=_when_sum(F.col("txn_type").isin("RECHARGE", "REFUND"), F.col("amount_fen")),
+            recharge_count=_when_sum(F.col("txn_type") == "RECHARGE", F.lit(1)),
+            bill_payment_fen=_when_sum(F.col("txn_type") == "BILL_PAYMENT", F.col("amount_fen")),
+        ),
+        _rollup(
+            ticket, "event_date",
+            tickets=F.count(F.lit(1)), complaints=_when_sum(F.col("is_complaint"), F.lit(1)),
+            regulator_complaints=_when_sum(F.col("is_complaint") & (F.col("channel") == "REGULATOR"), F.lit(1)),
+        ),
+    ]
+    union = reduce(DataFrame.unionByName, parts)
+    return union.groupBy("subscriber_id", "usage_date").agg(*[F.sum(m).alias(m) for m in USAGE_MEASURES])
+
+
+def daily_contacts(voice: DataFrame, sms: DataFrame, hmac_key: str) -> DataFrame:
+    """Who talked to whom each day. Grain: subscriber_id x usage_date x other_party_key.
+
+    `other_party_key` is the keyed hash of the other number (the same hash as msisdn_key, so
+    on-net contacts join back to subscribers); the number itself never leaves silver.
+    """
+    def edges(df: DataFrame, is_voice: bool) -> DataFrame:
+        return df.select(
+            "subscriber_id",
+            F.col("event_date").alias("usage_date"),
+            hmac_sha256_hex(F.col("other_party"), hmac_key).alias("other_party_key"),
+            "other_operator",
+            F.lit(1 if is_voice else 0).alias("calls"),
+            F.lit(0 if is_voice else 1).alias("sms"),
+            (F.col("duration_sec") if is_voice else F.lit(0)).cast("long").alias("voice_sec"),
+            (F.col("direction") == "MO").cast("int").alias("mo"),
+        )
+
+    return (
+        edges(voice, True).unionByName(edges(sms, False))
+        .groupBy("subscriber_id", "usage_date", "other_party_key")
+        .agg(
+            F.max("other_operator").alias("other_operator"),
+            F.sum("calls").cast("long").alias("calls"),
+            F.sum("sms").cast("long").alias("sms"),
+            F.sum("voice_sec").cast("long").alias("voice_sec"),
+            F.sum("mo").cast("long").alias("mo_events"),
+        )
+    )
