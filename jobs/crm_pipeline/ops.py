@@ -72,3 +72,14 @@ def write_data_quality(spark: SparkSession, lake: LakeLayout, rows: list[dict]) 
     spec = table_spec("data_quality")
     df = spark.createDataFrame([tuple(r.get(c) for c in spec.column_names) for r in rows], spec.spark_schema())
     delta.append(df, lake.ops("data_quality"))
+
+
+def log_silver_changes(spark: SparkSession, lake: LakeLayout, run_id: str, changed: dict[str, set[date]]) -> None:
+    """Record which silver partitions a run rewrote, so rollups recompute exactly those days."""
+    rows = [(feed, day, run_id) for feed, days in sorted(changed.items()) for day in sorted(days)]
+    if not rows:
+        return
+    now = utcnow()
+    df = spark.createDataFrame([(*r, now) for r in rows],
+                               "feed string, partition_date date, run_id string, changed_at timestamp_ntz")
+    delta.append(df, lake.ops("silver_changes"))

@@ -58,6 +58,7 @@ class IngestResult:
     dq_rows: list[dict] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
+    changed: dict[str, set[date]] = field(default_factory=dict)  # feed -> silver partitions rewritten
 
     @property
     def ok(self) -> bool:
@@ -137,7 +138,9 @@ def ingest(
             continue
         t0 = time.monotonic()
         try:
-            rows, dq_rows = load_feed(spark, lake, spec, batch, ctx, {c.file_name: c.rows for d in batch for c in checks[d.delivery_id]})
+            rows, dq_rows, touched = load_feed(
+                spark, lake, spec, batch, ctx, {c.file_name: c.rows for d in batch for c in checks[d.delivery_id]}
+            )
         except gx.DataQualityError as exc:
             result.dq_rows.extend(getattr(exc, "rows", []))
             for d in batch:
@@ -146,6 +149,7 @@ def ingest(
             continue
         result.rows.extend(rows)
         result.dq_rows.extend(dq_rows)
+        result.changed[spec.feed] = touched
         delivery_log.extend((d.feed, d.business_date, d.delivery_id, ctx.run_id, "LOADED") for d in batch)
         if spec.feed == "subscriber":
             snapshot_days |= {d.business_date for d in batch}
@@ -155,6 +159,7 @@ def ingest(
             f"loaded {t['rows_loaded']:>10,}  quarantined {t['rows_quarantined']:>7,}  "
             f"duplicates {t['rows_duplicate']:>7,}  ({time.monotonic() - t0:.1f} s)"
         )
+    ops.log_silver_changes(spark, lake, ctx.run_id, result.changed)
     ops.log_deliveries(spark, lake, delivery_log)
     ops.write_pipeline_runs(spark, lake, result.rows)
     ops.write_data_quality(spark, lake, result.dq_rows)
@@ -196,8 +201,11 @@ def load_feed(
     batch: list[Delivery],
     ctx: ops.RunContext,
     expected_rows: dict[str, int],
-) -> tuple[list[dict], list[dict]]:
-    """Load one feed's verified deliveries; return pipeline_runs rows and data-quality rows."""
+) -> tuple[list[dict], list[dict], set[date]]:
+    """Load one feed's verified deliveries.
+
+    Returns pipeline_runs rows, data-quality rows and the silver partition dates rewritten.
+    """
     started = ops.utcnow()
     batch_days = sorted({d.business_date for d in batch})
     part_col, _ = partition_date(spec)
@@ -284,4 +292,4 @@ def load_feed(
                 )
             note = f"; ignored unlisted files {', '.join(d.unlisted_files)}" if d.unlisted_files else ""
             rows.append(_row(ctx, d, e.file_name, started, "SUCCESS", counts, f"loaded{note}"))
-    return rows, dq_rows
+    return rows, dq_rows, touched

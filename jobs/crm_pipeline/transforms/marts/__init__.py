@@ -1,0 +1,1 @@
+"""Marts named by business entity: subscriber_month, kpi_month, value segments ..."""

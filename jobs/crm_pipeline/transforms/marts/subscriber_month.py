@@ -1,0 +1,139 @@
+"""`subscriber_month`: one row per subscriber active in a month (docs/metrics.md, to the letter)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from crm_pipeline.columns import hmac_sha256_hex
+
+ATTRIBUTES = ("msisdn", "customer_id", "group_id", "city_code", "brand", "plan_id", "payment_type", "network_gen")
+
+
+def month_frame(spark: SparkSession, months: list[date], snapshot_days: set[date]) -> DataFrame:
+    """One row per month to build: its last day and which opening rule applies.
+
+    Opening is read on the last day of the previous month; when no snapshot of that day exists
+    (the first month of data), on the first day of the month.
+    """
+    from calendar import monthrange
+    from datetime import timedelta
+
+    rows = []
+    for m in months:
+        prev_end = m - timedelta(days=1)
+        last = m.replace(day=monthrange(m.year, m.month)[1])
+        rows.append((m, last, prev_end if prev_end in snapshot_days else m, prev_end in snapshot_days))
+    return spark.createDataFrame(rows, "month date, month_end date, opening_day date, opening_from_prev boolean")
+
+
+def _active(col_status: Column) -> Column:
+    return col_status.isin("ACTIVE", "SUSPENDED")
+
+
+def subscriber_month_base(snapshots: DataFrame, months: DataFrame) -> DataFrame:
+    """Lifecycle flags and month-end attributes per subscriber and month.
+
+    Inputs: silver subscriber rows (snapshot_date, subscriber_id, status, status_date,
+    activation_date, attributes) covering each month and the day before it; `months` from
+    `month_frame`. Grain: subscriber_id x month, only subscribers active in the month.
+    """
+    snap = snapshots.select("snapshot_date", "subscriber_id", "status", "status_date", "activation_date", *ATTRIBUTES)
+    in_month = snap.join(
+        months, (F.col("snapshot_date") >= F.col("opening_day")) & (F.col("snapshot_date") <= F.col("month_end"))
+    ).where((F.col("snapshot_date") >= F.col("month")) | (F.col("snapshot_date") == F.col("opening_day")))
+    d, active = F.col("snapshot_date"), _active(F.col("status"))
+    attrs = F.struct(*ATTRIBUTES)
+    on_end = d == F.col("month_end")
+    opening_cond = active & (d == F.col("opening_day")) & (
+        F.col("opening_from_prev") | (F.col("activation_date") < F.col("month"))
+    )
+    agg = in_month.groupBy("subscriber_id", "month", "month_end").agg(
+        F.max(opening_cond).alias("opening"),
+        F.max(active & on_end).alias("closing"),
+        F.max_by(F.col("activation_date"), d).alias("activation_date"),
+        F.max(F.when(on_end, F.col("status"))).alias("status_at_month_end"),
+        F.max(F.when(on_end & (F.col("status") == "TERMINATED"), F.col("status_date"))).alias("_terminated_on"),
+        F.max_by(attrs, F.when(active, d)).alias("_active_attrs"),
+        F.max_by(attrs, F.when(d >= F.col("month"), d)).alias("_month_attrs"),
+    )
+    gross_add = (F.col("activation_date") >= F.col("month")) & (F.col("activation_date") <= F.col("month_end"))
+    churned = F.col("_terminated_on").between(F.col("month"), F.col("month_end"))
+    a = F.coalesce(F.col("_active_attrs"), F.col("_month_attrs"))
+    return (
+        agg.withColumn("gross_add", gross_add)
+        .withColumn("churned_in_month", F.coalesce(churned, F.lit(False)))
+        .where(F.col("opening") | F.col("gross_add"))
+        .select(
+            "month", "subscriber_id", *[a.getField(c).alias(c) for c in ATTRIBUTES], "activation_date",
+            (12 * (F.year("month") - F.year("activation_date")) + F.month("month") - F.month("activation_date"))
+            .alias("tenure_months"),
+            "status_at_month_end", "opening", "closing", "gross_add", "churned_in_month",
+        )
+    )
+
+
+def monthly_usage(daily_usage: DataFrame) -> DataFrame:
+    """Daily rollups -> per subscriber and month (integer sums; no raw CDRs)."""
+    measures = [c for c in daily_usage.columns if c not in ("subscriber_id", "usage_date")]
+    return daily_usage.groupBy("subscriber_id", F.trunc("usage_date", "month").alias("month")).agg(
+        *[F.sum(m).alias(m) for m in measures]
+    )
+
+
+def monthly_revenue(bills: DataFrame) -> DataFrame:
+    """Silver bill lines (each bill month from its latest delivery) -> revenue per subscriber and month."""
+    return bills.groupBy("subscriber_id", F.col("bill_month").alias("month")).agg(
+        F.sum("amount_fen").cast("long").alias("revenue_fen")
+    )
+
+
+def subscriber_month(base: DataFrame, usage: DataFrame, revenue: DataFrame, hmac_key: str) -> DataFrame:
+    """Add usage and revenue measures and the keyed msisdn hash; drop the raw msisdn.
+
+    Grain: month x subscriber_id. Units: fen, minutes, MB (1 MB = 1,048,576 bytes).
+    arpu_3m_fen is added by `with_arpu_3m` once the previous months are at hand.
+    """
+    zero = F.lit(0).cast("long")
+    u = usage.select(
+        "subscriber_id", "month", "voice_sec", "sms_count", "data_bytes", "recharge_fen", "complaints",
+        "voice_offnet_sec", "data_5g_bytes", "tickets",
+    )
+    out = base.join(u, ["subscriber_id", "month"], "left").join(revenue, ["subscriber_id", "month"], "left")
+    return out.select(
+        "month", "subscriber_id",
+        hmac_sha256_hex(F.col("msisdn"), hmac_key).alias("msisdn_key"),
+        *[c for c in ATTRIBUTES if c != "msisdn"],
+        "tenure_months", "status_at_month_end",
+        F.coalesce("revenue_fen", zero).alias("revenue_fen"),
+        (F.coalesce("voice_sec", zero) / 60.0).alias("voice_mou"),
+        F.coalesce("sms_count", zero).alias("sms_count"),
+        (F.coalesce("data_bytes", zero) / 1048576.0).alias("data_mb"),
+        F.coalesce("recharge_fen", zero).alias("recharge_fen"),
+        F.coalesce("complaints", zero).alias("complaint_count"),
+        F.coalesce("tickets", zero).alias("ticket_count"),
+        (F.coalesce("voice_offnet_sec", zero) / 60.0).alias("offnet_voice_mou"),
+        (F.coalesce("data_5g_bytes", zero) / 1048576.0).alias("data_5g_mb"),
+        "churned_in_month", "opening", "closing", "gross_add", "activation_date",
+        F.coalesce("voice_sec", zero).alias("voice_sec"),
+        F.coalesce("data_bytes", zero).alias("data_bytes"),
+    )
+
+
+def with_arpu_3m(rows: DataFrame, history: DataFrame) -> DataFrame:
+    """arpu_3m_fen: mean revenue over M, M-1, M-2, counting only months the subscriber has a row.
+
+    `history` holds (subscriber_id, month, revenue_fen) of earlier published months; rows of
+    the same month in `rows` take precedence.
+    """
+    current = rows.select("subscriber_id", "month", "revenue_fen")
+    older = history.join(current.select("month").distinct(), "month", "left_anti")
+    both = current.unionByName(older.select("subscriber_id", "month", "revenue_fen"))
+    m_idx = F.year("month") * 12 + F.month("month")
+    w = Window.partitionBy("subscriber_id").orderBy(m_idx).rangeBetween(-2, 0)
+    arpu = both.select(
+        "subscriber_id", "month", F.round(F.avg("revenue_fen").over(w), 2).alias("arpu_3m_fen")
+    )
+    return rows.join(arpu, ["subscriber_id", "month"], "left")
