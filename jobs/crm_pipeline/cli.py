@@ -23,6 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_arguments(ing)
     ing.set_defaults(handler="crm_pipeline.entrypoints.ingest:run")
 
+    from crm_pipeline.entrypoints import run
+
+    rn = sub.add_parser("run", help="landing zone -> published warehouse tables (every layer)")
+    run.add_arguments(rn)
+    rn.set_defaults(handler="crm_pipeline.entrypoints.run:run")
+
     from crm_pipeline.entrypoints import demo
 
     dem = sub.add_parser("demo", help="generate a data set and run the pipeline on it")

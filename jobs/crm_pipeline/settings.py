@@ -69,3 +69,31 @@ class LakeLayout:
     def quarantine(self) -> str:
         """Rejected records with raw lines: restricted (may hold PII)."""
         return self.table("restricted", "quarantine")
+
+
+DEMO_HMAC_KEY = "crm-demo-key-not-for-production"
+
+
+def msisdn_hmac_key(allow_demo: bool = False) -> str:
+    """The secret behind msisdn_key, from `CRM_MSISDN_HMAC_KEY` (in Airflow: a connection or secrets
+    backend exports it). Only the demo may fall back to a labelled demo key, with a warning."""
+    import logging
+
+    key = os.environ.get("CRM_MSISDN_HMAC_KEY")
+    if key:
+        return key
+    if allow_demo:
+        logging.getLogger(__name__).warning(
+            "CRM_MSISDN_HMAC_KEY is not set: using the DEMO key; msisdn_key values are not protected"
+        )
+        print("WARNING: CRM_MSISDN_HMAC_KEY not set; msisdn_key uses the public demo key", flush=True)
+        return DEMO_HMAC_KEY
+    raise RuntimeError("CRM_MSISDN_HMAC_KEY is not set: it keys msisdn_key; set it in the environment")
+
+
+def load_analytics_config(path: Path | None = None) -> dict:
+    """Versioned analytics parameters (value-segment weights and thresholds ...)."""
+    import json
+
+    path = path or Path(os.environ.get("CRM_ANALYTICS_CONFIG", resource_dir("config") / "analytics.json"))
+    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -1,0 +1,61 @@
+"""`crm run`: landing zone -> published warehouse tables, every layer, in one Spark session."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from crm_pipeline import ops
+from crm_pipeline.entrypoints.common import add_run_arguments, iso_date, progress, setup_logging
+from crm_pipeline.settings import LakeLayout, SparkSettings
+
+DEFAULT_WAREHOUSE = "duckdb:///var/warehouse/warehouse.duckdb"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--landing", required=True, type=Path, help="landing zone root")
+    parser.add_argument("--lake", required=True, help="Delta Lake root")
+    parser.add_argument("--warehouse", default=DEFAULT_WAREHOUSE,
+                        help=f"warehouse URL; duckdb:///path (default {DEFAULT_WAREHOUSE})")
+    parser.add_argument("--from", dest="date_from", type=iso_date, help="first business date to ingest")
+    parser.add_argument("--to", dest="date_to", type=iso_date, help="last business date to ingest")
+    parser.add_argument("--demo-key", action="store_true",
+                        help="allow the labelled demo HMAC key when CRM_MSISDN_HMAC_KEY is unset")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    add_run_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
+    if not args.landing.is_dir():
+        raise SystemExit(f"crm run: landing zone {args.landing} is not a directory")
+    from crm_pipeline.settings import msisdn_hmac_key
+
+    key = msisdn_hmac_key(allow_demo=args.demo_key)
+    from crm_pipeline.spark import build_session
+
+    spark = build_session(SparkSettings.from_env())
+    ctx = ops.RunContext(args.run_id or ops.new_run_id(), args.dag_id, args.task_id or "run")
+    return run_pipeline(spark, args.landing, LakeLayout(str(args.lake)), args.warehouse, ctx, key,
+                        args.date_from, args.date_to)
+
+
+def run_pipeline(spark, landing: Path, lake: LakeLayout, warehouse: str, ctx: ops.RunContext, key: str,
+                 date_from=None, date_to=None) -> int:
+    """Ingest, roll up, analyse every complete month, publish. Exit 1 if a delivery failed."""
+    from crm_pipeline.entrypoints.ingest import print_summary
+    from crm_pipeline.ingest.load import ingest
+    from crm_pipeline.pipeline.monthly import analyse
+    from crm_pipeline.pipeline.rollups import build_daily_rollups
+    from crm_pipeline.publish.publish import publish
+    from crm_pipeline.settings import load_analytics_config
+    from crm_pipeline.transforms.marts.value import ValueSettings
+
+    result = ingest(spark, landing, lake, ctx, date_from=date_from, date_to=date_to, progress=progress)
+    print_summary(result)
+    build_daily_rollups(spark, lake, ctx, key, progress=progress)
+    value = ValueSettings(**{k: v for k, v in load_analytics_config()["value_segments"].items()
+                             if k != "description"})
+    months = analyse(spark, lake, ctx, value, key, progress=progress)
+    publish(lake, warehouse, months, progress=progress)
+    return 0 if result.ok else 1

@@ -1,0 +1,1 @@
+"""Gold -> warehouse: atomic per table, re-publishing a month replaces that month."""

@@ -1,0 +1,90 @@
+"""Publish gold and ops tables from the lake to the warehouse, and record restatements."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import date
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from deltalake.exceptions import TableNotFoundError
+
+from crm_pipeline.publish.warehouse import open_warehouse
+from crm_pipeline.settings import LakeLayout
+
+log = logging.getLogger(__name__)
+
+#: Columns published per contract table (the contract's columns first, then documented extras).
+SUBSCRIBER_MONTH_COLUMNS = [
+    "month", "subscriber_id", "msisdn_key", "customer_id", "group_id", "city_code", "brand", "plan_id",
+    "payment_type", "network_gen", "tenure_months", "status_at_month_end", "revenue_fen", "arpu_3m_fen",
+    "voice_mou", "sms_count", "data_mb", "recharge_fen", "complaint_count", "current_value_index",
+    "potential_value_index", "value_segment", "churned_in_month",
+    "opening", "closing", "gross_add", "ticket_count", "offnet_voice_mou", "data_5g_mb",
+]
+KPI_MONTH_COLUMNS = [
+    "month", "dimension", "dimension_value", "active_subscribers", "opening_subscribers",
+    "closing_subscribers", "gross_adds", "churned_subscribers", "churn_rate", "revenue_fen", "arpu_fen",
+    "voice_mou_per_sub", "data_mb_per_sub",
+]
+
+
+def _delta_dataset(path: str) -> ds.Dataset:
+    from deltalake import DeltaTable
+
+    return DeltaTable(path).to_pyarrow_dataset()
+
+
+def _months(table: pa.Table) -> list[date]:
+    return sorted(set(table.column("month").to_pylist()))
+
+
+def read_gold_months(lake: LakeLayout, name: str, months: list[date], columns: list[str]) -> pa.Table:
+    dataset = _delta_dataset(lake.gold(name))
+    table = dataset.to_table(filter=pc.field("month").isin(pa.array(months, pa.date32())))
+    return table.select(columns).sort_by([(c, "ascending") for c in columns[:3]])
+
+
+def publish(
+    lake: LakeLayout,
+    warehouse_url: str,
+    months: list[date],
+    progress: Callable[[str], None] = print,
+) -> None:
+    """Publish `months` of the gold marts, the ops tables and the restricted contact list."""
+    wh = open_warehouse(warehouse_url)
+    if months:
+        for name, cols in (("subscriber_month", SUBSCRIBER_MONTH_COLUMNS), ("kpi_month", KPI_MONTH_COLUMNS)):
+            data = read_gold_months(lake, name, months, cols)
+            wh.replace_partitions("crm", name, data, "month", months)
+            progress(f"publish: crm.{name} {len(months)} months, {data.num_rows:,} rows")
+    for name in ("pipeline_runs", "data_quality", "restatements"):
+        try:
+            data = _delta_dataset(lake.ops(name)).to_table()
+        except TableNotFoundError:  # no run of that kind so far
+            continue
+        wh.replace_table("crm_ops", name, data)
+    contact = _latest_contacts(lake)
+    if contact is not None:
+        wh.replace_table("crm_restricted", "contact", contact)
+        progress(f"publish: crm_restricted.contact {contact.num_rows:,} rows -> {wh.target.restricted_path} (mode 0600)")
+
+
+def _latest_contacts(lake: LakeLayout) -> pa.Table | None:
+    """subscriber_id, msisdn, customer_name from the latest subscriber snapshot."""
+    from deltalake import DeltaTable
+
+    try:
+        table = DeltaTable(lake.silver("subscriber")).to_pyarrow_dataset()
+    except TableNotFoundError:
+        return None
+    days = table.to_table(columns=["snapshot_date"]).column("snapshot_date")
+    if len(days) == 0:
+        return None
+    latest = pc.max(days)
+    rows = table.to_table(columns=["subscriber_id", "msisdn", "customer_name"],
+                          filter=pc.field("snapshot_date") == latest)
+    return rows.sort_by([("subscriber_id", "ascending")])

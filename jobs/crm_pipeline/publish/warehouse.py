@@ -1,0 +1,123 @@
+"""Warehouse adapters chosen by URL scheme: `duckdb:///path/to/file.duckdb` (embedded default).
+
+Every write is one transaction per table: a reader sees the previous complete table or the
+new one, never a mix and never an empty table.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class WarehouseTarget:
+    url: str
+
+    @property
+    def scheme(self) -> str:
+        return urlparse(self.url).scheme
+
+    @property
+    def duckdb_path(self) -> Path:
+        parsed = urlparse(self.url)
+        return Path(parsed.netloc + parsed.path) if parsed.netloc else Path(parsed.path)
+
+    @property
+    def restricted_path(self) -> Path:
+        """`crm_restricted` lives in its own file, readable only by its owner."""
+        p = self.duckdb_path
+        return p.with_name(p.stem + "_restricted" + p.suffix)
+
+
+def open_warehouse(url: str) -> DuckDBWarehouse:
+    target = WarehouseTarget(url)
+    if target.scheme == "duckdb":
+        return DuckDBWarehouse(target)
+    raise ValueError(f"unsupported warehouse URL {url!r}: expected duckdb:///path")
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class DuckDBWarehouse:
+    """The embedded warehouse: `crm` and `crm_ops` in one file, `crm_restricted` in another."""
+
+    def __init__(self, target: WarehouseTarget):
+        self.target = target
+        self.path = target.duckdb_path
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _connect(self, schema: str):
+        import duckdb
+
+        if schema == "crm_restricted":
+            path = self.target.restricted_path
+            old = os.umask(0o077)
+            try:
+                con = duckdb.connect(str(path))
+            finally:
+                os.umask(old)
+            os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+        else:
+            con = duckdb.connect(str(self.path))
+        catalog = con.execute("SELECT current_database()").fetchone()[0]
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(catalog)}.{_quote(schema)}")
+        return con, f"{_quote(catalog)}.{_quote(schema)}"
+
+    def _ensure_table(self, con, fq: str, data: pa.Table) -> None:
+        con.execute(f"CREATE TABLE IF NOT EXISTS {fq} AS SELECT * FROM incoming LIMIT 0")
+        have = {r[0] for r in con.execute(f"SELECT column_name FROM (DESCRIBE {fq})").fetchall()}
+        for field in data.schema:
+            if field.name not in have:
+                dtype = con.execute(f"SELECT typeof({_quote(field.name)}) FROM incoming LIMIT 1").fetchone()
+                dtype = dtype[0] if dtype else "VARCHAR"
+                con.execute(f"ALTER TABLE {fq} ADD COLUMN {_quote(field.name)} {dtype}")
+
+    def replace_partitions(self, schema: str, table: str, data: pa.Table, column: str, values: list) -> None:
+        """Replace the rows whose `column` is in `values` with `data`, in one transaction."""
+        con, qualified = self._connect(schema)
+        fq = f"{qualified}.{_quote(table)}"
+        try:
+            con.register("incoming", data)
+            con.execute("BEGIN TRANSACTION")
+            self._ensure_table(con, fq, data)
+            con.execute(f"DELETE FROM {fq} WHERE {_quote(column)} IN (SELECT UNNEST(?))", [list(values)])
+            con.execute(f"INSERT INTO {fq} BY NAME SELECT * FROM incoming")
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    def replace_table(self, schema: str, table: str, data: pa.Table) -> None:
+        """Swap the whole table for `data` in one transaction."""
+        con, qualified = self._connect(schema)
+        fq = f"{qualified}.{_quote(table)}"
+        try:
+            con.register("incoming", data)
+            con.execute("BEGIN TRANSACTION")
+            con.execute(f"CREATE OR REPLACE TABLE {fq} AS SELECT * FROM incoming")
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    def query(self, sql: str, restricted: bool = False) -> list[tuple]:
+        import duckdb
+
+        path = self.target.restricted_path if restricted else self.path
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
