@@ -47,6 +47,7 @@ def build_session(settings: SparkSettings | None = None) -> SparkSession:
         .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.databricks.delta.stats.collect", "true")
         .config("spark.sql.sources.partitionOverwriteMode", "static")
+        .config("spark.sql.files.maxRecordsPerFile", "5000000")
     )
     for key, value in settings.extra_conf:
         builder = builder.config(key, value)

@@ -38,7 +38,8 @@ def replace_where(df: DataFrame, path: str, predicate: str, partition_by: list[s
     matching rows, which is what a re-delivery without those records means.
     """
     spark = df.sparkSession
-    writer = df.write.format("delta").option("mergeSchema", "false")
+    # Whole partitions per task: one file per partition value instead of one per task and value.
+    writer = df.repartition(*partition_by).write.format("delta").option("mergeSchema", "false")
     if not exists(spark, path):
         writer.mode("overwrite").partitionBy(*partition_by).save(path)
         return
