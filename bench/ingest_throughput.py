@@ -50,7 +50,8 @@ def duckdb_parse(landing: Path) -> tuple[int, float]:
                 typed.append(f.name)
         sql = (
             f"SELECT count(*) FROM (SELECT {', '.join(typed)} FROM read_csv({files!r}, delim='|', header=false, "
-            f"quote='', escape='', columns={cols}, null_padding=true, ignore_errors=true, filename=true))"
+            f"quote='', escape='', columns={cols}, auto_detect=false, null_padding=true, "
+            f"ignore_errors=true, filename=true))"
         )
         total += con.execute(sql).fetchone()[0]
     return total, time.perf_counter() - t0

@@ -29,6 +29,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_arguments(rn)
     rn.set_defaults(handler="crm_pipeline.entrypoints.run:run")
 
+    from crm_pipeline.entrypoints import steps
+
+    for name, adder, help_ in (
+        ("rollup", steps.add_rollup_arguments, "rebuild daily rollups for days whose silver changed"),
+        ("analyse", steps.add_analyse_arguments, "build gold subscriber_month and kpi_month for complete months"),
+        ("publish", steps.add_publish_arguments, "publish gold and ops tables to the warehouse"),
+    ):
+        p = sub.add_parser(name, help=help_)
+        adder(p)
+        p.set_defaults(handler=f"crm_pipeline.entrypoints.steps:{name}")
+
     from crm_pipeline.entrypoints import demo
 
     dem = sub.add_parser("demo", help="generate a data set and run the pipeline on it")

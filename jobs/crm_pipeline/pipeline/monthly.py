@@ -29,6 +29,14 @@ from crm_pipeline.transforms.marts.value import ValueSettings, with_value_segmen
 LATE_DAYS = 3
 
 
+def value_settings() -> ValueSettings:
+    """Value-segment parameters from the versioned analytics config."""
+    from crm_pipeline.settings import load_analytics_config
+
+    raw = load_analytics_config()["value_segments"]
+    return ValueSettings(**{k: v for k, v in raw.items() if k != "description"})
+
+
 def month_days(m: date) -> list[date]:
     return [m + timedelta(days=i) for i in range(calendar.monthrange(m.year, m.month)[1])]
 

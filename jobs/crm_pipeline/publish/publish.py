@@ -42,6 +42,15 @@ def _months(table: pa.Table) -> list[date]:
     return sorted(set(table.column("month").to_pylist()))
 
 
+def gold_months(lake: LakeLayout) -> list[date]:
+    """Every month present in gold subscriber_month (what a full publish covers)."""
+    try:
+        dataset = _delta_dataset(lake.gold("subscriber_month"))
+    except TableNotFoundError:
+        return []
+    return _months(dataset.to_table(columns=["month"]))
+
+
 def read_gold_months(lake: LakeLayout, name: str, months: list[date], columns: list[str]) -> pa.Table:
     dataset = _delta_dataset(lake.gold(name))
     table = dataset.to_table(filter=pc.field("month").isin(pa.array(months, pa.date32())))

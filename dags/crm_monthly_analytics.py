@@ -1,0 +1,41 @@
+"""Monthly analytics: gold subscriber_month and kpi_month for every complete month, then publish.
+
+Runs on the 4th (Asia/Shanghai): a month is complete once its bill has landed and the first
+3 days of the next month are in (late CDRs). Restated months are rebuilt and republished.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import DAG
+
+CRM = f"{sys.executable} -m crm_pipeline.cli"
+RUN = "--run-id '{{ run_id }}' --dag-id {{ dag.dag_id }} --task-id {{ task.task_id }}"
+KEY = {"CRM_MSISDN_HMAC_KEY": "{{ conn.crm_msisdn_hmac.password }}"}
+
+with DAG(
+    dag_id="crm_monthly_analytics",
+    description="silver + rollups -> gold marts -> warehouse",
+    schedule="0 8 4 * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["crm", "analytics", "monthly"],
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=15), "owner": "data-engineering"},
+) as dag:
+    analyse = BashOperator(
+        task_id="analyse",
+        bash_command=f"{CRM} analyse --lake '{{{{ var.value.crm_lake }}}}' {RUN}",
+        env=KEY,
+        append_env=True,
+    )
+    publish = BashOperator(
+        task_id="publish",
+        bash_command=f"{CRM} publish --lake '{{{{ var.value.crm_lake }}}}' "
+        f"--warehouse '{{{{ var.value.crm_warehouse }}}}' {RUN}",
+    )
+    analyse >> publish

@@ -1,0 +1,74 @@
+"""`crm rollup`, `crm analyse`, `crm publish`: the steps of `crm run`, one Spark job each (Airflow tasks)."""
+
+from __future__ import annotations
+
+import argparse
+
+from crm_pipeline import ops
+from crm_pipeline.entrypoints.common import add_run_arguments, iso_date, progress, setup_logging
+from crm_pipeline.settings import LakeLayout, SparkSettings
+
+
+def _common(parser: argparse.ArgumentParser, warehouse: bool = False) -> None:
+    parser.add_argument("--lake", required=True, help="Delta Lake root")
+    if warehouse:
+        from crm_pipeline.entrypoints.run import DEFAULT_WAREHOUSE
+
+        parser.add_argument("--warehouse", default=DEFAULT_WAREHOUSE, help="warehouse URL (duckdb:///path)")
+    parser.add_argument("--demo-key", action="store_true", help="allow the labelled demo HMAC key")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    add_run_arguments(parser)
+
+
+def add_rollup_arguments(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+
+
+def add_analyse_arguments(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument("--month", dest="months", action="append", type=iso_date,
+                        help="first day of a month to (re)build; repeatable (default: every complete month)")
+
+
+def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
+    _common(parser, warehouse=True)
+    parser.add_argument("--month", dest="months", action="append", type=iso_date,
+                        help="month to publish; repeatable (default: every month in gold)")
+
+
+def _context(args, task: str) -> ops.RunContext:
+    return ops.RunContext(args.run_id or ops.new_run_id(), args.dag_id, args.task_id or task)
+
+
+def rollup(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
+    from crm_pipeline.pipeline.rollups import build_daily_rollups
+    from crm_pipeline.settings import msisdn_hmac_key
+    from crm_pipeline.spark import build_session
+
+    key = msisdn_hmac_key(allow_demo=args.demo_key)
+    spark = build_session(SparkSettings.from_env())
+    build_daily_rollups(spark, LakeLayout(args.lake), _context(args, "rollup"), key, progress=progress)
+    return 0
+
+
+def analyse(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
+    from crm_pipeline.pipeline.monthly import analyse as build, value_settings
+    from crm_pipeline.settings import msisdn_hmac_key
+    from crm_pipeline.spark import build_session
+
+    key = msisdn_hmac_key(allow_demo=args.demo_key)
+    spark = build_session(SparkSettings.from_env())
+    build(spark, LakeLayout(args.lake), _context(args, "analyse"), value_settings(), key,
+          months=args.months, progress=progress)
+    return 0
+
+
+def publish(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
+    from crm_pipeline.publish.publish import gold_months, publish as do_publish
+
+    lake = LakeLayout(args.lake)
+    do_publish(lake, args.warehouse, args.months or gold_months(lake), progress=progress)
+    return 0
