@@ -1,0 +1,134 @@
+"""`crm run` end to end on generated data, checked against an independent recomputation.
+
+tests/reference/recompute.py reads the raw landing files itself and shares no code with the
+pipeline (tests/reference/test_independence.py asserts that).
+"""
+
+from __future__ import annotations
+
+import math
+import stat
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from crm_pipeline import ops
+from crm_pipeline.entrypoints.run import run_pipeline
+from crm_pipeline.generate import GeneratorConfig, generate
+from crm_pipeline.settings import LakeLayout
+from tests.reference.recompute import recompute
+
+pytestmark = [pytest.mark.spark, pytest.mark.integration]
+KEY = "integration-test-key"
+CONTRACT_TABLES = ("subscriber_month", "kpi_month")
+
+
+def _crm_tables(path: Path) -> dict[str, pd.DataFrame]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        names = [r[0] for r in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'crm' ORDER BY 1").fetchall()]
+        out = {}
+        for n in names:
+            df = con.execute(f'SELECT * FROM "crm"."{n}"').fetchdf()
+            out[n] = df.sort_values(list(df.columns)).reset_index(drop=True)
+        return out
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def published(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    landing, lake = root / "landing", LakeLayout(str(root / "lake"))
+    warehouse = root / "wh" / "warehouse.duckdb"
+    # 95 days from January 1st: January and February complete (March lacks its bill run).
+    generate(GeneratorConfig(landing=landing, subscribers=300, start=date(2026, 1, 1), days=95, seed=3,
+                             progress="none"))
+    code = run_pipeline(spark, landing, lake, f"duckdb:///{warehouse}", ops.RunContext("run-1"), KEY)
+    first = _crm_tables(warehouse)
+    code2 = run_pipeline(spark, landing, lake, f"duckdb:///{warehouse}", ops.RunContext("run-2"), KEY)
+    second = _crm_tables(warehouse)
+    return dict(code=code, code2=code2, first=first, second=second, ref=recompute(landing, KEY),
+                warehouse=warehouse)
+
+
+def test_run_succeeds_twice(published):
+    assert published["code"] == 0 and published["code2"] == 0
+
+
+def test_every_complete_month_is_published_and_no_other(published):
+    months = sorted(set(published["first"]["subscriber_month"]["month"]))
+    assert [m.date() if hasattr(m, "date") else m for m in months] == published["ref"].complete_months
+    assert len(months) == 3
+
+
+def _as_dates(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    df["month"] = pd.to_datetime(df["month"]).dt.date
+    return df
+
+
+def _assert_frames_equal(got: pd.DataFrame, want: pd.DataFrame, keys: list[str]) -> None:
+    got, want = _as_dates(got), _as_dates(want)
+    assert len(got) == len(want)
+    merged = want.merge(got, on=keys, how="outer", suffixes=("_ref", "_got"), indicator=True)
+    assert (merged["_merge"] == "both").all(), merged[merged["_merge"] != "both"][keys].head()
+    for col in [c for c in want.columns if c not in keys]:
+        a, b = merged[f"{col}_ref"], merged[f"{col}_got"]
+        for x, y, k in zip(a, b, merged[keys].itertuples(index=False)):
+            if isinstance(x, float) or isinstance(y, float):
+                x = None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+                y = None if y is None or (isinstance(y, float) and math.isnan(y)) else y
+                assert (x is None and y is None) or (x is not None and y is not None and math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9)), (col, k, x, y)
+            else:
+                assert (x if x == x else None) == (y if y == y else None), (col, k, x, y)
+
+
+def test_subscriber_month_equals_the_independent_recomputation(published):
+    ref = published["ref"].subscriber_month
+    got = published["first"]["subscriber_month"][list(ref.columns)]
+    _assert_frames_equal(got, ref, ["month", "subscriber_id"])
+
+
+def test_kpi_month_equals_the_independent_recomputation(published):
+    ref = published["ref"].kpi_month
+    got = published["first"]["kpi_month"]
+    got = got[got["dimension"] != "value_segment"][list(ref.columns)]
+    _assert_frames_equal(got, ref, ["month", "dimension", "dimension_value"])
+
+
+def test_value_segments_add_up_to_all(published):
+    k = published["first"]["kpi_month"]
+    seg = k[k["dimension"] == "value_segment"].groupby("month")[["active_subscribers", "revenue_fen"]].sum()
+    all_ = k[k["dimension"] == "ALL"].set_index("month")[["active_subscribers", "revenue_fen"]]
+    assert seg.sort_index().equals(all_.sort_index())
+
+
+def test_a_second_run_leaves_every_crm_table_unchanged(published):
+    first, second = published["first"], published["second"]
+    assert first.keys() == second.keys() and set(CONTRACT_TABLES) <= set(first)
+    for name in first:
+        pd.testing.assert_frame_equal(first[name], second[name], check_exact=True)
+
+
+def test_no_raw_pii_in_crm_and_contact_file_is_owner_only(published):
+    wh = published["warehouse"]
+    for name, df in published["first"].items():
+        assert not {"msisdn", "customer_name", "id_number"} & set(df.columns), name
+    restricted = wh.with_name("warehouse_restricted.duckdb")
+    assert stat.S_IMODE(restricted.stat().st_mode) == 0o600
+    con = duckdb.connect(str(restricted), read_only=True)
+    n = con.execute('SELECT count(*) FROM "crm_restricted"."contact" WHERE length(msisdn) = 11').fetchone()[0]
+    con.close()
+    assert n > 0
+
+
+def test_ops_tables_gain_the_second_runs_rows(published):
+    con = duckdb.connect(str(published["warehouse"]), read_only=True)
+    runs = {r[0] for r in con.execute('SELECT DISTINCT run_id FROM "crm_ops"."pipeline_runs"').fetchall()}
+    con.close()
+    assert {"run-1", "run-2"} <= runs
