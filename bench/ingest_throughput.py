@@ -1,6 +1,6 @@
 """Ingest throughput in CDR rows/s, next to DuckDB parsing the same files in the same run.
 
-    .venv/bin/python bench/ingest_throughput.py [--subscribers 4000 --days 7]
+    .venv/bin/python bench/ingest_throughput.py [--subscribers 20000 --days 7]
 
 Three measurements on one generated landing zone:
   spark_parse   read + decode + split + type + validate every CDR line (our reader; no writes)
@@ -48,8 +48,10 @@ def duckdb_parse(landing: Path) -> tuple[int, float]:
                 typed.append(f"try_strptime({f.name}, '%Y%m%d%H%M%S') AS {f.name}")
             else:
                 typed.append(f.name)
+        # count(column) of every typed column forces every cast (count(*) alone is answered by counting lines).
+        counts = ", ".join(f"count({f.name})" for f in spec.fields)
         sql = (
-            f"SELECT count(*) FROM (SELECT {', '.join(typed)} FROM read_csv({files!r}, delim='|', header=false, "
+            f"SELECT count(*), {counts} FROM (SELECT {', '.join(typed)} FROM read_csv({files!r}, delim='|', header=false, "
             f"quote='', escape='', columns={cols}, auto_detect=false, null_padding=true, "
             f"ignore_errors=true, filename=true))"
         )
@@ -69,15 +71,15 @@ def spark_parse(spark, landing: Path) -> tuple[int, float]:
     for feed in CDR_FEEDS:
         spec = feed_spec(feed)
         split = split_raw_lines(read_lines(spark, discover(landing, [feed])), spec)
-        typed = type_and_validate(split.where("reject_reason IS NULL"), spec)
-        total += typed.agg(F.count("*"), F.count("reject_reason")).collect()[0][0]
-        total += split.where("reject_reason IS NOT NULL").count()
+        # One pass: every line typed and validated (reject_reason depends on every check).
+        typed = type_and_validate(split, spec)
+        total += typed.agg(F.count(F.lit(1)), F.count("reject_reason")).collect()[0][0]
     return total, time.perf_counter() - t0
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--subscribers", type=int, default=4000)
+    ap.add_argument("--subscribers", type=int, default=20000)
     ap.add_argument("--days", type=int, default=7)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--keep", action="store_true", help="keep the generated data")

@@ -9,7 +9,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
 from crm_pipeline.ingest.landing import Delivery
-from crm_pipeline.ingest.reader import FileCheck, iter_records, verify_file
+from crm_pipeline.ingest.reader import FileCheck, iter_record_batches, verify_file
 
 LINES_SCHEMA = "business_date date, delivery_id string, source_file string, line_no long, raw_line string, decode_ok boolean"
 _ARROW_LINES = pa.schema([
@@ -20,7 +20,6 @@ _ARROW_LINES = pa.schema([
     ("raw_line", pa.string()),
     ("decode_ok", pa.bool_()),
 ])
-BATCH_LINES = 65536
 
 
 def source_file(delivery: Delivery, file_name: str) -> str:
@@ -55,31 +54,21 @@ def verify_deliveries(spark: SparkSession, deliveries: list[Delivery]) -> dict[s
 def _read_files(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     for batch in batches:
         for row in batch.to_pylist():
-            buf: tuple[list, list, list] = ([], [], [])
-            for line_no, text, ok in iter_records(Path(row["path"]), row["codec"], row["gzipped"]):
-                buf[0].append(line_no)
-                buf[1].append(text)
-                buf[2].append(ok)
-                if len(buf[0]) >= BATCH_LINES:
-                    yield _lines_batch(row, *buf)
-                    buf = ([], [], [])
-            if buf[0]:
-                yield _lines_batch(row, *buf)
-
-
-def _lines_batch(row: dict, line_nos: list, texts: list, oks: list) -> pa.RecordBatch:
-    n = len(line_nos)
-    return pa.RecordBatch.from_arrays(
-        [
-            pa.array([row["business_date"]] * n, pa.date32()),
-            pa.array([row["delivery_id"]] * n, pa.string()),
-            pa.array([row["source_file"]] * n, pa.string()),
-            pa.array(line_nos, pa.int64()),
-            pa.array(texts, pa.string()),
-            pa.array(oks, pa.bool_()),
-        ],
-        schema=_ARROW_LINES,
-    )
+            for numbers, texts, oks in iter_record_batches(Path(row["path"]), row["codec"], row["gzipped"]):
+                n = len(numbers)
+                if n == 0:
+                    continue
+                yield pa.RecordBatch.from_arrays(
+                    [
+                        pa.repeat(pa.scalar(row["business_date"], pa.date32()), n),
+                        pa.repeat(pa.scalar(row["delivery_id"], pa.string()), n),
+                        pa.repeat(pa.scalar(row["source_file"], pa.string()), n),
+                        numbers,
+                        texts,
+                        oks,
+                    ],
+                    schema=_ARROW_LINES,
+                )
 
 
 def read_lines(spark: SparkSession, deliveries: list[Delivery]) -> DataFrame:

@@ -177,7 +177,7 @@ def analyse(
     if restated:
         delta.append(spark.createDataFrame(restated, RESTATEMENT_COLUMNS), lake.ops("restatements"))
     ops.write_pipeline_runs(spark, lake, [dict(
-        run_id=ctx.run_id, dag_id=ctx.dag_id, task_id="analyse", feed=None, business_date=targets[-1],
+        run_id=ctx.run_id, dag_id=ctx.dag_id, task_id=ctx.task_id, feed=None, business_date=targets[-1],
         source_file=None, delivery_id=None, started_at=started, finished_at=ops.utcnow(), status="SUCCESS",
         rows_read=0, rows_loaded=0, rows_quarantined=0, rows_duplicate=0,
         message=f"built {', '.join(m.strftime('%Y-%m') for m in targets)}",

@@ -52,7 +52,7 @@ def build_daily_rollups(
                                "changed_through timestamp_ntz, run_id string, rolled_at timestamp_ntz")
     delta.append(wm, lake.ops("rollup_watermark"))
     ops.write_pipeline_runs(spark, lake, [dict(
-        run_id=ctx.run_id, dag_id=ctx.dag_id, task_id="daily_rollups", feed=None, business_date=max(days),
+        run_id=ctx.run_id, dag_id=ctx.dag_id, task_id=ctx.task_id, feed=None, business_date=max(days),
         source_file=None, delivery_id=None, started_at=started, finished_at=ops.utcnow(), status="SUCCESS",
         rows_read=0, rows_loaded=0, rows_quarantined=0, rows_duplicate=0,
         message=f"rebuilt {len(days)} days {days[0]}..{days[-1]}",
