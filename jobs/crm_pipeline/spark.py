@@ -7,9 +7,10 @@ import os
 
 from pyspark.sql import SparkSession
 
-from crm_pipeline.settings import SparkSettings
+from crm_pipeline.settings import REPO_ROOT, SparkSettings
 
 log = logging.getLogger(__name__)
+LOG4J = REPO_ROOT / "infra" / "spark" / "log4j2.properties"
 
 
 def jar_paths(settings: SparkSettings) -> list[str]:
@@ -41,6 +42,7 @@ def build_session(settings: SparkSettings | None = None) -> SparkSession:
         .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
         .config("spark.default.parallelism", str(settings.shuffle_partitions))
         .config("spark.driver.memory", settings.driver_memory)
+        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J}")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")

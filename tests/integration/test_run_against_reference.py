@@ -132,3 +132,44 @@ def test_ops_tables_gain_the_second_runs_rows(published):
     runs = {r[0] for r in con.execute('SELECT DISTINCT run_id FROM "crm_ops"."pipeline_runs"').fetchall()}
     con.close()
     assert {"run-1", "run-2"} <= runs
+
+
+def test_a_corrected_bill_restates_the_month_and_records_it(spark, published, tmp_path):
+    import gzip
+    import hashlib
+    import shutil
+
+    wh = published["warehouse"]
+    root = wh.parent.parent
+    landing, lake = root / "landing", LakeLayout(str(root / "lake"))
+    day = landing / "bill" / "20260310"  # a later bill delivery for February
+    day.mkdir(parents=True)
+    src = sorted((landing / "bill" / "20260302").glob("BILL_20260302_*.dat*"))
+    lines = []
+    for f in src:
+        data = f.read_bytes()
+        lines += (gzip.decompress(data) if f.name.endswith(".gz") else data).decode("utf-8").splitlines()
+    first = lines[0].split("|")
+    first[5] = str(int(first[5]) + 12345)
+    lines[0] = "|".join(first)
+    body = ("\n".join(lines) + "\n").encode()
+    (day / "BILL_20260310_001.dat").write_bytes(body)
+    (day / "BILL_20260310.ctl").write_text(
+        f"BILL_20260310_001.dat|{len(lines)}|{len(body)}|{hashlib.md5(body).hexdigest()}|UTF-8\n")
+    try:
+        code = run_pipeline(spark, landing, lake, f"duckdb:///{wh}", ops.RunContext("run-3"), KEY)
+        assert code == 0
+        con = duckdb.connect(str(wh), read_only=True)
+        restated = con.execute(
+            'SELECT month, table_name, run_id FROM "crm_ops"."restatements" ORDER BY 2').fetchall()
+        revenue = con.execute('SELECT revenue_fen FROM "crm"."subscriber_month" '
+                              "WHERE month = DATE '2026-02-01' AND subscriber_id = ?", [first[2]]).fetchone()[0]
+        con.close()
+        before = published["first"]["subscriber_month"]
+        old = before[(pd.to_datetime(before["month"]).dt.date == date(2026, 2, 1))
+                     & (before["subscriber_id"] == first[2])]["revenue_fen"].iloc[0]
+        assert revenue == old + 12345
+        assert (date(2026, 2, 1), "kpi_month", "run-3") in restated
+        assert (date(2026, 2, 1), "subscriber_month", "run-3") in restated
+    finally:
+        shutil.rmtree(day)

@@ -1,4 +1,4 @@
-"""`crm demo`: generate a data set, then run the pipeline on it (embedded defaults)."""
+"""`crm demo`: generate a synthetic operator, run every layer, publish, and show how to query it."""
 
 from __future__ import annotations
 
@@ -12,35 +12,74 @@ from crm_pipeline.settings import REPO_ROOT, LakeLayout, SparkSettings
 
 DEFAULT_DIR = REPO_ROOT / "var" / "demo"
 
+EXAMPLE_QUERIES = (
+    ("Subscribers, churn and ARPU per month",
+     "SELECT month, active_subscribers, churned_subscribers, round(churn_rate * 100, 2) AS churn_pct, "
+     "round(arpu_fen / 100, 2) AS arpu_cny FROM crm.kpi_month WHERE dimension = 'ALL' ORDER BY month"),
+    ("Prepaid against postpaid in the latest month",
+     "SELECT dimension_value AS payment_type, active_subscribers, round(churn_rate * 100, 2) AS churn_pct, "
+     "round(arpu_fen / 100, 2) AS arpu_cny FROM crm.kpi_month WHERE dimension = 'payment_type' "
+     "AND month = (SELECT max(month) FROM crm.kpi_month) ORDER BY 1"),
+    ("Value segments in the latest month",
+     "SELECT value_segment, count(*) AS subscribers, round(sum(revenue_fen) / 100, 2) AS revenue_cny "
+     "FROM crm.subscriber_month WHERE month = (SELECT max(month) FROM crm.subscriber_month) "
+     "GROUP BY 1 ORDER BY revenue_cny DESC"),
+)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"demo folder (default {DEFAULT_DIR})")
-    parser.add_argument("--subscribers", type=int, default=2000)
+    parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--start", type=iso_date, default=iso_date("2026-01-01"))
-    parser.add_argument("--days", type=int, default=45)
+    parser.add_argument("--days", type=int, default=246,
+                        help="days of deliveries (default 246: January-August complete, 8 months)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
+    from crm_pipeline.entrypoints.run import run_pipeline
     from crm_pipeline.generate import GeneratorConfig, generate
-
-    landing, lake = args.dir / "landing", args.dir / "lake"
-    t0 = time.monotonic()
-    if not (landing / "_generator" / "truth.json").is_file():
-        progress(f"demo: generating {args.subscribers} subscribers x {args.days} days into {landing}")
-        generate(GeneratorConfig(landing=landing, subscribers=args.subscribers, start=args.start,
-                                 days=args.days, seed=args.seed))
-    else:
-        progress(f"demo: reusing the generated landing zone {landing}")
-    from crm_pipeline.entrypoints.ingest import print_summary
-    from crm_pipeline.ingest.load import ingest
+    from crm_pipeline.settings import msisdn_hmac_key
     from crm_pipeline.spark import build_session
 
+    landing, lake, wh = args.dir / "landing", args.dir / "lake", args.dir / "warehouse.duckdb"
+    t0 = time.monotonic()
+    if (landing / "_generator" / "truth.json").is_file():
+        progress(f"demo: reusing the generated landing zone {landing} (delete it to regenerate)")
+    else:
+        progress(f"demo: generating {args.subscribers:,} subscribers x {args.days} days into {landing}")
+        generate(GeneratorConfig(landing=landing, subscribers=args.subscribers, start=args.start,
+                                 days=args.days, seed=args.seed, progress="month"))
+    key = msisdn_hmac_key(allow_demo=True)
     spark = build_session(SparkSettings.from_env())
-    result = ingest(spark, landing, LakeLayout(str(lake)), ops.RunContext(ops.new_run_id("demo"), "cli", "ingest"),
-                    progress=progress)
-    print_summary(result)
-    progress(f"demo: lake at {lake} (bronze/, silver/, restricted/quarantine, ops/) in {time.monotonic() - t0:.0f} s")
-    return 0 if result.ok else 1
+    code = run_pipeline(spark, landing, LakeLayout(str(lake)), f"duckdb:///{wh}",
+                        ops.RunContext(ops.new_run_id("demo"), "cli", "run"), key)
+    spark.stop()
+    show(wh, time.monotonic() - t0, lake)
+    return code
+
+
+def show(wh: Path, seconds: float, lake: Path) -> None:
+    import duckdb
+
+    progress(f"\ndemo finished in {seconds / 60:.1f} min")
+    progress(f"  warehouse : {wh}  (crm, crm_ops)")
+    progress(f"  restricted: {wh.with_name(wh.stem + '_restricted' + wh.suffix)}  (crm_restricted, mode 0600)")
+    progress(f"  lake      : {lake}  (bronze/ silver/ gold/ ops/ restricted/)")
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        for title, sql in EXAMPLE_QUERIES:
+            progress(f"\n-- {title}\n{sql};")
+            cur = con.execute(sql)
+            names = [d[0] for d in cur.description]
+            rows = cur.fetchall()
+            widths = [max(len(str(n)), *(len(str(r[i])) for r in rows)) for i, n in enumerate(names)]
+            progress("  " + "  ".join(str(n).ljust(w) for n, w in zip(names, widths)))
+            for r in rows:
+                progress("  " + "  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
+    finally:
+        con.close()
+    progress(f"\nQuery it yourself: .venv/bin/python -c \"import duckdb; "
+             f"print(duckdb.connect('{wh}', read_only=True).sql('FROM crm.kpi_month LIMIT 5'))\"")

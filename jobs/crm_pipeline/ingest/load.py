@@ -180,18 +180,16 @@ def _partition_values(typed: DataFrame, column: str) -> set:
     return {r[0] for r in typed.where(F.col(column).isNotNull()).select(column).distinct().collect()}
 
 
-def _candidates(bronze: DataFrame, spec: FeedSpec, touched: set, batch_days: list[date]) -> DataFrame:
-    """Bronze rows that can hold a version of a record in the touched partitions, plus the batch."""
-    in_batch = F.col("business_date").isin(batch_days)
-    if spec.kind == "snapshot" or not touched:
-        return bronze.where(in_batch)
+def _other_versions(bronze: DataFrame, spec: FeedSpec, touched: set, batch_days: list[date]) -> DataFrame:
+    """Bronze rows of other deliveries that can hold a version of a record in the touched partitions."""
+    outside = ~F.col("business_date").isin(batch_days)
+    if spec.kind == "snapshot" or not touched:  # a snapshot day stands alone
+        return bronze.where(F.lit(False))
     lo = min(touched)
-    if spec.kind == "monthly":
-        return bronze.where(in_batch | (F.col("business_date") >= lo))
-    if spec.feed == "ticket":  # updated tickets arrive with any later delivery
-        return bronze.where(in_batch | (F.col("business_date") >= lo))
-    hi = max(touched) + timedelta(days=LATE_DAYS)
-    return bronze.where(in_batch | F.col("business_date").between(lo, hi))
+    if spec.kind == "monthly" or spec.feed == "ticket":  # corrections and ticket updates come any time later
+        return bronze.where(outside & (F.col("business_date") >= lo))
+    hi = max(touched) + timedelta(days=LATE_DAYS)  # events arrive at most 3 days late
+    return bronze.where(outside & F.col("business_date").between(lo, hi))
 
 
 def load_feed(
@@ -221,11 +219,14 @@ def load_feed(
     dq_rows += gx.enforce(bronze_batch, f"bronze_{spec.feed}", ctx.run_id, batch_days[-1])
 
     bronze_path = lake.bronze(spec.feed)
+    typed_batch = with_partition_date(type_and_validate(bronze_batch, spec), spec).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
+    previous = delta.read(spark, bronze_path)
     if spec.kind == "snapshot":
         touched = set(batch_days)
     else:
-        touched = _partition_values(with_partition_date(type_and_validate(bronze_batch, spec), spec), part_col)
-        previous = delta.read(spark, bronze_path)
+        touched = _partition_values(typed_batch, part_col)
         if previous is not None:
             replaced = previous.where(F.col("business_date").isin(batch_days))
             touched |= _partition_values(with_partition_date(type_and_validate(replaced, spec), spec), part_col)
@@ -234,8 +235,11 @@ def load_feed(
         bronze_batch, bronze_path, delta.in_predicate("business_date", batch_days), ["business_date"]
     )
 
-    bronze = spark.read.format("delta").load(bronze_path)
-    typed = with_partition_date(type_and_validate(_candidates(bronze, spec, touched, batch_days), spec), spec)
+    # Versions from other deliveries come from bronze; the batch is reused as already typed.
+    typed = typed_batch
+    if previous is not None:
+        others = _other_versions(spark.read.format("delta").load(bronze_path), spec, touched, batch_days)
+        typed = typed.unionByName(with_partition_date(type_and_validate(others, spec), spec))
     if spec.msisdn_field:
         subscribers = delta.read(spark, lake.silver("subscriber"))
         if subscribers is None:
@@ -274,6 +278,7 @@ def load_feed(
         .collect()
     )
     split.unpersist()
+    typed_batch.unpersist()
     typed.unpersist()
     per_file: dict[str, dict[str, int]] = defaultdict(dict)
     for r in counted:

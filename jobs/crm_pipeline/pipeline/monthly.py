@@ -76,7 +76,10 @@ def build_months(
     value: ValueSettings,
     hmac_key: str,
 ) -> tuple[DataFrame, DataFrame]:
-    """Compute subscriber_month and kpi_month rows for `months` from silver and gold rollups."""
+    """Compute subscriber_month and kpi_month rows for `months` from silver and gold rollups.
+
+    History for arpu_3m comes from gold for months before the batch; months inside it from the batch.
+    """
     lo = min(months) - timedelta(days=1)
     hi = max(month_days(max(months)))
     snaps = silver(spark, lake, "subscriber").where(F.col("snapshot_date").between(lo, hi))
@@ -122,8 +125,17 @@ RESTATEMENT_COLUMNS = ("month date, table_name string, run_id string, previous_r
                        "detected_at timestamp_ntz")
 
 
+def fingerprints(df: DataFrame) -> dict[date, tuple[int, str | None]]:
+    """Per month: row count and an order-independent content hash (restatement detection)."""
+    cols = sorted(c for c in df.columns if c != "month")
+    got = df.select("month", F.xxhash64(*cols).cast("decimal(38,0)").alias("h")).groupBy("month").agg(
+        F.count(F.lit(1)).alias("n"), F.sum("h").alias("s")
+    ).collect()
+    return {r.month: (int(r.n), str(r.s)) for r in got}
+
+
 def fingerprint(df: DataFrame) -> tuple[int, str | None]:
-    """Row count and an order-independent content hash (restatement detection)."""
+    """Row count and an order-independent content hash of a whole table."""
     cols = sorted(df.columns)
     got = df.select(F.xxhash64(*cols).cast("decimal(38,0)").alias("h")).agg(
         F.count(F.lit(1)).alias("n"), F.sum("h").alias("s")
@@ -152,27 +164,28 @@ def analyse(
         return []
     started = ops.utcnow()
     progress(f"analyse: building {len(targets)} months {targets[0]:%Y-%m} .. {targets[-1]:%Y-%m}")
-    dq: list[dict] = []
+    # All months in one pass: arpu_3m reads earlier months of the same batch through its window.
+    rows, kpi = build_months(spark, lake, ctx, targets, value, hmac_key)
+    rows = rows.persist()
+    kpi = kpi.persist()
+    dq = gx.enforce(rows, "gold_subscriber_month", ctx.run_id, targets[-1])
+    dq += gx.enforce(consistency_checks(kpi), "gold_kpi_month", ctx.run_id, targets[-1])
+    where = delta.in_predicate("month", targets)
     restated: list[tuple] = []
-    for m in targets:  # one month at a time: arpu_3m of M reads M-1 and M-2 as built just before
-        rows, kpi = build_months(spark, lake, ctx, [m], value, hmac_key)
-        rows = rows.persist()
-        kpi = kpi.persist()
-        dq += gx.enforce(rows, "gold_subscriber_month", ctx.run_id, m)
-        dq += gx.enforce(consistency_checks(kpi), "gold_kpi_month", ctx.run_id, m)
-        where = delta.in_predicate("month", [m])
-        for name, new in (("subscriber_month", rows), ("kpi_month", kpi)):
-            old = delta.read(spark, lake.gold(name))
-            before = fingerprint(old.where(F.col("month") == F.lit(m))) if old is not None else (0, None)
-            after = fingerprint(new)
-            if before[0] and before != after:
-                restated.append((m, name, ctx.run_id, before[0], after[0], ops.utcnow()))
-                progress(f"  {m:%Y-%m}: {name} restated ({before[0]:,} -> {after[0]:,} rows)")
-            delta.replace_where(new, lake.gold(name), where, ["month"])
-        n = rows.count()
-        rows.unpersist()
-        kpi.unpersist()
-        progress(f"  {m:%Y-%m}: {n:,} subscriber-months")
+    for name, new in (("subscriber_month", rows), ("kpi_month", kpi)):
+        old = delta.read(spark, lake.gold(name))
+        before = fingerprints(old.where(F.col("month").isin(targets))) if old is not None else {}
+        after = fingerprints(new)
+        for m in targets:
+            if before.get(m) and before[m] != after.get(m):
+                restated.append((m, name, ctx.run_id, before[m][0], after.get(m, (0, None))[0], ops.utcnow()))
+                progress(f"  {m:%Y-%m}: {name} restated ({before[m][0]:,} -> {after.get(m, (0,))[0]:,} rows)")
+        delta.replace_where(new, lake.gold(name), where, ["month"])
+    counts = dict(rows.groupBy("month").count().collect())
+    for m in targets:
+        progress(f"  {m:%Y-%m}: {counts.get(m, 0):,} subscriber-months")
+    rows.unpersist()
+    kpi.unpersist()
     ops.write_data_quality(spark, lake, dq)
     if restated:
         delta.append(spark.createDataFrame(restated, RESTATEMENT_COLUMNS), lake.ops("restatements"))

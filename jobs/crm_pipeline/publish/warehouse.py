@@ -1,5 +1,7 @@
 """Warehouse adapters chosen by URL scheme: `duckdb:///path/to/file.duckdb` (embedded default).
 
+Paths follow SQLAlchemy: three slashes and a relative path, or four slashes and an absolute one.
+
 Every write is one transaction per table: a reader sees the previous complete table or the
 new one, never a mix and never an empty table.
 """
@@ -25,8 +27,11 @@ class WarehouseTarget:
 
     @property
     def duckdb_path(self) -> Path:
+        """As in SQLAlchemy URLs: `duckdb:///rel/path.duckdb` is relative, `duckdb:////abs/path` absolute."""
         parsed = urlparse(self.url)
-        return Path(parsed.netloc + parsed.path) if parsed.netloc else Path(parsed.path)
+        if parsed.netloc:
+            raise ValueError(f"{self.url!r}: a DuckDB URL has no host; use duckdb:///relative or duckdb:////absolute")
+        return Path(parsed.path[1:])
 
     @property
     def restricted_path(self) -> Path:
