@@ -31,13 +31,18 @@ class RunContext:
     task_id: str = "ingest"
 
 
-def write_pipeline_runs(spark: SparkSession, lake: LakeLayout, rows: list[dict]) -> None:
-    """Append this run's accounting rows (ops history grows by one run's rows per run)."""
+def _append_rows(spark: SparkSession, lake: LakeLayout, table: str, rows: list[dict]) -> None:
+    """Append rows to an ops table whose schema is `schemas/tables/<table>.json`."""
     if not rows:
         return
-    spec = table_spec("pipeline_runs")
+    spec = table_spec(table)
     df = spark.createDataFrame([tuple(r.get(c) for c in spec.column_names) for r in rows], spec.spark_schema())
-    delta.append(df, lake.ops("pipeline_runs"))
+    delta.append(df, lake.ops(table))
+
+
+def write_pipeline_runs(spark: SparkSession, lake: LakeLayout, rows: list[dict]) -> None:
+    """Append this run's accounting rows (ops history grows by one run's rows per run)."""
+    _append_rows(spark, lake, "pipeline_runs", rows)
 
 
 DELIVERY_LOG_COLUMNS = "feed string, business_date date, delivery_id string, run_id string, status string, logged_at timestamp_ntz"
@@ -67,11 +72,8 @@ def log_deliveries(spark: SparkSession, lake: LakeLayout, rows: list[tuple[str, 
 
 
 def write_data_quality(spark: SparkSession, lake: LakeLayout, rows: list[dict]) -> None:
-    if not rows:
-        return
-    spec = table_spec("data_quality")
-    df = spark.createDataFrame([tuple(r.get(c) for c in spec.column_names) for r in rows], spec.spark_schema())
-    delta.append(df, lake.ops("data_quality"))
+    """Append this run's data-quality results."""
+    _append_rows(spark, lake, "data_quality", rows)
 
 
 def log_silver_changes(spark: SparkSession, lake: LakeLayout, run_id: str, changed: dict[str, set[date]]) -> None:

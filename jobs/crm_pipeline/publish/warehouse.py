@@ -85,16 +85,14 @@ class DuckDBWarehouse:
                 dtype = dtype[0] if dtype else "VARCHAR"
                 con.execute(f"ALTER TABLE {fq} ADD COLUMN {_quote(field.name)} {dtype}")
 
-    def replace_partitions(self, schema: str, table: str, data: pa.Table, column: str, values: list) -> None:
-        """Replace the rows whose `column` is in `values` with `data`, in one transaction."""
+    def _in_transaction(self, schema: str, table: str, data: pa.Table, statements) -> None:
+        """Register `data` as `incoming` and run `statements(con, fq)` in one transaction."""
         con, qualified = self._connect(schema)
         fq = f"{qualified}.{_quote(table)}"
         try:
             con.register("incoming", data)
             con.execute("BEGIN TRANSACTION")
-            self._ensure_table(con, fq, data)
-            con.execute(f"DELETE FROM {fq} WHERE {_quote(column)} IN (SELECT UNNEST(?))", [list(values)])
-            con.execute(f"INSERT INTO {fq} BY NAME SELECT * FROM incoming")
+            statements(con, fq)
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
@@ -102,20 +100,21 @@ class DuckDBWarehouse:
         finally:
             con.close()
 
+    def replace_partitions(self, schema: str, table: str, data: pa.Table, column: str, values: list) -> None:
+        """Replace the rows whose `column` is in `values` with `data`, in one transaction."""
+
+        def statements(con, fq: str) -> None:
+            self._ensure_table(con, fq, data)
+            con.execute(f"DELETE FROM {fq} WHERE {_quote(column)} IN (SELECT UNNEST(?))", [list(values)])
+            con.execute(f"INSERT INTO {fq} BY NAME SELECT * FROM incoming")
+
+        self._in_transaction(schema, table, data, statements)
+
     def replace_table(self, schema: str, table: str, data: pa.Table) -> None:
         """Swap the whole table for `data` in one transaction."""
-        con, qualified = self._connect(schema)
-        fq = f"{qualified}.{_quote(table)}"
-        try:
-            con.register("incoming", data)
-            con.execute("BEGIN TRANSACTION")
-            con.execute(f"CREATE OR REPLACE TABLE {fq} AS SELECT * FROM incoming")
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
-        finally:
-            con.close()
+        self._in_transaction(
+            schema, table, data, lambda con, fq: con.execute(f"CREATE OR REPLACE TABLE {fq} AS SELECT * FROM incoming")
+        )
 
     def query(self, sql: str, restricted: bool = False) -> list[tuple]:
         import duckdb
