@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -19,9 +20,8 @@ def spark(tmp_path_factory):
     from crm_pipeline.spark import build_session
 
     warehouse = tmp_path_factory.mktemp("spark-warehouse")
-    settings = SparkSettings.from_env()
-    settings = type(settings)(
-        master=settings.master, jar_dir=settings.jar_dir, shuffle_partitions=2, driver_memory="4g",
+    settings = replace(
+        SparkSettings.from_env(), shuffle_partitions=2, driver_memory="4g",
         extra_conf=(("spark.sql.warehouse.dir", str(warehouse)),),
     )
     session = build_session(settings)

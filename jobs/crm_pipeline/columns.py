@@ -27,13 +27,6 @@ def day_start(date_col: Column) -> Column:
     return date_col.cast(T.TimestampNTZType())
 
 
-def month_start(col: Column) -> Column:
-    """First day of the month of a DATE or TIMESTAMP column, as a DATE."""
-    return F.trunc(col, "month")
-
-
-def fen_to_cny(col: Column) -> Column:
-    return (col / F.lit(100)).cast("decimal(18,2)")
 
 
 def _hmac_pads(key: bytes) -> tuple[str, str]:

@@ -94,7 +94,7 @@ _BLANK = " \t\r\n\x0b\x0c"  # what bytes.strip() removes: the control file's not
 def iter_record_batches(
     path: Path, codec: str, gzipped: bool, chunk_bytes: int = CHUNK_BYTES
 ) -> Iterator[tuple[pa.Array, pa.Array, pa.Array]]:
-    """Like `iter_records`, one Arrow batch (line numbers, texts, decoded cleanly) per chunk.
+    """Numbered non-blank lines, one Arrow batch (line numbers, texts, decoded cleanly) per chunk.
 
     The clean path is vectorised: one decode and one split per chunk in C, blank-line filtering
     and `\r` stripping in Arrow compute; only a chunk with an undecodable line goes line by line.
@@ -125,27 +125,10 @@ def iter_record_batches(
 
 
 def iter_records(path: Path, codec: str, gzipped: bool, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, str, bool]]:
-    """Yield (line number, text, decoded cleanly) for every non-blank line; `\\r\\n` is accepted.
+    """Yield (line number, text, decoded cleanly) for every non-blank line; `\r\n` is accepted.
 
     Line numbers count physical lines from 1, blank ones included, so they point into the file.
     An undecodable line is returned with backslash escapes and `False`: it will be quarantined.
     """
-    line_no = 0
-    for lines in _line_chunks(path, gzipped, chunk_bytes):
-        try:
-            texts = b"\n".join(lines).decode(codec).split("\n")
-            clean = True
-        except UnicodeDecodeError:
-            texts, clean = None, False
-        for i, raw in enumerate(lines):
-            line_no += 1
-            if not raw.strip():
-                continue
-            if clean:
-                text, ok = texts[i], True
-            else:
-                try:
-                    text, ok = raw.decode(codec), True
-                except UnicodeDecodeError:
-                    text, ok = raw.decode(codec, errors="backslashreplace"), False
-            yield line_no, text.rstrip("\r"), ok
+    for numbers, texts, oks in iter_record_batches(path, codec, gzipped, chunk_bytes):
+        yield from zip(numbers.to_pylist(), texts.to_pylist(), oks.to_pylist())
