@@ -15,6 +15,21 @@ def iso_date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {text!r}") from exc
 
 
+def add_landing_arguments(parser: argparse.ArgumentParser) -> None:
+    """--landing, --lake and the business-date range of the deliveries to ingest."""
+    from pathlib import Path
+
+    parser.add_argument("--landing", required=True, type=Path, help="landing zone root (<feed>/<YYYYMMDD>/...)")
+    parser.add_argument("--lake", required=True, help="Delta Lake root (local path or Hadoop URI)")
+    parser.add_argument("--from", dest="date_from", type=iso_date, help="first business date to ingest (YYYY-MM-DD)")
+    parser.add_argument("--to", dest="date_to", type=iso_date, help="last business date to ingest (YYYY-MM-DD)")
+
+
+def check_landing(command: str, landing) -> None:
+    if not landing.is_dir():
+        raise SystemExit(f"crm {command}: landing zone {landing} is not a directory")
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-id", help="run identifier recorded in crm_ops (default: generated)")
     parser.add_argument("--dag-id", default="cli", help="Airflow DAG id recorded in crm_ops (default: cli)")

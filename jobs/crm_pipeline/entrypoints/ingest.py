@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from crm_pipeline import ops
-from crm_pipeline.entrypoints.common import add_run_arguments, iso_date, progress, setup_logging
+from crm_pipeline.entrypoints.common import (
+    add_landing_arguments,
+    add_run_arguments,
+    check_landing,
+    progress,
+    setup_logging,
+)
 from crm_pipeline.settings import LakeLayout, SparkSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--landing", required=True, type=Path, help="landing zone root (<feed>/<YYYYMMDD>/...)")
-    parser.add_argument("--lake", required=True, help="Delta Lake root (local path or Hadoop URI)")
-    parser.add_argument("--from", dest="date_from", type=iso_date, help="first business date (YYYY-MM-DD)")
-    parser.add_argument("--to", dest="date_to", type=iso_date, help="last business date (YYYY-MM-DD)")
+    add_landing_arguments(parser)
     parser.add_argument("--feeds", help="comma-separated feeds (default: all)")
     parser.add_argument("-v", "--verbose", action="store_true")
     add_run_arguments(parser)
@@ -23,8 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when every delivery loaded; 1 when any failed its checks (the others still load)."""
     setup_logging(args.verbose)
-    if not args.landing.is_dir():
-        raise SystemExit(f"crm ingest: landing zone {args.landing} is not a directory")
+    check_landing("ingest", args.landing)
     from crm_pipeline.ingest.load import ingest
     from crm_pipeline.spark import build_session
 

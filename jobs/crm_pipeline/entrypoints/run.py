@@ -6,19 +6,22 @@ import argparse
 from pathlib import Path
 
 from crm_pipeline import ops
-from crm_pipeline.entrypoints.common import add_run_arguments, iso_date, progress, setup_logging
+from crm_pipeline.entrypoints.common import (
+    add_landing_arguments,
+    add_run_arguments,
+    check_landing,
+    progress,
+    setup_logging,
+)
 from crm_pipeline.settings import LakeLayout, SparkSettings
 
 DEFAULT_WAREHOUSE = "duckdb:///var/warehouse/warehouse.duckdb"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--landing", required=True, type=Path, help="landing zone root")
-    parser.add_argument("--lake", required=True, help="Delta Lake root")
+    add_landing_arguments(parser)
     parser.add_argument("--warehouse", default=DEFAULT_WAREHOUSE,
                         help=f"warehouse URL; duckdb:///path (default {DEFAULT_WAREHOUSE})")
-    parser.add_argument("--from", dest="date_from", type=iso_date, help="first business date to ingest")
-    parser.add_argument("--to", dest="date_to", type=iso_date, help="last business date to ingest")
     parser.add_argument("--demo-key", action="store_true",
                         help="allow the labelled demo HMAC key when CRM_MSISDN_HMAC_KEY is unset")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -27,8 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
-    if not args.landing.is_dir():
-        raise SystemExit(f"crm run: landing zone {args.landing} is not a directory")
+    check_landing("run", args.landing)
     from crm_pipeline.settings import msisdn_hmac_key
 
     key = msisdn_hmac_key(allow_demo=args.demo_key)
