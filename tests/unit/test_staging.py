@@ -171,7 +171,7 @@ def test_the_latest_delivery_wins_and_earlier_versions_are_duplicates(spark):
         ("T1", date(2026, 3, 4), "d", 1, "bad_code", None),
     ])
     out = latest_version_wins(recs, feed_spec("ticket"))
-    got = sorted((r.source_file, r.o) for r in out.select("source_file", outcome(out).alias("o")).collect())
+    got = sorted((r.source_file, r.o) for r in out.select("source_file", outcome().alias("o")).collect())
     assert got == [("a", "duplicate"), ("b", "duplicate"), ("c", "loaded"), ("d", "quarantined")]
 
 

@@ -246,7 +246,7 @@ def load_feed(
             raise RuntimeError("msisdn-keyed feeds need the silver subscriber snapshot; load `subscriber` first")
         holders = holders_by_day(subscribers.where(F.col("snapshot_date").isin(sorted(touched)) if touched else F.lit(False)))
         typed = map_to_subscribers(typed, holders, spec)
-    typed = latest_version_wins(typed, spec).withColumn("outcome", outcome(typed)).persist(StorageLevel.MEMORY_AND_DISK)
+    typed = latest_version_wins(typed, spec).withColumn("outcome", outcome()).persist(StorageLevel.MEMORY_AND_DISK)
 
     silver_cols = [part_col, *spec.field_names] + (["subscriber_id"] if spec.msisdn_field else []) + LINEAGE
     if touched:

@@ -96,7 +96,7 @@ def latest_version_wins(records: DataFrame, spec: FeedSpec) -> DataFrame:
     return ranked.withColumn("is_winner", F.coalesce(winner, F.lit(False))).drop("_rank")
 
 
-def outcome(records: DataFrame) -> Column:
+def outcome() -> Column:
     """Each delivered record ends as exactly one of: quarantined, duplicate, loaded."""
     return (
         F.when(F.col("reject_reason").isNotNull(), F.lit("quarantined"))
