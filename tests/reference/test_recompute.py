@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.conftest import write_delivery
 from tests.reference.recompute import (
     ControlEntry,
     Reference,
@@ -39,36 +40,6 @@ DAILY_FEEDS = ("subscriber", "plan", "cdr_voice", "cdr_sms", "cdr_data", "rechar
 # --------------------------------------------------------------------------------------------
 # Writing landing zones by the contract
 # --------------------------------------------------------------------------------------------
-
-
-def write_delivery(
-    landing: Path,
-    feed: str,
-    day: date,
-    files: list[list[str | bytes]],
-    encoding: str = "UTF-8",
-    gz: bool = False,
-    crlf: bool = False,
-    control: bool = True,
-) -> Path:
-    """One delivery: its data files (lines as str in `encoding`, or raw bytes), then the control."""
-    folder = landing / feed / f"{day:%Y%m%d}"
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.iterdir():
-        old.unlink()
-    codec = {"UTF-8": "utf-8", "GBK": "gbk"}[encoding]
-    eol = b"\r\n" if crlf else b"\n"
-    control_lines = []
-    for i, lines in enumerate(files, start=1):
-        body = b"".join((ln if isinstance(ln, bytes) else ln.encode(codec)) + eol for ln in lines)
-        name = f"{feed.upper()}_{day:%Y%m%d}_{i:03d}.dat" + (".gz" if gz else "")
-        data = gzip.compress(body, mtime=0) if gz else body
-        (folder / name).write_bytes(data)
-        rows = sum(1 for ln in body.split(b"\n") if ln.strip())
-        control_lines.append(f"{name}|{rows}|{len(data)}|{hashlib.md5(data).hexdigest()}|{encoding}")
-    if control:
-        (folder / f"{feed.upper()}_{day:%Y%m%d}.ctl").write_text("\n".join(control_lines) + "\n")
-    return folder
 
 
 def days(first: date, last: date) -> list[date]:

@@ -288,7 +288,7 @@ def load_feed(
         for e in d.entries:
             name = source_file(d, e.file_name)
             counts = per_file.get(name, {})
-            counts["read"] = expected_rows[e.file_name] if e.file_name in expected_rows else e.row_count
+            counts["read"] = expected_rows[e.file_name]
             accounted = sum(counts.get(k, 0) for k in ("loaded", "quarantined", "duplicate"))
             if accounted != counts["read"]:
                 raise AccountingError(
