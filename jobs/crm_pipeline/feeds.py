@@ -139,6 +139,7 @@ class TableSpec:
     grain: str
     description: str
     columns: tuple[FieldSpec, ...]
+    partition: str | None = None
 
     def spark_schema(self) -> T.StructType:
         return T.StructType([T.StructField(c.name, SPARK_COLUMN_TYPES[c.type], c.nullable) for c in self.columns])
@@ -167,4 +168,12 @@ def table_spec(name: str) -> TableSpec:
     bad = {c.type for c in cols} - SPARK_COLUMN_TYPES.keys()
     if bad:
         raise ValueError(f"{path}: unknown column types {sorted(bad)}")
-    return TableSpec(raw["table"], raw["schema"], raw["grain"], raw["description"], cols)
+    return TableSpec(raw["table"], raw["schema"], raw["grain"], raw["description"], cols, raw.get("partition"))
+
+
+def conform(df, spec: TableSpec):
+    """`df` with exactly the spec's columns, in order, cast to the declared types."""
+    missing = [c for c in spec.column_names if c not in df.columns]
+    if missing:
+        raise ValueError(f"{spec.schema}.{spec.table}: frame lacks columns {missing}")
+    return df.select(*[df[c.name].cast(SPARK_COLUMN_TYPES[c.type]).alias(c.name) for c in spec.columns])

@@ -12,6 +12,7 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -19,11 +20,18 @@ from crm_pipeline import ops
 from crm_pipeline.entrypoints.run import run_pipeline
 from crm_pipeline.generate import GeneratorConfig, generate
 from crm_pipeline.settings import LakeLayout
-from tests.reference.recompute import recompute
+from tests.reference.recompute import clv_given_model, load_config, recompute
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
 KEY = "integration-test-key"
-CONTRACT_TABLES = ("subscriber_month", "kpi_month")
+CONTRACT_TABLES = ("subscriber_month", "kpi_month", "segment_summary", "segment_migration", "revenue_concentration",
+                   "revenue_lorenz", "key_account_month", "clv_model")
+# doubles agree to 1e-9 (relative or absolute); the component scores and the indices built from logarithms to 1e-6
+TOLERANCE = 1e-9
+SCORE_TOLERANCE = 1e-6
+SCORE_COLUMNS = ("cv_revenue", "cv_margin", "cv_payment", "pv_revenue_growth", "pv_data_growth", "pv_tenure",
+                 "pv_data_adoption", "pv_network", "pv_life_stage", "pv_calling_circle", "pv_on_net_share",
+                 "current_value_index", "potential_value_index")
 
 
 def _crm_tables(path: Path) -> dict[str, pd.DataFrame]:
@@ -72,33 +80,88 @@ def _as_dates(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _assert_frames_equal(got: pd.DataFrame, want: pd.DataFrame, keys: list[str]) -> None:
-    got, want = _as_dates(got), _as_dates(want)
-    assert len(got) == len(want)
+def _is_null(x) -> bool:
+    return x is None or x is pd.NA or x is pd.NaT or (isinstance(x, (float, np.floating)) and math.isnan(x))
+
+
+def _assert_frames_equal(got: pd.DataFrame, want: pd.DataFrame, keys: list[str],
+                         tolerance: dict[str, float] | None = None) -> None:
+    """Same keys, and per column equal values (doubles within their tolerance, NULL only with NULL)."""
+    tolerance = tolerance or {}
+    missing = [c for c in want.columns if c not in got.columns]
+    assert not missing, f"published table lacks {missing}"
+    got, want = _as_dates(got[list(want.columns)]), _as_dates(want)
     merged = want.merge(got, on=keys, how="outer", suffixes=("_ref", "_got"), indicator=True)
-    assert (merged["_merge"] == "both").all(), merged[merged["_merge"] != "both"][keys].head()
+    unmatched = merged[merged["_merge"] != "both"]
+    assert unmatched.empty, (f"{len(unmatched)} keys in one table only (ref {len(want)} rows, published {len(got)})",
+                             unmatched[[*keys, "_merge"]].head(10).to_string())
+    assert len(got) == len(want), f"duplicate keys: ref {len(want)} rows, published {len(got)}"
+    mismatches = []
     for col in [c for c in want.columns if c not in keys]:
-        a, b = merged[f"{col}_ref"], merged[f"{col}_got"]
-        for x, y, k in zip(a, b, merged[keys].itertuples(index=False)):
-            if isinstance(x, float) or isinstance(y, float):
-                x = None if x is None or (isinstance(x, float) and math.isnan(x)) else x
-                y = None if y is None or (isinstance(y, float) and math.isnan(y)) else y
-                assert (x is None and y is None) or (x is not None and y is not None and math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9)), (col, k, x, y)
+        tol = tolerance.get(col, TOLERANCE)
+        for x, y, k in zip(merged[f"{col}_ref"], merged[f"{col}_got"], merged[keys].itertuples(index=False)):
+            if _is_null(x) or _is_null(y):
+                same = _is_null(x) and _is_null(y)
+            elif isinstance(x, (float, np.floating)) or isinstance(y, (float, np.floating)):
+                same = math.isclose(float(x), float(y), rel_tol=tol, abs_tol=tol)
             else:
-                assert (x if x == x else None) == (y if y == y else None), (col, k, x, y)
+                same = x == y
+            if not same:
+                mismatches.append((col, tuple(k), x, y))
+    assert not mismatches, f"{len(mismatches)} values differ (column, key, ref, published): {mismatches[:10]}"
 
 
 def test_subscriber_month_equals_the_independent_recomputation(published):
     ref = published["ref"].subscriber_month
-    got = published["first"]["subscriber_month"][list(ref.columns)]
-    _assert_frames_equal(got, ref, ["month", "subscriber_id"])
+    _assert_frames_equal(published["first"]["subscriber_month"], ref, ["month", "subscriber_id"],
+                         {c: SCORE_TOLERANCE for c in SCORE_COLUMNS})
 
 
 def test_kpi_month_equals_the_independent_recomputation(published):
-    ref = published["ref"].kpi_month
-    got = published["first"]["kpi_month"]
-    got = got[got["dimension"] != "value_segment"][list(ref.columns)]
-    _assert_frames_equal(got, ref, ["month", "dimension", "dimension_value"])
+    _assert_frames_equal(published["first"]["kpi_month"], published["ref"].kpi_month,
+                         ["month", "dimension", "dimension_value"])
+
+
+def test_segment_summary_equals_the_independent_recomputation(published):
+    _assert_frames_equal(published["first"]["segment_summary"], published["ref"].segment_summary,
+                         ["month", "value_segment"])
+
+
+def test_segment_migration_equals_the_independent_recomputation(published):
+    _assert_frames_equal(published["first"]["segment_migration"], published["ref"].segment_migration,
+                         ["month", "from_segment", "to_segment"])
+
+
+def test_revenue_concentration_equals_the_independent_recomputation(published):
+    _assert_frames_equal(published["first"]["revenue_concentration"], published["ref"].revenue_concentration,
+                         ["month"])
+
+
+def test_revenue_lorenz_equals_the_independent_recomputation(published):
+    _assert_frames_equal(published["first"]["revenue_lorenz"], published["ref"].revenue_lorenz, ["month", "point"])
+
+
+def test_key_account_month_equals_the_independent_recomputation(published):
+    _assert_frames_equal(published["first"]["key_account_month"], published["ref"].key_account_month,
+                         ["month", "group_id"])
+
+
+def test_clv_is_the_sbg_value_under_the_published_parameters(published):
+    """clv_fen recomputed from the published subscriber-month inputs and crm.clv_model; a difference of 1 fen
+    is accepted only where the exact value lies within 1e-6 of a half fen (double rounding)."""
+    sm = published["first"]["subscriber_month"]
+    want = clv_given_model(sm, published["first"]["clv_model"], load_config())
+    mismatches = []
+    for w, exact, g, month, sid in zip(want["clv_fen"], want["clv_unrounded"], sm["clv_fen"], sm["month"],
+                                       sm["subscriber_id"]):
+        if _is_null(w) or _is_null(g):
+            same = _is_null(w) and _is_null(g)
+        else:
+            same = int(g) == w or (abs(int(g) - w) == 1 and abs(abs(exact) % 1 - 0.5) < 1e-6)
+        if not same:
+            mismatches.append((month, sid, w, g))
+    assert not mismatches, f"{len(mismatches)} clv_fen differ (month, subscriber, ref, published): {mismatches[:10]}"
+    assert sm["clv_fen"].notna().any()  # the months after the first have parameters
 
 
 def test_value_segments_add_up_to_all(published):

@@ -12,22 +12,21 @@ from crm_pipeline.transforms.marts.subscriber_month import (
     month_frame,
     monthly_revenue,
     subscriber_month_base,
-    with_arpu_3m,
+    with_trailing_windows,
 )
-from crm_pipeline.transforms.marts.value import ValueSettings, with_value_segments
 
 pytestmark = pytest.mark.spark
 
 FEB28, MAR1, MAR15, MAR31 = date(2026, 2, 28), date(2026, 3, 1), date(2026, 3, 15), date(2026, 3, 31)
 M = MAR1
 SNAP = ("snapshot_date date, subscriber_id string, status string, status_date date, activation_date date, "
-        "msisdn string, customer_id string, group_id string, city_code string, brand string, plan_id string, "
-        "payment_type string, network_gen string")
+        "msisdn string, customer_id string, account_id string, group_id string, city_code string, brand string, "
+        "plan_id string, payment_type string, network_gen string, birth_year int")
 
 
 def snap(day, sid, status="ACTIVE", status_date=date(2025, 1, 15), activated=date(2025, 1, 15), city="025"):
-    return (day, sid, status, status_date, activated, "138" + sid.rjust(8, "0"), "C" + sid, None, city,
-            "GOTONE", "P1", "POSTPAID", "4G")
+    return (day, sid, status, status_date, activated, "138" + sid.rjust(8, "0"), "C" + sid, "A" + sid, None, city,
+            "GOTONE", "P1", "POSTPAID", "4G", 1990)
 
 
 @pytest.fixture(scope="module")
@@ -98,14 +97,20 @@ def test_revenue_sums_bill_lines_including_negative_discounts(spark):
     assert got == [(date(2026, 2, 1), 100), (M, 5000)]
 
 
-def test_arpu_3m_averages_only_months_with_a_row(spark):
-    rows = spark.createDataFrame([("S1", M, 3000)], "subscriber_id string, month date, revenue_fen long")
-    history = spark.createDataFrame(
-        [("S1", date(2026, 1, 1), 1000), ("S1", date(2025, 12, 1), 99999), ("S1", M, 1)],
-        "subscriber_id string, month date, revenue_fen long",
-    )
-    got = with_arpu_3m(rows, history).collect()[0]
+def test_trailing_windows_average_only_months_with_a_row(spark):
+    cols = "subscriber_id string, month date, revenue_fen long, margin_fen double, data_mb double, recharge_count long"
+    rows = spark.createDataFrame([("S1", M, 3000, 2000.0, 500.0, 0)], cols)
+    history = spark.createDataFrame([
+        ("S1", date(2026, 1, 1), 1000, 400.0, 100.0, 2),
+        ("S1", date(2025, 12, 1), 99999, 9.0, 300.0, 1),
+        ("S1", M, 1, 1.0, 1.0, 1),  # superseded by this run's March row
+    ], cols)
+    got = with_trailing_windows(rows, history).collect()[0]
     assert got.arpu_3m_fen == 2000.0  # Mar (this run's 3000) and Jan; Feb inactive; Dec out of range
+    assert got.margin_3m_fen == 1200.0
+    assert got.revenue_prior_fen == pytest.approx((1000 + 99999) / 2)  # Dec..Feb rows: Dec and Jan
+    assert got.data_mb_prior == pytest.approx(200.0) and got.data_mb_3m == pytest.approx(300.0)
+    assert (got.rows_3m, got.recharge_months_3m) == (2, 1)
 
 
 SM = ("month date, subscriber_id string, city_code string, brand string, payment_type string, plan_id string, "
@@ -138,12 +143,3 @@ def test_every_dimension_adds_up_to_all(spark):
     totals = k.groupBy("dimension").agg(F.sum("revenue_fen").alias("r"), F.sum("active_subscribers").alias("n"),
                                         F.sum("churned_subscribers").alias("c")).collect()
     assert {(t.r, t.n, t.c) for t in totals} == {(sum(100 * i for i in range(40)), 40, 6)}
-
-
-def test_value_segments_split_on_the_configured_thresholds(spark):
-    rows = spark.createDataFrame([(M, f"S{i}", float(i), float(10 - i)) for i in range(10)],
-                                 "month date, subscriber_id string, arpu_3m_fen double, data_mb double")
-    settings = ValueSettings({"arpu_3m_fen": 1.0}, {"data_mb": 1.0}, 80.0, 50.0)
-    got = {r.subscriber_id: r for r in with_value_segments(rows, settings).collect()}
-    assert got["S9"].current_value_index == 100.0 and got["S0"].current_value_index == 0.0
-    assert [got[s].value_segment for s in ("S9", "S8", "S0", "S5")] == ["SUB_VALUABLE", "SUB_VALUABLE", "POTENTIAL", "LOW_VALUE"]

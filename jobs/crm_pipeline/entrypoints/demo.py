@@ -20,10 +20,17 @@ EXAMPLE_QUERIES = (
      "SELECT dimension_value AS payment_type, active_subscribers, round(churn_rate * 100, 2) AS churn_pct, "
      "round(arpu_fen / 100, 2) AS arpu_cny FROM crm.kpi_month WHERE dimension = 'payment_type' "
      "AND month = (SELECT max(month) FROM crm.kpi_month) ORDER BY 1"),
-    ("Value segments in the latest month",
-     "SELECT value_segment, count(*) AS subscribers, round(sum(revenue_fen) / 100, 2) AS revenue_cny "
-     "FROM crm.subscriber_month WHERE month = (SELECT max(month) FROM crm.subscriber_month) "
-     "GROUP BY 1 ORDER BY revenue_cny DESC"),
+    ("Value segments in the latest month, with the strategy for each",
+     "SELECT value_segment, subscribers, round(100 * revenue_share, 1) AS revenue_pct, "
+     "round(arpu_fen / 100, 2) AS arpu_cny, round(avg_clv_fen / 100) AS avg_clv_cny, recommended_strategy "
+     "FROM crm.segment_summary WHERE month = (SELECT max(month) FROM crm.segment_summary) ORDER BY revenue_pct DESC"),
+    ("Revenue concentration per month",
+     "SELECT month, subscribers, round(100 * top20_revenue_share, 1) AS top20_pct, round(gini, 3) AS gini "
+     "FROM crm.revenue_concentration ORDER BY month"),
+    ("Key accounts in the worst health in the latest month",
+     "SELECT group_id, lines, round(revenue_fen / 100, 2) AS revenue_cny, health_score, health_reasons "
+     "FROM crm.key_account_month WHERE month = (SELECT max(month) FROM crm.key_account_month) "
+     "ORDER BY health_score, group_id LIMIT 5"),
 )
 
 

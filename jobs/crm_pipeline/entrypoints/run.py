@@ -47,13 +47,13 @@ def run_pipeline(spark, landing: Path, lake: LakeLayout, warehouse: str, ctx: op
     """Ingest, roll up, analyse every complete month, publish. Exit 1 if a delivery failed."""
     from crm_pipeline.entrypoints.ingest import print_summary
     from crm_pipeline.ingest.load import ingest
-    from crm_pipeline.pipeline.monthly import analyse, value_settings
+    from crm_pipeline.pipeline.monthly import analyse, analytics_settings
     from crm_pipeline.pipeline.rollups import build_daily_rollups
     from crm_pipeline.publish.publish import gold_months, publish
 
     result = ingest(spark, landing, lake, ctx, date_from=date_from, date_to=date_to, progress=progress)
     print_summary(result)
     build_daily_rollups(spark, lake, ctx, key, progress=progress)
-    analyse(spark, lake, ctx, value_settings(), key, progress=progress)
+    analyse(spark, lake, ctx, analytics_settings(), key, progress=progress)
     publish(lake, warehouse, gold_months(lake), progress=progress)
     return 0 if result.ok else 1

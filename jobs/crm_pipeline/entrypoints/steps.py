@@ -54,13 +54,13 @@ def rollup(args: argparse.Namespace) -> int:
 
 def analyse(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
-    from crm_pipeline.pipeline.monthly import analyse as build, value_settings
+    from crm_pipeline.pipeline.monthly import analyse as build, analytics_settings
     from crm_pipeline.settings import msisdn_hmac_key
     from crm_pipeline.spark import build_session
 
     key = msisdn_hmac_key(allow_demo=args.demo_key)
     spark = build_session(SparkSettings.from_env())
-    build(spark, LakeLayout(args.lake), _context(args, "analyse"), value_settings(), key,
+    build(spark, LakeLayout(args.lake), _context(args, "analyse"), analytics_settings(), key,
           months=args.months, progress=progress)
     return 0
 

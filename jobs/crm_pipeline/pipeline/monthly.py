@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import time
 from collections.abc import Callable
 from datetime import date, timedelta
 
@@ -22,19 +23,12 @@ from crm_pipeline.transforms.marts.subscriber_month import (
     monthly_usage,
     subscriber_month,
     subscriber_month_base,
-    with_arpu_3m,
+    with_trailing_windows,
 )
-from crm_pipeline.transforms.marts.value import ValueSettings, with_value_segments
+from crm_pipeline.transforms.marts.subscriber_month import HISTORY_COLUMNS
+from crm_pipeline.pipeline.settings import AnalyticsSettings, analytics_settings  # noqa: F401  (re-exported)
 
 LATE_DAYS = 3
-
-
-def value_settings() -> ValueSettings:
-    """Value-segment parameters from the versioned analytics config."""
-    from crm_pipeline.settings import load_analytics_config
-
-    raw = load_analytics_config()["value_segments"]
-    return ValueSettings(**{k: v for k, v in raw.items() if k != "description"})
 
 
 def month_days(m: date) -> list[date]:
@@ -68,36 +62,105 @@ def loaded_days(spark: SparkSession, lake: LakeLayout) -> dict[str, set[date]]:
     return out
 
 
-def build_months(
-    spark: SparkSession,
-    lake: LakeLayout,
-    ctx: ops.RunContext,
-    months: list[date],
-    value: ValueSettings,
-    hmac_key: str,
-) -> tuple[DataFrame, DataFrame]:
-    """Compute subscriber_month and kpi_month rows for `months` from silver and gold rollups.
+#: Gold subscriber_month columns: the published ones, plus what later months and marts read back.
+GOLD_EXTRAS = (
+    "account_id", "birth_year", "age", "recharge_count", "voice_sec", "data_bytes", "revenue_prior_fen",
+    "data_mb_prior", "data_mb_3m", "rows_3m", "recharge_months_3m", "included_data_mb", "voice_contacts",
+    "on_net_contacts", "bills_due", "bills_on_time", "on_time_share", "arrears_fen",
+)
 
-    History for arpu_3m comes from gold for months before the batch; months inside it from the batch.
+
+def _add_months(m: date, n: int) -> date:
+    k = m.year * 12 + m.month - 1 + n
+    return date(k // 12, k % 12 + 1, 1)
+
+
+def gold_history(spark: SparkSession, lake: LakeLayout, months: list[date], columns: list[str]) -> DataFrame | None:
+    """Gold subscriber_month rows of the 13 months before the batch and of gaps inside it.
+
+    None when gold has no such table yet, or was written by an older version without `columns`
+    (then every complete month must be rebuilt, which `analyse` does by default).
     """
+    gold = delta.read(spark, lake.gold("subscriber_month"))
+    if gold is None or not set(columns) <= set(gold.columns):
+        return None
+    lo = _add_months(min(months), -13)
+    return gold.where(F.col("month").between(lo, max(months)) & ~F.col("month").isin(months)).select(*columns)
+
+
+def build_subscriber_months(
+    spark: SparkSession, lake: LakeLayout, months: list[date], settings: AnalyticsSettings, hmac_key: str
+) -> tuple[DataFrame, DataFrame]:
+    """subscriber_month rows for `months` (value indices and segments included, CLV not yet),
+    and the rows of every month at hand (these and earlier gold ones) for the marts that look back.
+    """
+    from crm_pipeline.transforms.intermediate.payment_behaviour import account_bills, payment_behaviour
+    from crm_pipeline.transforms.marts.value import (
+        monthly_contacts,
+        plan_allowances,
+        with_margin,
+        with_value_components,
+        with_value_segments,
+    )
+
     lo = min(months) - timedelta(days=1)
     hi = max(month_days(max(months)))
     snaps = silver(spark, lake, "subscriber").where(F.col("snapshot_date").between(lo, hi))
     snapshot_days = {r[0] for r in snaps.select("snapshot_date").distinct().collect()}
-    base = subscriber_month_base(snaps, month_frame(spark, months, snapshot_days))
+    frame = month_frame(spark, months, snapshot_days)
+    base = subscriber_month_base(snaps, frame)
     usage = delta.read(spark, lake.gold("daily_usage_by_subscriber"))
-    if usage is None:
+    contacts = delta.read(spark, lake.gold("daily_contacts"))
+    if usage is None or contacts is None:
         raise RuntimeError("gold daily rollups are missing: run the rollup step first")
     usage = monthly_usage(usage.where(F.col("usage_date").between(min(months), hi)))
     revenue = monthly_revenue(silver(spark, lake, "bill").where(F.col("bill_month").isin(months)))
-    rows = subscriber_month(base, usage, revenue, hmac_key)
-    history = delta.read(spark, lake.gold("subscriber_month"))
-    if history is None:
-        history = rows.limit(0)
-    history = history.where(F.col("month").between(min(months) - timedelta(days=62), max(months)))
-    rows = with_arpu_3m(rows, history.select("subscriber_id", "month", "revenue_fen"))
-    rows = with_value_segments(rows, value)
-    return rows, kpi_month(rows)
+    rows = with_margin(subscriber_month(base, usage, revenue, hmac_key), settings.value.cost_to_serve)
+
+    history = gold_history(spark, lake, months, HISTORY_COLUMNS_ALL)
+    rows = with_trailing_windows(rows, history if history is not None else rows.select(*HISTORY_COLUMNS).limit(0))
+
+    bill_lo = _add_months(min(months), -6)
+    bills = silver(spark, lake, "bill").where(F.col("bill_month").between(bill_lo, max(months)))
+    payments = silver(spark, lake, "recharge").where(
+        (F.col("txn_type") == "BILL_PAYMENT") & F.col("event_date").between(bill_lo, hi)
+    ).select("account_id", F.col("event_date").alias("pay_date"), "amount_fen")
+    payment = payment_behaviour(account_bills(bills), payments, frame.select("month", "month_end"))
+    month_ends = [max(month_days(m)) for m in months]
+    plans = silver(spark, lake, "plan").where(F.col("snapshot_date").isin(month_ends))
+    contacts = monthly_contacts(contacts.where(F.col("usage_date").between(min(months), hi)))
+    rows = with_value_components(rows, payment, contacts, plan_allowances(plans), settings.value)
+    rows = with_value_segments(rows, settings.value).withColumn("age", F.year("month") - F.col("birth_year"))
+
+    keep = [c for c in HISTORY_COLUMNS_ALL]
+    every = rows.select(*keep)
+    if history is not None:
+        every = every.unionByName(history.select(*keep))
+    return rows, every
+
+
+#: What the marts read of earlier months (all stored in gold subscriber_month).
+HISTORY_COLUMNS_ALL = [
+    "subscriber_id", "month", "msisdn_key", "group_id", "payment_type", "network_gen", "value_segment",
+    "tenure_months", "opening", "closing", "gross_add", "churned_in_month", "revenue_fen", "margin_fen",
+    "arpu_3m_fen", "voice_mou", "sms_count", "data_mb", "data_mb_3m", "recharge_fen", "recharge_count",
+    "complaint_count", "age", "included_data_mb", "current_value_index", "potential_value_index",
+]
+
+
+def build_months(
+    spark: SparkSession,
+    lake: LakeLayout,
+    months: list[date],
+    settings: AnalyticsSettings,
+    hmac_key: str,
+    progress: Callable[[str], None] = print,
+) -> dict[str, DataFrame]:
+    """Every gold mart for `months`, keyed by table name (schemas/tables/<name>.json)."""
+    from crm_pipeline.pipeline.marts import build_marts
+
+    rows, every = build_subscriber_months(spark, lake, months, settings, hmac_key)
+    return build_marts(spark, lake, rows, every, months, settings, progress)
 
 
 def consistency_checks(kpi: DataFrame) -> DataFrame:
@@ -125,13 +188,12 @@ RESTATEMENT_COLUMNS = ("month date, table_name string, run_id string, previous_r
                        "detected_at timestamp_ntz")
 
 
-def fingerprints(df: DataFrame) -> dict[date, tuple[int, str | None]]:
+def fingerprints(df: DataFrame, partition: str = "month") -> dict[date, tuple[int, str | None]]:
     """Per month: row count and an order-independent content hash (restatement detection)."""
-    cols = sorted(c for c in df.columns if c != "month")
-    got = df.select("month", F.xxhash64(*cols).cast("decimal(38,0)").alias("h")).groupBy("month").agg(
-        F.count(F.lit(1)).alias("n"), F.sum("h").alias("s")
-    ).collect()
-    return {r.month: (int(r.n), str(r.s)) for r in got}
+    cols = sorted(c for c in df.columns if c != partition)
+    got = df.select(F.col(partition).alias("_p"), F.xxhash64(*cols).cast("decimal(38,0)").alias("h")).groupBy(
+        "_p").agg(F.count(F.lit(1)).alias("n"), F.sum("h").alias("s")).collect()
+    return {r._p: (int(r.n), str(r.s)) for r in got}
 
 
 def fingerprint(df: DataFrame) -> tuple[int, str | None]:
@@ -143,16 +205,36 @@ def fingerprint(df: DataFrame) -> tuple[int, str | None]:
     return int(got.n), None if got.s is None else str(got.s)
 
 
+def _write_gold(spark: SparkSession, lake: LakeLayout, name: str, df: DataFrame, partition: str,
+                targets: list[date], every_month: bool) -> None:
+    """Replace the target months of a gold mart; rewrite it whole when its columns changed."""
+    path = lake.gold(name)
+    old = delta.read(spark, path)
+    if old is not None and old.schema.simpleString() != df.schema.simpleString():
+        if not every_month:
+            raise RuntimeError(
+                f"gold/{name} was written by another version of the pipeline (its columns differ): "
+                "run `crm analyse` without --month to rebuild every complete month")
+        df.repartition(partition).write.format("delta").mode("overwrite").option("overwriteSchema", "true") \
+            .partitionBy(partition).save(path)
+        return
+    delta.replace_where(df, path, delta.in_predicate(partition, targets), [partition])
+
+
 def analyse(
     spark: SparkSession,
     lake: LakeLayout,
     ctx: ops.RunContext,
-    value: ValueSettings,
+    settings: AnalyticsSettings,
     hmac_key: str,
     months: list[date] | None = None,
     progress: Callable[[str], None] = print,
 ) -> list[date]:
-    """Build gold subscriber_month and kpi_month for every complete month (or the given ones)."""
+    """Build every gold mart for every complete month (or the given ones) and print a summary."""
+    from crm_pipeline.feeds import table_spec
+    from crm_pipeline.pipeline.marts import MART_TABLES
+    from crm_pipeline.pipeline.summary import print_summary
+
     bills = silver(spark, lake, "bill").select("bill_month").distinct().collect()
     complete = complete_months(loaded_days(spark, lake), {r[0] for r in bills})
     targets = sorted(set(months) & set(complete)) if months else complete
@@ -164,28 +246,38 @@ def analyse(
         return []
     started = ops.utcnow()
     progress(f"analyse: building {len(targets)} months {targets[0]:%Y-%m} .. {targets[-1]:%Y-%m}")
-    # All months in one pass: arpu_3m reads earlier months of the same batch through its window.
-    rows, kpi = build_months(spark, lake, ctx, targets, value, hmac_key)
-    rows = rows.persist()
-    kpi = kpi.persist()
-    dq = gx.enforce(rows, "gold_subscriber_month", ctx.run_id, targets[-1])
-    dq += gx.enforce(consistency_checks(kpi), "gold_kpi_month", ctx.run_id, targets[-1])
-    where = delta.in_predicate("month", targets)
+    # All months in one pass: trailing windows read earlier months of the same batch.
+    clock = time.monotonic()
+    tables = build_months(spark, lake, targets, settings, hmac_key, progress)
+    dq: list[dict] = []
+    n = len(targets)
+    counts = {"months": n, "months_x4": 4 * n, "months_x8": 8 * n, "months_x101": 101 * n}
+    for name in MART_TABLES:
+        frame = consistency_checks(tables[name]) if name == "kpi_month" else tables[name]
+        dq += gx.enforce(frame, f"gold_{name}", ctx.run_id, targets[-1], counts)
+        progress(f"  gold/{name}: built and validated ({time.monotonic() - clock:.1f} s)")
+        clock = time.monotonic()
     restated: list[tuple] = []
-    for name, new in (("subscriber_month", rows), ("kpi_month", kpi)):
+    every_month = targets == complete
+    unchanged = []
+    for name in MART_TABLES:
+        new, partition = tables[name], table_spec(name).partition
         old = delta.read(spark, lake.gold(name))
-        before = fingerprints(old.where(F.col("month").isin(targets))) if old is not None else {}
-        after = fingerprints(new)
+        same_shape = old is not None and old.schema.simpleString() == new.schema.simpleString()
+        before = fingerprints(old.where(F.col(partition).isin(targets)), partition) if same_shape else {}
+        after = fingerprints(new, partition)
+        if same_shape and before == after:
+            unchanged.append(name)  # same content: no new table version
+            continue
         for m in targets:
             if before.get(m) and before[m] != after.get(m):
                 restated.append((m, name, ctx.run_id, before[m][0], after.get(m, (0, None))[0], ops.utcnow()))
                 progress(f"  {m:%Y-%m}: {name} restated ({before[m][0]:,} -> {after.get(m, (0,))[0]:,} rows)")
-        delta.replace_where(new, lake.gold(name), where, ["month"])
-    counts = dict(rows.groupBy("month").count().collect())
-    for m in targets:
-        progress(f"  {m:%Y-%m}: {counts.get(m, 0):,} subscriber-months")
-    rows.unpersist()
-    kpi.unpersist()
+        _write_gold(spark, lake, name, new, partition, targets, every_month)
+    if unchanged:
+        progress(f"analyse: unchanged, not rewritten: {', '.join(unchanged)}")
+    progress(f"analyse: gold written ({time.monotonic() - clock:.1f} s)")
+    print_summary(tables, targets, progress)
     ops.write_data_quality(spark, lake, dq)
     if restated:
         delta.append(spark.createDataFrame(restated, RESTATEMENT_COLUMNS), lake.ops("restatements"))

@@ -17,19 +17,12 @@ from crm_pipeline.settings import LakeLayout
 
 log = logging.getLogger(__name__)
 
-#: Columns published per contract table (the contract's columns first, then documented extras).
-SUBSCRIBER_MONTH_COLUMNS = [
-    "month", "subscriber_id", "msisdn_key", "customer_id", "group_id", "city_code", "brand", "plan_id",
-    "payment_type", "network_gen", "tenure_months", "status_at_month_end", "revenue_fen", "arpu_3m_fen",
-    "voice_mou", "sms_count", "data_mb", "recharge_fen", "complaint_count", "current_value_index",
-    "potential_value_index", "value_segment", "churned_in_month",
-    "opening", "closing", "gross_add", "ticket_count", "offnet_voice_mou", "data_5g_mb",
-]
-KPI_MONTH_COLUMNS = [
-    "month", "dimension", "dimension_value", "active_subscribers", "opening_subscribers",
-    "closing_subscribers", "gross_adds", "churned_subscribers", "churn_rate", "revenue_fen", "arpu_fen",
-    "voice_mou_per_sub", "data_mb_per_sub",
-]
+def published_tables() -> list[tuple[str, list[str], str]]:
+    """(table, columns, partition column) of every gold mart published to `crm`, from schemas/tables."""
+    from crm_pipeline.feeds import table_spec
+    from crm_pipeline.pipeline.marts import MART_TABLES
+
+    return [(name, (spec := table_spec(name)).column_names, spec.partition) for name in MART_TABLES]
 
 
 def _delta_dataset(path: str) -> ds.Dataset:
@@ -51,9 +44,10 @@ def gold_months(lake: LakeLayout) -> list[date]:
     return _months(dataset.to_table(columns=["month"]))
 
 
-def read_gold_months(lake: LakeLayout, name: str, months: list[date], columns: list[str]) -> pa.Table:
+def read_gold_months(lake: LakeLayout, name: str, months: list[date], columns: list[str],
+                     partition: str = "month") -> pa.Table:
     dataset = _delta_dataset(lake.gold(name))
-    table = dataset.to_table(filter=pc.field("month").isin(pa.array(months, pa.date32())))
+    table = dataset.to_table(filter=pc.field(partition).isin(pa.array(months, pa.date32())))
     return table.select(columns).sort_by([(c, "ascending") for c in columns[:3]])
 
 
@@ -66,9 +60,13 @@ def publish(
     """Publish `months` of the gold marts, the ops tables and the restricted contact list."""
     wh = open_warehouse(warehouse_url)
     if months:
-        for name, cols in (("subscriber_month", SUBSCRIBER_MONTH_COLUMNS), ("kpi_month", KPI_MONTH_COLUMNS)):
-            data = read_gold_months(lake, name, months, cols)
-            wh.replace_partitions("crm", name, data, "month", months)
+        for name, cols, partition in published_tables():
+            try:
+                data = read_gold_months(lake, name, months, cols, partition)
+            except TableNotFoundError:
+                progress(f"publish: gold/{name} not built yet; run `crm analyse` first")
+                continue
+            wh.replace_partitions("crm", name, data, partition, months)
             progress(f"publish: crm.{name} {len(months)} months, {data.num_rows:,} rows")
     for name in ("pipeline_runs", "data_quality", "restatements"):
         try:

@@ -58,7 +58,19 @@ def _context():
     return context, source
 
 
-def _build(table: str):
+def _resolve(kwargs: dict, params: dict) -> dict:
+    """Replace "$name" values with run parameters (e.g. row counts that depend on the months built)."""
+    out = {}
+    for key, value in kwargs.items():
+        if isinstance(value, str) and value.startswith("$"):
+            if value[1:] not in params:
+                raise KeyError(f"expectation parameter {value} has no value for this run")
+            value = params[value[1:]]
+        out[key] = value
+    return out
+
+
+def _build(table: str, params: dict | None = None):
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
@@ -67,7 +79,7 @@ def _build(table: str):
     expectations = []
     for item in definition["expectations"]:
         cls = getattr(gxe, _class_name(item["type"]))
-        expectations.append(cls(**item["kwargs"], meta=item.get("meta", {})))
+        expectations.append(cls(**_resolve(item["kwargs"], params or {}), meta=item.get("meta", {})))
     suite = context.suites.add_or_update(gx.ExpectationSuite(name=table, expectations=expectations))
     try:
         asset = source.get_asset(table)
@@ -86,12 +98,12 @@ def _check_name(cfg: dict) -> str:
     return f"{cfg['type']}({target})" if target else cfg["type"]
 
 
-def validate(df: DataFrame, table: str) -> list[CheckResult]:
+def validate(df: DataFrame, table: str, params: dict | None = None) -> list[CheckResult]:
     """Validate `df` with the suite named `table`; return one result per expectation.
 
     Counts only: no unexpected-value samples, which could carry PII and cost one Spark job each.
     """
-    validation = _build(table)
+    validation = _build(table, params)
     result = validation.run(
         batch_parameters={"dataframe": df},
         result_format={"result_format": "SUMMARY", "partial_unexpected_count": 0},
@@ -105,9 +117,10 @@ def validate(df: DataFrame, table: str) -> list[CheckResult]:
     return out
 
 
-def enforce(df: DataFrame, table: str, run_id: str, business_date: date | None) -> list[dict]:
+def enforce(df: DataFrame, table: str, run_id: str, business_date: date | None,
+            params: dict | None = None) -> list[dict]:
     """Validate, raise DataQualityError on a blocking failure, return crm_ops.data_quality rows."""
-    results = validate(df, table)
+    results = validate(df, table, params)
     now = utcnow()
     rows = [
         dict(run_id=run_id, table_name=table, business_date=business_date, check_name=r.check_name,

@@ -9,7 +9,8 @@ from pyspark.sql import functions as F
 
 from crm_pipeline.columns import hmac_sha256_hex
 
-ATTRIBUTES = ("msisdn", "customer_id", "group_id", "city_code", "brand", "plan_id", "payment_type", "network_gen")
+ATTRIBUTES = ("msisdn", "customer_id", "account_id", "group_id", "city_code", "brand", "plan_id", "payment_type",
+              "network_gen", "birth_year")
 
 
 def month_frame(spark: SparkSession, months: list[date], snapshot_days: set[date]) -> DataFrame:
@@ -94,12 +95,12 @@ def subscriber_month(base: DataFrame, usage: DataFrame, revenue: DataFrame, hmac
     """Add usage and revenue measures and the keyed msisdn hash; drop the raw msisdn.
 
     Grain: month x subscriber_id. Units: fen, minutes, MB (1 MB = 1,048,576 bytes).
-    arpu_3m_fen is added by `with_arpu_3m` once the previous months are at hand.
+    arpu_3m_fen and the other trailing statistics come from `with_trailing_windows`.
     """
     zero = F.lit(0).cast("long")
     u = usage.select(
         "subscriber_id", "month", "voice_sec", "sms_count", "data_bytes", "recharge_fen", "complaints",
-        "voice_offnet_sec", "data_5g_bytes", "tickets",
+        "voice_offnet_sec", "data_5g_bytes", "tickets", "recharge_count",
     )
     out = base.join(u, ["subscriber_id", "month"], "left").join(revenue, ["subscriber_id", "month"], "left")
     return out.select(
@@ -112,6 +113,7 @@ def subscriber_month(base: DataFrame, usage: DataFrame, revenue: DataFrame, hmac
         F.coalesce("sms_count", zero).alias("sms_count"),
         (F.coalesce("data_bytes", zero) / 1048576.0).alias("data_mb"),
         F.coalesce("recharge_fen", zero).alias("recharge_fen"),
+        F.coalesce("recharge_count", zero).alias("recharge_count"),
         F.coalesce("complaints", zero).alias("complaint_count"),
         F.coalesce("tickets", zero).alias("ticket_count"),
         (F.coalesce("voice_offnet_sec", zero) / 60.0).alias("offnet_voice_mou"),
@@ -122,18 +124,36 @@ def subscriber_month(base: DataFrame, usage: DataFrame, revenue: DataFrame, hmac
     )
 
 
-def with_arpu_3m(rows: DataFrame, history: DataFrame) -> DataFrame:
-    """arpu_3m_fen: mean revenue over M, M-1, M-2, counting only months the subscriber has a row.
+#: Columns of earlier months that the trailing windows below read from gold subscriber_month.
+HISTORY_COLUMNS = ("subscriber_id", "month", "revenue_fen", "margin_fen", "data_mb", "recharge_count")
 
-    `history` holds (subscriber_id, month, revenue_fen) of earlier published months; rows of
-    the same month in `rows` take precedence.
+
+def with_trailing_windows(rows: DataFrame, history: DataFrame) -> DataFrame:
+    """Per subscriber and month, statistics over the subscriber's own earlier rows.
+
+    - arpu_3m_fen, margin_3m_fen: mean revenue_fen / margin_fen over the rows in M-2..M
+      (months without a row do not count), rounded to 2 decimals;
+    - data_mb_3m: mean data_mb over the rows in M-2..M;
+    - revenue_prior_fen, data_mb_prior: mean over the rows in M-3..M-1, NULL without one;
+    - rows_3m, recharge_months_3m: rows in M-2..M, and of those with at least one RECHARGE.
+
+    `history` holds HISTORY_COLUMNS of earlier published months; rows of a month present in
+    `rows` take precedence.
     """
-    current = rows.select("subscriber_id", "month", "revenue_fen")
-    older = history.join(current.select("month").distinct(), "month", "left_anti")
-    both = current.unionByName(older.select("subscriber_id", "month", "revenue_fen"))
-    m_idx = F.year("month") * 12 + F.month("month")
-    w = Window.partitionBy("subscriber_id").orderBy(m_idx).rangeBetween(-2, 0)
-    arpu = both.select(
-        "subscriber_id", "month", F.round(F.avg("revenue_fen").over(w), 2).alias("arpu_3m_fen")
+    current = rows.select(*HISTORY_COLUMNS)
+    older = history.select(*HISTORY_COLUMNS).join(current.select("month").distinct(), "month", "left_anti")
+    both = current.unionByName(older)
+    by_sub = Window.partitionBy("subscriber_id").orderBy(F.year("month") * 12 + F.month("month"))
+    last3, prior3 = by_sub.rangeBetween(-2, 0), by_sub.rangeBetween(-3, -1)
+    stats = both.select(
+        "subscriber_id", "month",
+        F.round(F.avg("revenue_fen").over(last3), 2).alias("arpu_3m_fen"),
+        # exact cents: the mean of 2-decimal margins can end in a half cent that a double misses
+        F.round(F.avg(F.col("margin_fen").cast("decimal(20,2)")).over(last3), 2).cast("double").alias("margin_3m_fen"),
+        F.avg("revenue_fen").over(prior3).alias("revenue_prior_fen"),
+        F.avg("data_mb").over(prior3).alias("data_mb_prior"),
+        F.avg("data_mb").over(last3).alias("data_mb_3m"),
+        F.count(F.lit(1)).over(last3).alias("rows_3m"),
+        F.count(F.when(F.col("recharge_count") > 0, 1)).over(last3).alias("recharge_months_3m"),
     )
-    return rows.join(arpu, ["subscriber_id", "month"], "left")
+    return rows.join(stats, ["subscriber_id", "month"], "left")

@@ -1,0 +1,1 @@
+"""Customer models fitted and scored outside Spark: retention (sBG) and lifetime value."""

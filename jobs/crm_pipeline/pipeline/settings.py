@@ -1,0 +1,45 @@
+"""Analytics parameters from config/analytics.json, typed once and passed down as arguments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from crm_pipeline.transforms.marts.clv import ClvSettings
+from crm_pipeline.transforms.marts.key_accounts import HealthSettings
+from crm_pipeline.transforms.marts.value import SEGMENTS, ValueSettings
+
+
+@dataclass(frozen=True)
+class AnalyticsSettings:
+    """Every section of the analytics config the monthly marts use."""
+
+    version: str
+    value: ValueSettings
+    strategies: dict
+    health: HealthSettings
+    clv: ClvSettings
+    migration: dict
+    satisfaction: dict
+
+    @classmethod
+    def from_config(cls, raw: dict) -> AnalyticsSettings:
+        strategies = raw["segment_strategies"]
+        missing = set(SEGMENTS) - set(strategies)
+        if missing:
+            raise ValueError(f"segment_strategies: no strategy for {sorted(missing)}")
+        return cls(
+            version=str(raw.get("version", "unversioned")),
+            value=ValueSettings.from_config(raw["value_segments"]),
+            strategies=dict(strategies),
+            health=HealthSettings.from_config(raw["key_accounts"]),
+            clv=ClvSettings.from_config(raw["clv"]),
+            migration=dict(raw["migration"]),
+            satisfaction={k: v for k, v in raw["satisfaction"].items() if k != "description"},
+        )
+
+
+def analytics_settings() -> AnalyticsSettings:
+    """Read and type `CRM_ANALYTICS_CONFIG` (default config/analytics.json)."""
+    from crm_pipeline.settings import load_analytics_config
+
+    return AnalyticsSettings.from_config(load_analytics_config())

@@ -1,0 +1,69 @@
+"""`segment_summary` and `segment_migration`: the four value segments per month, and who moved."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from crm_pipeline.transforms.marts.value import SEGMENTS
+
+
+def segment_summary(rows: DataFrame, strategies: dict[str, str]) -> DataFrame:
+    """Grain: month x value_segment, all four segments every month (zeros when empty).
+
+    ARPU divides revenue by the mean of the segment's opening and closing subscribers (NULL
+    when 0); revenue_share is of the month's revenue (NULL when it is 0); revenue_growth is
+    sum(revenue in M) / sum(prior revenue) - 1 over the members that have a prior (NULL
+    without); avg_churn_score is NULL until churn scores exist.
+    """
+    spark = rows.sparkSession
+    grid = rows.select("month").distinct().crossJoin(
+        spark.createDataFrame([(s, strategies.get(s)) for s in SEGMENTS], "value_segment string, recommended_strategy string")
+    )
+    has_prior = F.col("revenue_prior_fen").isNotNull()
+    agg = rows.groupBy("month", "value_segment").agg(
+        F.count(F.lit(1)).alias("subscribers"),
+        F.sum("revenue_fen").alias("revenue_fen"),
+        F.sum(F.col("opening").cast("long")).alias("_opening"),
+        F.sum(F.col("closing").cast("long")).alias("_closing"),
+        F.avg("current_value_index").alias("avg_current_value_index"),
+        F.avg("potential_value_index").alias("avg_potential_value_index"),
+        F.avg("clv_fen").alias("avg_clv_fen"),
+        F.sum(F.when(has_prior, F.col("revenue_fen"))).alias("_growth_now"),
+        F.sum(F.when(has_prior, F.col("revenue_prior_fen"))).alias("_growth_prior"),
+    )
+    total = rows.groupBy("month").agg(F.sum("revenue_fen").alias("_total"))
+    out = grid.join(agg, ["month", "value_segment"], "left").join(total, "month")
+    base = (F.coalesce(F.col("_opening"), F.lit(0)) + F.coalesce(F.col("_closing"), F.lit(0))) / 2
+    revenue = F.coalesce(F.col("revenue_fen"), F.lit(0)).cast("long")
+    return out.select(
+        "month", "value_segment",
+        F.coalesce(F.col("subscribers"), F.lit(0)).cast("long").alias("subscribers"),
+        revenue.alias("revenue_fen"),
+        F.when(F.col("_total") != 0, revenue / F.col("_total")).alias("revenue_share"),
+        F.when(base > 0, F.round(revenue / base, 2)).alias("arpu_fen"),
+        F.lit(None).cast("double").alias("avg_churn_score"),
+        "recommended_strategy",
+        "avg_current_value_index",
+        "avg_potential_value_index",
+        F.round("avg_clv_fen", 2).alias("avg_clv_fen"),
+        F.when(F.col("_growth_prior") > 0, F.col("_growth_now") / F.col("_growth_prior") - 1).alias("revenue_growth"),
+    )
+
+
+def segment_migration(rows: DataFrame, previous: DataFrame) -> DataFrame:
+    """Grain: month x from_segment x to_segment, with subscribers and their revenue in M.
+
+    from = NEW for a gross add, else the segment of the subscriber's row in M-1 (`previous`:
+    subscriber_id, month, value_segment of earlier months), else UNKNOWN; to = CHURNED when the
+    subscriber churned in M, else its segment in M. Subscribers add up to the month's rows.
+    """
+    prev = previous.select(
+        "subscriber_id", F.add_months("month", 1).alias("month"), F.col("value_segment").alias("_prev_segment")
+    )
+    joined = rows.join(prev, ["subscriber_id", "month"], "left")
+    src = F.when(F.col("gross_add"), "NEW").otherwise(F.coalesce(F.col("_prev_segment"), F.lit("UNKNOWN")))
+    dst = F.when(F.col("churned_in_month"), "CHURNED").otherwise(F.col("value_segment"))
+    return joined.groupBy("month", src.alias("from_segment"), dst.alias("to_segment")).agg(
+        F.count(F.lit(1)).alias("subscribers"), F.sum("revenue_fen").cast("long").alias("revenue_fen"),
+    )
