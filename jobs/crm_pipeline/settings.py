@@ -97,3 +97,8 @@ def load_analytics_config(path: Path | None = None) -> dict:
 
     path = path or Path(os.environ.get("CRM_ANALYTICS_CONFIG", resource_dir("config") / "analytics.json"))
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def config_section(section: dict) -> dict:
+    """A config section's parameters: every key but the human-readable `description`."""
+    return {k: v for k, v in section.items() if k != "description"}

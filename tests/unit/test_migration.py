@@ -186,6 +186,21 @@ def test_with_a_single_labelled_month_the_evaluation_says_why_it_cannot_evaluate
     assert "at least 2" in result.note
 
 
+def test_too_few_upgraders_for_trees_switch_to_a_regularised_logistic_regression(sample):
+    from dataclasses import replace
+
+    from crm_pipeline.models.migration import algorithm
+
+    upgraders = int(sample["label"].sum())
+    assert algorithm(fit(sample, replace(PARAMS, boosting_min_positives=upgraders))) == "gradient_boosting"
+    logistic = fit(sample, replace(PARAMS, boosting_min_positives=upgraders + 1))
+    assert algorithm(logistic) == "logistic_regression"
+    proba = logistic.predict_proba(sample[list(FEATURES)].astype("float64"))[:, 1]
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(sample["label"], proba) > 0.7  # the same monotone signal, learned linearly
+
+
 def test_training_sample_is_bounded_deterministic_and_sorted(labelled):
     a = training_sample(labelled, 500, SEED)
     b = training_sample(labelled, 500, SEED)

@@ -155,8 +155,12 @@ def training_sample(labelled: DataFrame, max_rows: int, seed: int) -> pd.DataFra
 
 @dataclass(frozen=True)
 class MigrationModelParams:
-    """HistGradientBoostingClassifier settings, from config (`from_dict`). Kept modest: shallow trees,
-    a few hundred iterations at most, leaves large enough not to chase single subscribers."""
+    """Model settings, from config (`from_dict`). Gradient boosting (HistGradientBoostingClassifier)
+    kept modest: shallow trees, a few hundred iterations at most, leaves large enough not to chase
+    single subscribers. With fewer than `boosting_min_positives` upgraders in the training sample,
+    trees have too few events to split on and an L2-regularised logistic regression (inverse
+    strength `logistic_c`, standardised features, median imputation with missing indicators) is
+    fitted instead: a sample-size rule, the same for any operator."""
 
     max_depth: int
     max_iter: int
@@ -164,6 +168,8 @@ class MigrationModelParams:
     min_samples_leaf: int
     l2_regularization: float
     random_state: int
+    boosting_min_positives: int = 0
+    logistic_c: float = 1.0
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> MigrationModelParams:
@@ -174,6 +180,8 @@ class MigrationModelParams:
             min_samples_leaf=int(d["min_samples_leaf"]),
             l2_regularization=float(d["l2_regularization"]),
             random_state=int(d["random_state"]),
+            boosting_min_positives=int(d.get("boosting_min_positives", 0)),
+            logistic_c=float(d.get("logistic_c", 1.0)),
         )
 
 
@@ -184,11 +192,16 @@ def _params(params: MigrationModelParams | Mapping[str, object]) -> MigrationMod
 def fit(sample_pdf: pd.DataFrame, params: MigrationModelParams | Mapping[str, object]):
     """Fit the upgrade-propensity model on a driver-side sample (columns FEATURES and label 0/1).
 
-    Returns a fitted sklearn HistGradientBoostingClassifier; predict_proba(...)[:, 1] is the
+    Returns a fitted sklearn HistGradientBoostingClassifier, or a logistic-regression pipeline when
+    the sample has fewer than `boosting_min_positives` upgraders; predict_proba(...)[:, 1] is the
     probability of a higher generation next month. Missing feature values are handled by the model.
     Deterministic: fixed random_state, no early-stopping split.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     p = _params(params)
     classes = sorted(sample_pdf["label"].dropna().unique().tolist())
@@ -197,6 +210,11 @@ def fit(sample_pdf: pd.DataFrame, params: MigrationModelParams | Mapping[str, ob
             f"migration model: the training sample of {len(sample_pdf)} rows has label values {classes}; "
             "fitting needs both upgraders (1) and non-upgraders (0)"
         )
+    x, y = sample_pdf[list(FEATURES)].astype("float64"), sample_pdf["label"].astype("int64")
+    if int(y.sum()) < p.boosting_min_positives:
+        logistic = make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+                                 StandardScaler(), LogisticRegression(C=p.logistic_c, max_iter=2000))
+        return logistic.fit(x, y)
     model = HistGradientBoostingClassifier(
         max_depth=p.max_depth,
         max_iter=p.max_iter,
@@ -206,7 +224,12 @@ def fit(sample_pdf: pd.DataFrame, params: MigrationModelParams | Mapping[str, ob
         early_stopping=False,
         random_state=p.random_state,
     )
-    return model.fit(sample_pdf[list(FEATURES)].astype("float64"), sample_pdf["label"].astype("int64"))
+    return model.fit(x, y)
+
+
+def algorithm(model) -> str:
+    """Short name of a fitted model from `fit`, for the model table."""
+    return "gradient_boosting" if type(model).__name__ == "HistGradientBoostingClassifier" else "logistic_regression"
 
 
 def hand_rule_score(pdf: pd.DataFrame) -> pd.Series:
@@ -243,9 +266,21 @@ def evaluate_out_of_time(
     than two labelled months, or a single class in the train or test sample, the AUCs are None and
     `note` says why.
     """
+    months = sorted(r["month"] for r in labelled.select("month").distinct().collect())
+    if len(months) < 2:
+        return evaluate_sample(training_sample(labelled, max_rows, seed), params)
+    test_month = months[-1]
+    train = training_sample(labelled.where(F.col("month") < F.lit(test_month)), max_rows, seed)
+    test = training_sample(labelled.where(F.col("month") == F.lit(test_month)), max_rows, seed)
+    return evaluate_sample(pd.concat([train, test], ignore_index=True), params)
+
+
+def evaluate_sample(sample: pd.DataFrame, params: MigrationModelParams | Mapping[str, object]) -> MigrationEvaluation:
+    """`evaluate_out_of_time` on a labelled sample already on the driver (columns as
+    `training_sample`): train on its months but the latest, test on the latest."""
     from sklearn.metrics import roc_auc_score
 
-    months = sorted(r["month"] for r in labelled.select("month").distinct().collect())
+    months = sorted(sample["month"].unique())
     if len(months) < 2:
         return MigrationEvaluation(
             test_month=months[-1] if months else None, train_months=(), n_train=0, n_test=0,
@@ -254,8 +289,7 @@ def evaluate_out_of_time(
                  "(a month is labelled only when the next month's data is present)",
         )
     test_month, train_months = months[-1], tuple(months[:-1])
-    train = training_sample(labelled.where(F.col("month") < F.lit(test_month)), max_rows, seed)
-    test = training_sample(labelled.where(F.col("month") == F.lit(test_month)), max_rows, seed)
+    train, test = sample[sample["month"] < test_month], sample[sample["month"] == test_month]
     evaluation = MigrationEvaluation(
         test_month=test_month, train_months=train_months, n_train=len(train), n_test=len(test),
         positives_train=int(train["label"].sum()), positives_test=int(test["label"].sum()),

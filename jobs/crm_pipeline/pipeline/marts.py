@@ -66,8 +66,7 @@ def build_marts(
     from crm_pipeline.pipeline.monthly import GOLD_EXTRAS
     from crm_pipeline.transforms.marts.satisfaction import satisfaction_drivers_frame, survey_moments
 
-    scored = rows.persist()
-    rows, clv_model = with_lifetime_value(spark, scored, every, months, settings)
+    rows, clv_model = with_lifetime_value(spark, rows.persist(), every, months, settings)
     rows = rows.withColumn("churn_score", F.lit(None).cast("double")).withColumn(
         "churn_risk_band", F.lit(None).cast("string"))
     spec = table_spec("subscriber_month")
@@ -93,6 +92,5 @@ def build_marts(
     for name in MART_TABLES:
         df = tables[name] if name == "subscriber_month" else conform(tables[name], table_spec(name))
         out[name] = df.localCheckpoint(eager=True)
-    for cached in (scored, sm):
-        cached.unpersist()
+    spark.catalog.clearCache()  # the intermediates above; the checkpoints stay
     return out

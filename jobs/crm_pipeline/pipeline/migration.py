@@ -11,8 +11,9 @@ from pyspark.sql import functions as F
 
 from crm_pipeline.models.migration import (
     GENERATIONS,
+    algorithm,
     MigrationModelParams,
-    evaluate_out_of_time,
+    evaluate_sample,
     fit,
     reason_reference,
     score_candidates,
@@ -20,7 +21,7 @@ from crm_pipeline.models.migration import (
     upgrade_labels,
 )
 
-MODEL_SCHEMA = ("month date, model_version string, train_months string, n_train long, test_month date, "
+MODEL_SCHEMA = ("month date, model_version string, algorithm string, train_months string, n_train long, test_month date, "
                 "n_test long, auc double, rule_auc double, note string")
 HAND_RULE_REASON = "no upgrade history yet: ranked by 3-month data use"
 
@@ -52,31 +53,28 @@ def migration_tables(rows: DataFrame, every: DataFrame, months: list[date], conf
     target = GENERATIONS[-1]
     params = MigrationModelParams.from_dict(config["model"])
     max_rows, seed = int(config["max_training_rows"]), int(config["seed"])
-    labelled = upgrade_labels(every).persist()
-    label_months = sorted(r[0] for r in labelled.select("month").distinct().collect())
+    # One bounded sample of every labelled month, collected once; each month trains on its past.
+    sample_all = training_sample(upgrade_labels(every), max_rows, seed)
     candidates, models = [], []
     for month in sorted(months):
         rows_month = rows.where(F.col("month") == F.lit(month))
-        earlier = [m for m in label_months if m < month]
-        train = labelled.where(F.col("month") < F.lit(month))
-        sample = training_sample(train, max_rows, seed) if earlier else None
-        if sample is None or sample["label"].nunique() < 2:
+        sample = sample_all[sample_all["month"] < month]
+        earlier = sorted(sample["month"].unique())
+        if sample["label"].nunique() < 2:
             note = ("no labelled month before this one" if not earlier
                     else "no upgrade (or no non-upgrade) observed in the earlier months")
             candidates.append(_rule_candidates(rows_month, target))
-            models.append((month, None, ",".join(m.isoformat() for m in earlier) or None, 0 if sample is None else len(sample),
+            models.append((month, None, None, ",".join(m.isoformat() for m in earlier) or None, len(sample),
                            None, None, None, None, f"hand rule used: {note}"))
             continue
         model = fit(sample, params)
         r = config["reasons"]
         reference = reason_reference(sample, float(r["quantile"]), float(r["min_z"]), int(r["max_reasons"]))
         candidates.append(score_candidates(rows_month, model, target, reference))
-        ev = evaluate_out_of_time(train, max_rows, seed, params)
-        version = hashlib.sha256(
-            (repr(params) + sample.to_csv(index=False)).encode()).hexdigest()[:16]
-        models.append((month, version, ",".join(m.isoformat() for m in earlier), len(sample), ev.test_month,
-                       ev.n_test, ev.auc_model, ev.auc_rule, ev.note))
-    labelled.unpersist()
+        ev = evaluate_sample(sample, params)
+        version = hashlib.sha256((repr(params) + sample.to_csv(index=False)).encode()).hexdigest()[:16]
+        models.append((month, version, algorithm(model), ",".join(m.isoformat() for m in earlier), len(sample),
+                       ev.test_month, ev.n_test, ev.auc_model, ev.auc_rule, ev.note))
     out = candidates[0]
     for c in candidates[1:]:
         out = out.unionByName(c)

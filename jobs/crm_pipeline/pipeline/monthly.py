@@ -115,7 +115,8 @@ def build_subscriber_months(
         raise RuntimeError("gold daily rollups are missing: run the rollup step first")
     usage = monthly_usage(usage.where(F.col("usage_date").between(min(months), hi)))
     revenue = monthly_revenue(silver(spark, lake, "bill").where(F.col("bill_month").isin(months)))
-    rows = with_margin(subscriber_month(base, usage, revenue, hmac_key), settings.value.cost_to_serve)
+    # persisted: the trailing windows join these rows with themselves
+    rows = with_margin(subscriber_month(base, usage, revenue, hmac_key), settings.value.cost_to_serve).persist()
 
     history = gold_history(spark, lake, months, HISTORY_COLUMNS_ALL)
     rows = with_trailing_windows(rows, history if history is not None else rows.select(*HISTORY_COLUMNS).limit(0))

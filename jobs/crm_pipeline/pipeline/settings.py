@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from crm_pipeline.settings import config_section
 from crm_pipeline.transforms.marts.clv import ClvSettings
 from crm_pipeline.transforms.marts.key_accounts import HealthSettings
 from crm_pipeline.transforms.marts.value import SEGMENTS, ValueSettings
@@ -34,7 +35,7 @@ class AnalyticsSettings:
             health=HealthSettings.from_config(raw["key_accounts"]),
             clv=ClvSettings.from_config(raw["clv"]),
             migration=dict(raw["migration"]),
-            satisfaction={k: v for k, v in raw["satisfaction"].items() if k != "description"},
+            satisfaction=config_section(raw["satisfaction"]),
         )
 
 

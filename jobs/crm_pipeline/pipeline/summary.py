@@ -41,7 +41,7 @@ def print_summary(tables: dict[str, DataFrame], months: list[date], progress: Ca
              + ", ".join(f"{k} {v}" for k, v in sorted(levels.items())))
     for r in of_latest("migration_model"):
         if r.auc is not None:
-            progress(f"5G migration model: out-of-time AUC {r.auc:.3f} on {r.test_month:%Y-%m} "
+            progress(f"5G migration model ({r.algorithm}): out-of-time AUC {r.auc:.3f} on {r.test_month:%Y-%m} "
                      f"(hand rule 'heavy data users': {r.rule_auc:.3f}), {r.n_train:,} training rows")
         else:
             progress(f"5G migration model: no out-of-time evaluation ({r.note})")

@@ -15,6 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crm_pipeline.models.clv import derl, fit_sbg_exposures, monthly_rate
+from crm_pipeline.settings import config_section
 
 CLV_MODEL_SCHEMA = (
     "month date, cohort_group string, payment_type string, value_segment string, fit_level string, "
@@ -36,7 +37,7 @@ class ClvSettings:
 
     @classmethod
     def from_config(cls, section: dict) -> ClvSettings:
-        settings = cls(**{k: v for k, v in section.items() if k != "description"})
+        settings = cls(**config_section(section))
         if list(settings.cohort_groups) != ["payment_type", "value_segment"]:
             raise ValueError("clv.cohort_groups: only [payment_type, value_segment] is supported")
         return settings

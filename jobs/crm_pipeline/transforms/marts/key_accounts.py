@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from crm_pipeline.settings import config_section
+
 
 @dataclass(frozen=True)
 class HealthSettings:
@@ -21,7 +23,7 @@ class HealthSettings:
 
     @classmethod
     def from_config(cls, section: dict) -> HealthSettings:
-        return cls(**{k: float(v) for k, v in section.items() if k != "description"})
+        return cls(**{k: float(v) for k, v in config_section(section).items()})
 
 
 def key_account_month(rows: DataFrame, history: DataFrame, health: HealthSettings) -> DataFrame:

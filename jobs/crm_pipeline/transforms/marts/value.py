@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from crm_pipeline.settings import config_section
+
 SEGMENTS = ("VALUABLE", "SUB_VALUABLE", "POTENTIAL", "LOW_VALUE")
 CURRENT_COMPONENTS = ("revenue", "margin", "payment")
 POTENTIAL_COMPONENTS = ("revenue_growth", "data_growth", "tenure", "data_adoption", "network", "life_stage",
@@ -40,7 +42,7 @@ class ValueSettings:
 
     @classmethod
     def from_config(cls, section: dict) -> ValueSettings:
-        settings = cls(**{k: v for k, v in section.items() if k != "description"})
+        settings = cls(**config_section(section))
         for name, weights, known in (("current", settings.current_value_weights, CURRENT_COMPONENTS),
                                      ("potential", settings.potential_value_weights, POTENTIAL_COMPONENTS)):
             unknown = set(weights) - set(known)
