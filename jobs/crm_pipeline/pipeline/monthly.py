@@ -70,6 +70,15 @@ GOLD_EXTRAS = (
 )
 
 
+#: What the marts read of earlier months (all stored in gold subscriber_month).
+HISTORY_COLUMNS_ALL = [
+    "subscriber_id", "month", "msisdn_key", "group_id", "payment_type", "network_gen", "value_segment",
+    "tenure_months", "opening", "closing", "gross_add", "churned_in_month", "revenue_fen", "margin_fen",
+    "arpu_3m_fen", "voice_mou", "sms_count", "data_mb", "data_mb_3m", "recharge_fen", "recharge_count",
+    "complaint_count", "age", "included_data_mb", "current_value_index", "potential_value_index",
+]
+
+
 def _add_months(m: date, n: int) -> date:
     k = m.year * 12 + m.month - 1 + n
     return date(k // 12, k % 12 + 1, 1)
@@ -133,20 +142,11 @@ def build_subscriber_months(
     rows = with_value_components(rows, payment, contacts, plan_allowances(plans), settings.value)
     rows = with_value_segments(rows, settings.value).withColumn("age", F.year("month") - F.col("birth_year"))
 
-    keep = [c for c in HISTORY_COLUMNS_ALL]
-    every = rows.select(*keep)
+    every = rows.select(*HISTORY_COLUMNS_ALL)
     if history is not None:
-        every = every.unionByName(history.select(*keep))
+        every = every.unionByName(history.select(*HISTORY_COLUMNS_ALL))
     return rows, every
 
-
-#: What the marts read of earlier months (all stored in gold subscriber_month).
-HISTORY_COLUMNS_ALL = [
-    "subscriber_id", "month", "msisdn_key", "group_id", "payment_type", "network_gen", "value_segment",
-    "tenure_months", "opening", "closing", "gross_add", "churned_in_month", "revenue_fen", "margin_fen",
-    "arpu_3m_fen", "voice_mou", "sms_count", "data_mb", "data_mb_3m", "recharge_fen", "recharge_count",
-    "complaint_count", "age", "included_data_mb", "current_value_index", "potential_value_index",
-]
 
 
 def build_months(
