@@ -84,6 +84,11 @@ def gen_rank(col: Column) -> Column:
     return F.when(pos > 0, (pos - 1).cast("int"))
 
 
+def below_generation(rows: DataFrame, target_gen: str) -> DataFrame:
+    """Rows active at month end (closing) on a known generation below `target_gen`."""
+    return rows.where(F.col("closing") & (gen_rank(F.col("network_gen")) < GENERATIONS.index(target_gen)))
+
+
 def upgrade_labels(rows: DataFrame) -> DataFrame:
     """Label subscriber_month rows with whether the subscriber moved up a generation the next month.
 
@@ -93,13 +98,12 @@ def upgrade_labels(rows: DataFrame) -> DataFrame:
     change or a downgrade). Rows without a next-month row get no label and are dropped, so the
     latest month of `rows` is never labelled. All columns of `rows` are kept, plus `label` INT.
     """
-    newest = len(GENERATIONS) - 1
     nxt = rows.select(
         "subscriber_id",
         F.add_months(F.col("month"), -1).alias("month"),
         gen_rank(F.col("network_gen")).alias("_next_rank"),
     ).where(F.col("_next_rank").isNotNull())
-    current = rows.where(F.col("closing") & (gen_rank(F.col("network_gen")) < newest))
+    current = below_generation(rows, GENERATIONS[-1])
     return (
         current.join(nxt, ["month", "subscriber_id"], "inner")
         .withColumn("label", (F.col("_next_rank") > gen_rank(F.col("network_gen"))).cast("int"))
@@ -443,7 +447,7 @@ def score_candidates(rows_month: DataFrame, model, target_gen: str, reason_refer
     """
     if target_gen not in GENERATIONS:
         raise ValueError(f"target_gen {target_gen!r} is not one of {GENERATIONS}")
-    below = rows_month.where(F.col("closing") & (gen_rank(F.col("network_gen")) < GENERATIONS.index(target_gen)))
+    below = below_generation(rows_month, target_gen)
     frame = below.select("month", "subscriber_id", "msisdn_key", "network_gen", *feature_columns())
     sc = rows_month.sparkSession.sparkContext
     model_b, reference_b = sc.broadcast(model), sc.broadcast(reason_reference)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import hashlib
 from datetime import date
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from crm_pipeline.models.migration import (
     GENERATIONS,
-    algorithm,
     MigrationModelParams,
+    algorithm,
+    below_generation,
     evaluate_sample,
     fit,
     reason_reference,
@@ -28,11 +29,7 @@ HAND_RULE_REASON = "no upgrade history yet: ranked by 3-month data use"
 
 def _rule_candidates(rows_month: DataFrame, target_gen: str) -> DataFrame:
     """Candidates ranked by the hand rule (3-month data use) when no model can be trained yet."""
-    from pyspark.sql import Window
-
-    from crm_pipeline.models.migration import gen_rank
-
-    below = rows_month.where(F.col("closing") & (gen_rank(F.col("network_gen")) < GENERATIONS.index(target_gen)))
+    below = below_generation(rows_month, target_gen)
     order = Window.partitionBy("month").orderBy(F.col("data_mb_3m").desc(), F.col("subscriber_id"))
     return below.select(
         "month", "subscriber_id", "msisdn_key", "network_gen", F.lit(target_gen).alias("target_gen"),

@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 from crm_pipeline import ops
 from crm_pipeline.feeds import load_feeds
 from crm_pipeline.io import delta
+from crm_pipeline.months import add_months
 from crm_pipeline.pipeline.tables import silver
 from crm_pipeline.quality import gx
 from crm_pipeline.settings import LakeLayout
@@ -23,9 +24,9 @@ from crm_pipeline.transforms.marts.subscriber_month import (
     monthly_usage,
     subscriber_month,
     subscriber_month_base,
+    HISTORY_COLUMNS,
     with_trailing_windows,
 )
-from crm_pipeline.transforms.marts.subscriber_month import HISTORY_COLUMNS
 from crm_pipeline.pipeline.settings import AnalyticsSettings, analytics_settings  # noqa: F401  (re-exported)
 
 LATE_DAYS = 3
@@ -36,7 +37,7 @@ def month_days(m: date) -> list[date]:
 
 
 def next_month(m: date) -> date:
-    return (m.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return add_months(m, 1)
 
 
 def complete_months(loaded_days: dict[str, set[date]], bill_months: set[date]) -> list[date]:
@@ -79,11 +80,6 @@ HISTORY_COLUMNS_ALL = [
 ]
 
 
-def _add_months(m: date, n: int) -> date:
-    k = m.year * 12 + m.month - 1 + n
-    return date(k // 12, k % 12 + 1, 1)
-
-
 def gold_history(spark: SparkSession, lake: LakeLayout, months: list[date], columns: list[str]) -> DataFrame | None:
     """Gold subscriber_month rows of the 13 months before the batch and of gaps inside it.
 
@@ -93,7 +89,7 @@ def gold_history(spark: SparkSession, lake: LakeLayout, months: list[date], colu
     gold = delta.read(spark, lake.gold("subscriber_month"))
     if gold is None or not set(columns) <= set(gold.columns):
         return None
-    lo = _add_months(min(months), -13)
+    lo = add_months(min(months), -13)
     return gold.where(F.col("month").between(lo, max(months)) & ~F.col("month").isin(months)).select(*columns)
 
 
@@ -130,7 +126,7 @@ def build_subscriber_months(
     history = gold_history(spark, lake, months, HISTORY_COLUMNS_ALL)
     rows = with_trailing_windows(rows, history if history is not None else rows.select(*HISTORY_COLUMNS).limit(0))
 
-    bill_lo = _add_months(min(months), -6)
+    bill_lo = add_months(min(months), -6)
     bills = silver(spark, lake, "bill").where(F.col("bill_month").between(bill_lo, max(months)))
     payments = silver(spark, lake, "recharge").where(
         (F.col("txn_type") == "BILL_PAYMENT") & F.col("event_date").between(bill_lo, hi)
@@ -146,7 +142,6 @@ def build_subscriber_months(
     if history is not None:
         every = every.unionByName(history.select(*HISTORY_COLUMNS_ALL))
     return rows, every
-
 
 
 def build_months(

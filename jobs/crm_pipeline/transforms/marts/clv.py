@@ -15,6 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crm_pipeline.models.clv import derl, fit_sbg_exposures, monthly_rate
+from crm_pipeline.months import add_months
 from crm_pipeline.settings import config_section
 
 CLV_MODEL_SCHEMA = (
@@ -60,11 +61,6 @@ def clv_exposures(rows: DataFrame) -> DataFrame:
     )
 
 
-def _add_months(m: date, n: int) -> date:
-    k = m.year * 12 + m.month - 1 + n
-    return date(k // 12, k % 12 + 1, 1)
-
-
 def fit_clv_models(exposures: list[tuple], months: list[date], groups: list[tuple[str, str]],
                    settings: ClvSettings) -> list[tuple]:
     """One model row (CLV_MODEL_SCHEMA) per month and cohort group.
@@ -76,7 +72,7 @@ def fit_clv_models(exposures: list[tuple], months: list[date], groups: list[tupl
     d = monthly_rate(settings.annual_discount_rate)
     out = []
     for month in months:
-        start = _add_months(month, -(settings.fit_window_months - 1))
+        start = add_months(month, -(settings.fit_window_months - 1))
         window = [e for e in exposures if start <= e[0] <= month]
         fits: dict[tuple, tuple] = {}
 
