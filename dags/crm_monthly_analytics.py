@@ -1,7 +1,10 @@
-"""Monthly analytics: gold subscriber_month and kpi_month for every complete month, then publish.
+"""Monthly analytics: every gold mart for every complete month, churn models, then publish.
 
 Runs on the 4th (Asia/Shanghai): a month is complete once its bill has landed and the first
 3 days of the next month are in (late CDRs). Restated months are rebuilt and republished.
+`analyse` scores each month with the newest churn model whose labels were known at its end;
+`train` fits the models the newly complete months allow (a no-op when the registry has them);
+`rescore` rebuilds only the months a new model may now score.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ KEY = {"CRM_MSISDN_HMAC_KEY": "{{ conn.crm_msisdn_hmac.password }}"}
 
 with DAG(
     dag_id="crm_monthly_analytics",
-    description="silver + rollups -> gold marts -> warehouse",
+    description="silver + rollups -> gold marts -> churn models -> warehouse",
     schedule="0 8 4 * *",
     start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai"),
     catchup=False,
@@ -33,9 +36,19 @@ with DAG(
         env=KEY,
         append_env=True,
     )
+    train = BashOperator(
+        task_id="train",
+        bash_command=f"{CRM} train --lake '{{{{ var.value.crm_lake }}}}' {RUN}",
+    )
+    rescore = BashOperator(
+        task_id="rescore",
+        bash_command=f"{CRM} analyse --rescore --lake '{{{{ var.value.crm_lake }}}}' {RUN}",
+        env=KEY,
+        append_env=True,
+    )
     publish = BashOperator(
         task_id="publish",
         bash_command=f"{CRM} publish --lake '{{{{ var.value.crm_lake }}}}' "
         f"--warehouse '{{{{ var.value.crm_warehouse }}}}' {RUN}",
     )
-    analyse >> publish
+    analyse >> train >> rescore >> publish

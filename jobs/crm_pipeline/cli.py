@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, adder, help_ in (
         ("rollup", steps.add_rollup_arguments, "rebuild daily rollups for days whose silver changed"),
-        ("analyse", steps.add_analyse_arguments, "build gold subscriber_month and kpi_month for complete months"),
+        ("analyse", steps.add_analyse_arguments, "build every gold mart for complete months, scored by the churn "
+                                                 "models in the registry"),
+        ("train", steps.add_train_arguments, "train the churn models the complete months allow (model registry)"),
         ("publish", steps.add_publish_arguments, "publish gold and ops tables to the warehouse"),
     ):
         p = sub.add_parser(name, help=help_)

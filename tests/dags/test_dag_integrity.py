@@ -24,7 +24,7 @@ def dagbag():
 
 def test_every_dag_file_imports_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == {"crm_daily_ingest", "crm_monthly_analytics"}
+    assert set(dagbag.dag_ids) == {"crm_daily_ingest", "crm_monthly_analytics", "crm_churn_training"}
 
 
 @pytest.mark.parametrize("path", sorted(DAGS.glob("*.py")), ids=lambda p: p.name)
@@ -57,9 +57,32 @@ def test_dag_files_do_no_heavy_imports_or_io_at_parse_time(path):
 def test_tasks_run_crm_entrypoints_with_run_metadata(dagbag):
     commands = {(d.dag_id, t.task_id): t.bash_command for d in dagbag.dags.values() for t in d.tasks}
     assert set(commands) == {("crm_daily_ingest", "ingest"), ("crm_daily_ingest", "rollup"),
-                             ("crm_monthly_analytics", "analyse"), ("crm_monthly_analytics", "publish")}
+                             ("crm_monthly_analytics", "analyse"), ("crm_monthly_analytics", "train"),
+                             ("crm_monthly_analytics", "rescore"), ("crm_monthly_analytics", "publish"),
+                             ("crm_churn_training", "train"), ("crm_churn_training", "rescore"),
+                             ("crm_churn_training", "publish")}
+    subcommand = {"rescore": "analyse --rescore"}
     for (dag_id, task_id), cmd in commands.items():
-        assert f"-m crm_pipeline.cli {task_id} " in cmd and "--run-id '{{ run_id }}'" in cmd
+        assert f"-m crm_pipeline.cli {subcommand.get(task_id, task_id)} " in cmd, (dag_id, task_id)
+        assert "--run-id '{{ run_id }}'" in cmd
+
+
+def test_monthly_dag_trains_between_analyse_and_publish(dagbag):
+    for dag_id, first in (("crm_monthly_analytics", "analyse"), ("crm_churn_training", "train")):
+        dag = dagbag.dags[dag_id]
+        order = [first]
+        while dag.get_task(order[-1]).downstream_task_ids:
+            (nxt,) = dag.get_task(order[-1]).downstream_task_ids
+            order.append(nxt)
+        assert order[-3:] == ["train", "rescore", "publish"], dag_id
+
+
+def test_training_dag_passes_retrain_from_the_run_conf(dagbag):
+    cmd = dagbag.dags["crm_churn_training"].get_task("train").bash_command
+    ctx = dict(run_id="r", dag={"dag_id": "d"}, task={"task_id": "t"}, var={"value": {"crm_lake": "K"}},
+               params={"retrain": False})
+    assert "--retrain" in jinja2.Template(cmd).render(dag_run={"conf": {"retrain": True}}, **ctx)
+    assert "--retrain" not in jinja2.Template(cmd).render(dag_run={"conf": {}}, **ctx)
 
 
 @pytest.mark.parametrize(

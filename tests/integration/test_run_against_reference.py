@@ -146,6 +146,20 @@ def test_key_account_month_equals_the_independent_recomputation(published):
                          ["month", "group_id"])
 
 
+def test_lost_customers_equal_the_independent_recomputation(published):
+    ref = published["ref"].lost_customers
+    assert len(ref) > 0
+    _assert_frames_equal(published["first"]["lost_customers"], ref, ["month", "subscriber_id"],
+                         {"offnet_share_before": SCORE_TOLERANCE})
+
+
+def test_no_month_is_scored_without_a_model_whose_labels_it_knew(published):
+    # three complete months: one labelled month, too few to train and test a churn model
+    sm = published["first"]["subscriber_month"]
+    assert sm["churn_score"].isna().all() and sm["churn_model_version"].isna().all()
+    assert published["first"]["churn_watchlist"].empty and published["first"]["churn_model"].empty
+
+
 def test_clv_is_the_sbg_value_under_the_published_parameters(published):
     """clv_fen recomputed from the published subscriber-month inputs and crm.clv_model; a difference of 1 fen
     is accepted only where the exact value lies within 1e-6 of a half fen (double rounding)."""

@@ -227,6 +227,8 @@ class Reference:
     revenue_concentration: REVENUE_CONCENTRATION_COLUMNS, one row per month.
     revenue_lorenz: REVENUE_LORENZ_COLUMNS, 101 rows (point 0..100) per month.
     key_account_month: KEY_ACCOUNT_COLUMNS, one row per month and group_id.
+    lost_customers: LOST_CUSTOMER_COLUMNS, one row per subscription terminated in a complete month
+        (docs/churn.md "Lost customers").
     NULL doubles are NaN everywhere.
     """
 
@@ -238,6 +240,7 @@ class Reference:
     revenue_concentration: pd.DataFrame
     revenue_lorenz: pd.DataFrame
     key_account_month: pd.DataFrame
+    lost_customers: pd.DataFrame
 
 
 # --------------------------------------------------------------------------------------------
@@ -561,6 +564,7 @@ def load_feed(delivery: Delivery) -> pd.DataFrame:
 SNAPSHOT_COLUMNS = [
     "subscriber_id", "msisdn", "customer_id", "account_id", "group_id", "birth_year", "city_code",
     "brand", "plan_id", "payment_type", "network_gen", "activation_date", "status", "status_date",
+    "terminate_reason",
 ]
 
 
@@ -1436,7 +1440,54 @@ def recompute(landing: Path, hmac_key: str, config: dict | None = None) -> Refer
         revenue_concentration=concentration_frame,
         revenue_lorenz=lorenz_frame,
         key_account_month=key_account_months(sm, config, months),
+        lost_customers=lost_customers(sm, snaps, records["cdr_voice"], config),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# 8. Lost customers (docs/churn.md)
+# --------------------------------------------------------------------------------------------
+
+LOST_CUSTOMER_COLUMNS = [
+    "month", "subscriber_id", "msisdn_key", "terminate_reason", "tenure_months", "last_3m_revenue_fen",
+    "value_segment_before", "offnet_share_before", "complaints_before", "winback_score", "winback_priority",
+]
+COMPETITORS = ("CUCC", "CTCC")
+
+
+def lost_customers(sm: pd.DataFrame, snaps: pd.DataFrame, voice: pd.DataFrame, config: dict) -> pd.DataFrame:
+    """Per subscription terminated in a month: the churn month and the two before summed over the
+    months with a row, the segment of M-1, the terminate reason of M's last snapshot, and the
+    win-back score (reason weight x 3-month revenue) ranked within the month."""
+    weights = config["churn"]["winback"]["reason_weights"]
+    offnet = monthly_sums(voice[voice["other_operator"].isin(COMPETITORS)])
+    records = sm.to_dict("records")
+    by_key = {(r["subscriber_id"], ymd(r["month"]) // 100): r for r in records}
+    ends = snaps.set_index(["day", "subscriber_id"])["terminate_reason"].to_dict()
+    rows = []
+    for r in (r for r in records if r["churned_in_month"]):
+        sid, m = r["subscriber_id"], ymd(r["month"]) // 100
+        present = [by_key[k] for k in ((sid, add_months(m, -i)) for i in range(3)) if k in by_key]
+        revenue = sum(x["revenue_fen"] for x in present)
+        voice_sec = sum(x["_voice_sec"] for x in present)
+        off = sum(offnet.get((sid, ymd(x["month"]) // 100), 0) for x in present)
+        before = by_key.get((sid, add_months(m, -1)))
+        reason = ends.get((month_end(m), sid))
+        reason = None if reason is None or pd.isna(reason) or reason == "" else reason
+        rows.append({
+            "month": r["month"], "subscriber_id": sid, "msisdn_key": r["msisdn_key"],
+            "terminate_reason": reason, "tenure_months": r["tenure_months"], "last_3m_revenue_fen": revenue,
+            "value_segment_before": before["value_segment"] if before is not None else None,
+            "offnet_share_before": round(off / voice_sec, 6) if voice_sec else np.nan,
+            "complaints_before": sum(x["complaint_count"] for x in present),
+            "winback_score": round_half_up(Fraction(str(weights.get(reason, 0.0))) * revenue) if reason else 0.0,
+        })
+    frame = pd.DataFrame(rows, columns=LOST_CUSTOMER_COLUMNS[:-1])
+    ranked = frame[frame["winback_score"] > 0].sort_values(["month", "winback_score", "subscriber_id"],
+                                                           ascending=[True, False, True])
+    frame["winback_priority"] = pd.Series(ranked.groupby("month").cumcount() + 1, dtype="Int64")
+    frame["winback_priority"] = frame["winback_priority"].astype(object).where(frame["winback_priority"].notna(), None)
+    return frame[LOST_CUSTOMER_COLUMNS].sort_values(["month", "subscriber_id"], ignore_index=True)
 
 
 def main(argv: list[str]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from crm_pipeline.feeds import SPARK_COLUMN_TYPES, table_spec
+from crm_pipeline.pipeline.churn import MODEL_TABLES
 from crm_pipeline.pipeline.marts import MART_TABLES
 from crm_pipeline.settings import resource_dir
 
@@ -14,12 +15,16 @@ def _crm_specs() -> set[str]:
     return {p.stem for p in folder.glob("*.json") if json.loads(p.read_text(encoding="utf-8"))["schema"] == "crm"}
 
 
+GOLD_TABLES = (*MART_TABLES, *MODEL_TABLES)
+
+
 def test_every_crm_table_spec_is_built_and_every_built_mart_has_a_spec():
-    assert _crm_specs() == set(MART_TABLES)
+    assert _crm_specs() == {n for n in GOLD_TABLES if table_spec(n).schema == "crm"}
+    assert {table_spec(n).schema for n in GOLD_TABLES} == {"crm", "crm_ops", "gold"}
 
 
 def test_every_mart_has_a_gold_suite_that_checks_its_keys():
-    for name in MART_TABLES:
+    for name in GOLD_TABLES:
         suite = json.loads((resource_dir("expectations") / f"gold_{name}.json").read_text(encoding="utf-8"))
         types = {e["type"] for e in suite["expectations"]}
         assert types & {"expect_compound_columns_to_be_unique", "expect_column_values_to_be_unique"} or \
@@ -27,7 +32,7 @@ def test_every_mart_has_a_gold_suite_that_checks_its_keys():
 
 
 def test_specs_name_a_partition_column_of_date_type_and_known_types():
-    for name in MART_TABLES:
+    for name in GOLD_TABLES:
         spec = table_spec(name)
         cols = {c.name: c for c in spec.columns}
         assert spec.partition in cols and cols[spec.partition].type == "date", name
@@ -53,7 +58,19 @@ CONTRACT = {  # warehouse-contract.md, "Tables": the columns each table must con
                          "churned_lines complaint_count health_score",
     "migration_candidates": "month subscriber_id msisdn_key network_gen target_gen propensity data_mb_3m reason",
     "satisfaction_drivers": "period_start period_end driver coefficient std_coefficient p_value r_squared respondents",
+    "churn_watchlist": "month subscriber_id msisdn_key churn_score clv_fen value_segment expected_loss_fen top_reasons "
+                       "recommended_action priority_rank",
+    "lost_customers": "month subscriber_id msisdn_key terminate_reason tenure_months last_3m_revenue_fen "
+                      "value_segment_before offnet_share_before complaints_before winback_priority",
+    "churn_model": "model_version trained_at train_months test_month auc top_decile_lift emp brier n_train n_test "
+                   "feature_list",
 }
+
+
+def test_churn_features_spec_lists_the_model_inputs_in_order():
+    from crm_pipeline.models.churn import FEATURES
+
+    assert table_spec("churn_features").column_names == ["month", "subscriber_id", *FEATURES]
 
 
 def test_contract_tables_hold_their_contract_columns():

@@ -31,6 +31,16 @@ EXAMPLE_QUERIES = (
      "SELECT group_id, lines, round(revenue_fen / 100, 2) AS revenue_cny, health_score, health_reasons "
      "FROM crm.key_account_month WHERE month = (SELECT max(month) FROM crm.key_account_month) "
      "ORDER BY health_score, group_id LIMIT 5"),
+    ("Churn models: out-of-time evaluation against the logistic baseline",
+     "SELECT model_version, train_months, test_month, labels_known_through AS scores_from, round(auc, 3) AS auc, "
+     "round(baseline_auc, 3) AS baseline_auc, round(top_decile_lift, 2) AS lift10, round(emp, 2) AS emp_cny, "
+     "round(brier, 4) AS brier FROM crm.churn_model ORDER BY test_month"),
+    ("Churn watch list, latest month: who to call first, and why",
+     "SELECT priority_rank, subscriber_id, value_segment, round(churn_score, 3) AS churn_score, "
+     "round(expected_loss_fen / 100) AS expected_loss_cny, control_group, "
+     "json_extract_string(top_reasons, '$[0].reason') AS first_reason "
+     "FROM crm.churn_watchlist WHERE month = (SELECT max(month) FROM crm.churn_watchlist) "
+     "ORDER BY priority_rank LIMIT 8"),
 )
 
 

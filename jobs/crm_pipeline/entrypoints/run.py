@@ -44,9 +44,11 @@ def run(args: argparse.Namespace) -> int:
 
 def run_pipeline(spark, landing: Path, lake: LakeLayout, warehouse: str, ctx: ops.RunContext, key: str,
                  date_from=None, date_to=None) -> int:
-    """Ingest, roll up, analyse every complete month, publish. Exit 1 if a delivery failed."""
+    """Ingest, roll up, analyse every complete month, train the churn models they allow, rescore the
+    months a new model may score, publish. Exit 1 if a delivery failed."""
     from crm_pipeline.entrypoints.ingest import print_summary
     from crm_pipeline.ingest.load import ingest
+    from crm_pipeline.pipeline.churn import train_step
     from crm_pipeline.pipeline.monthly import analyse, analytics_settings
     from crm_pipeline.pipeline.rollups import build_daily_rollups
     from crm_pipeline.publish.publish import gold_months, publish
@@ -54,6 +56,9 @@ def run_pipeline(spark, landing: Path, lake: LakeLayout, warehouse: str, ctx: op
     result = ingest(spark, landing, lake, ctx, date_from=date_from, date_to=date_to, progress=progress)
     print_summary(result)
     build_daily_rollups(spark, lake, ctx, key, progress=progress)
-    analyse(spark, lake, ctx, analytics_settings(), key, progress=progress)
+    settings = analytics_settings()
+    analyse(spark, lake, ctx, settings, key, progress=progress)
+    if train_step(spark, lake, ctx, settings, progress=progress):
+        analyse(spark, lake, ctx, settings, key, rescore=True, progress=progress)
     publish(lake, warehouse, gold_months(lake), progress=progress)
     return 0 if result.ok else 1

@@ -28,6 +28,15 @@ def add_analyse_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
     parser.add_argument("--month", dest="months", action="append", type=iso_date,
                         help="first day of a month to (re)build; repeatable (default: every complete month)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="rebuild only the months whose newest honest churn model differs from the one "
+                             "that scored them (after `crm train`)")
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument("--retrain", action="store_true",
+                        help="fit every training window again, even those the registry already has")
 
 
 def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +70,19 @@ def analyse(args: argparse.Namespace) -> int:
     key = msisdn_hmac_key(allow_demo=args.demo_key)
     spark = build_session(SparkSettings.from_env())
     build(spark, LakeLayout(args.lake), _context(args, "analyse"), analytics_settings(), key,
-          months=args.months, progress=progress)
+          months=args.months, rescore=args.rescore, progress=progress)
+    return 0
+
+
+def train(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
+    from crm_pipeline.pipeline.churn import train_step
+    from crm_pipeline.pipeline.monthly import analytics_settings
+    from crm_pipeline.spark import build_session
+
+    spark = build_session(SparkSettings.from_env())
+    train_step(spark, LakeLayout(args.lake), _context(args, "train"), analytics_settings(), retrain=args.retrain,
+               progress=progress)
     return 0
 
 

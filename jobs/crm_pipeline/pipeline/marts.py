@@ -30,7 +30,7 @@ from crm_pipeline.transforms.marts.value import SEGMENTS
 MART_TABLES = (
     "subscriber_month", "kpi_month", "segment_summary", "segment_migration", "revenue_concentration",
     "revenue_lorenz", "key_account_month", "clv_model", "migration_candidates", "migration_model",
-    "satisfaction_drivers",
+    "satisfaction_drivers", "churn_features", "churn_watchlist", "lost_customers", "model_drift",
 )
 PAYMENT_TYPES = ("PREPAID", "POSTPAID")
 
@@ -66,9 +66,11 @@ def build_marts(
     from crm_pipeline.pipeline.monthly import GOLD_EXTRAS
     from crm_pipeline.transforms.marts.satisfaction import satisfaction_drivers_frame, survey_moments
 
+    from crm_pipeline.pipeline.churn import churn_marts
+
     rows, clv_model = with_lifetime_value(spark, rows.persist(), every, months, settings)
-    rows = rows.withColumn("churn_score", F.lit(None).cast("double")).withColumn(
-        "churn_risk_band", F.lit(None).cast("string"))
+    progress("analyse: churn features, scores, watch list and lost customers")
+    rows, churn = churn_marts(spark, lake, rows, every, months, settings.churn, progress)
     spec = table_spec("subscriber_month")
     published = conform(rows, spec)
     extras = [rows[c] for c in GOLD_EXTRAS]
@@ -81,6 +83,7 @@ def build_marts(
     tables["revenue_lorenz"] = revenue_lorenz(sm)
     tables["key_account_month"] = key_account_month(sm, every, settings.health)
     tables["clv_model"] = clv_model
+    tables.update(churn)
     progress("analyse: migration candidates (one upgrade model per month, trained on earlier months)")
     tables["migration_candidates"], tables["migration_model"] = migration_tables(sm, every, months, settings.migration)
     surveys = silver(spark, lake, "survey")

@@ -67,7 +67,7 @@ def loaded_days(spark: SparkSession, lake: LakeLayout) -> dict[str, set[date]]:
 GOLD_EXTRAS = (
     "account_id", "birth_year", "age", "recharge_count", "voice_sec", "data_bytes", "revenue_prior_fen",
     "data_mb_prior", "data_mb_3m", "rows_3m", "recharge_months_3m", "included_data_mb", "voice_contacts",
-    "on_net_contacts", "bills_due", "bills_on_time", "on_time_share", "arrears_fen",
+    "on_net_contacts", "bills_due", "bills_on_time", "on_time_share", "arrears_fen", "terminate_reason",
 )
 
 
@@ -77,6 +77,7 @@ HISTORY_COLUMNS_ALL = [
     "tenure_months", "opening", "closing", "gross_add", "churned_in_month", "revenue_fen", "margin_fen",
     "arpu_3m_fen", "voice_mou", "sms_count", "data_mb", "data_mb_3m", "recharge_fen", "recharge_count",
     "complaint_count", "age", "included_data_mb", "current_value_index", "potential_value_index",
+    "offnet_voice_mou", "terminate_reason",
 ]
 
 
@@ -225,8 +226,13 @@ def analyse(
     hmac_key: str,
     months: list[date] | None = None,
     progress: Callable[[str], None] = print,
+    rescore: bool = False,
 ) -> list[date]:
-    """Build every gold mart for every complete month (or the given ones) and print a summary."""
+    """Build every gold mart for every complete month (or the given ones) and print a summary.
+
+    With `rescore`, only the complete months whose newest honest churn model differs from the one
+    recorded in gold subscriber_month (a model trained since); their changes are not restatements.
+    """
     from crm_pipeline.feeds import table_spec
     from crm_pipeline.pipeline.marts import MART_TABLES
     from crm_pipeline.pipeline.summary import print_summary
@@ -234,6 +240,13 @@ def analyse(
     bills = silver(spark, lake, "bill").select("bill_month").distinct().collect()
     complete = complete_months(loaded_days(spark, lake), {r[0] for r in bills})
     targets = sorted(set(months) & set(complete)) if months else complete
+    if rescore:
+        from crm_pipeline.pipeline.churn import months_to_rescore
+
+        targets = months_to_rescore(spark, lake, targets, settings.churn)
+        if not targets:
+            progress("analyse: every month is scored by its newest honest churn model; nothing to rescore")
+            return []
     skipped = sorted(set(months or []) - set(complete))
     if skipped:
         progress(f"analyse: months not complete, skipped: {', '.join(m.strftime('%Y-%m') for m in skipped)}")
@@ -241,7 +254,8 @@ def analyse(
         progress("analyse: no complete month to build")
         return []
     started = ops.utcnow()
-    progress(f"analyse: building {len(targets)} months {targets[0]:%Y-%m} .. {targets[-1]:%Y-%m}")
+    progress(f"analyse: {'rescoring' if rescore else 'building'} {len(targets)} months "
+             f"{targets[0]:%Y-%m} .. {targets[-1]:%Y-%m}")
     # All months in one pass: trailing windows read earlier months of the same batch.
     clock = time.monotonic()
     tables = build_months(spark, lake, targets, settings, hmac_key, progress)
@@ -266,7 +280,7 @@ def analyse(
             unchanged.append(name)  # same content: no new table version
             continue
         for m in targets:
-            if before.get(m) and before[m] != after.get(m):
+            if before.get(m) and before[m] != after.get(m) and not rescore:
                 restated.append((m, name, ctx.run_id, before[m][0], after.get(m, (0, None))[0], ops.utcnow()))
                 progress(f"  {m:%Y-%m}: {name} restated ({before[m][0]:,} -> {after.get(m, (0,))[0]:,} rows)")
         _write_gold(spark, lake, name, new, partition, targets, every_month)
@@ -274,6 +288,9 @@ def analyse(
         progress(f"analyse: unchanged, not rewritten: {', '.join(unchanged)}")
     progress(f"analyse: gold written ({time.monotonic() - clock:.1f} s)")
     print_summary(tables, targets, progress)
+    from crm_pipeline.pipeline.churn import print_churn_summary
+
+    print_churn_summary(lake, tables, targets, progress)
     ops.write_data_quality(spark, lake, dq)
     if restated:
         delta.append(spark.createDataFrame(restated, RESTATEMENT_COLUMNS), lake.ops("restatements"))

@@ -21,6 +21,7 @@ class AnalyticsSettings:
     clv: ClvSettings
     migration: dict
     satisfaction: dict
+    churn: dict
 
     @classmethod
     def from_config(cls, raw: dict) -> AnalyticsSettings:
@@ -36,7 +37,22 @@ class AnalyticsSettings:
             clv=ClvSettings.from_config(raw["clv"]),
             migration=dict(raw["migration"]),
             satisfaction=config_section(raw["satisfaction"]),
+            churn=churn_settings(raw["churn"]),
         )
+
+
+def churn_settings(raw: dict) -> dict:
+    """The `churn` section, checked: every segment has an action and risk bands run highest first."""
+    missing = set(SEGMENTS) - set(raw["actions"])
+    if missing:
+        raise ValueError(f"churn.actions: no recommended action for {sorted(missing)}")
+    cuts = [float(c) for c, _ in raw["risk_bands"]["bands"]]
+    if cuts != sorted(cuts, reverse=True) or cuts[-1] != 0.0:
+        raise ValueError(f"churn.risk_bands.bands: cut points must run from highest to 0.0, got {cuts}")
+    share = float(raw["watchlist"]["control_share"])
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"churn.watchlist.control_share must be in [0, 1), got {share}")
+    return dict(raw)
 
 
 def analytics_settings() -> AnalyticsSettings:

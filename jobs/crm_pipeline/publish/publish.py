@@ -17,12 +17,15 @@ from crm_pipeline.settings import LakeLayout
 
 log = logging.getLogger(__name__)
 
-def published_tables() -> list[tuple[str, list[str], str]]:
-    """(table, columns, partition column) of every gold mart published to `crm`, from schemas/tables."""
+def published_tables() -> list[tuple[str, str, list[str], str]]:
+    """(warehouse schema, table, columns, partition column) of every published gold table, from
+    schemas/tables; gold-only tables (schema "gold", e.g. churn_features) are not published."""
     from crm_pipeline.feeds import table_spec
+    from crm_pipeline.pipeline.churn import MODEL_TABLES
     from crm_pipeline.pipeline.marts import MART_TABLES
 
-    return [(name, (spec := table_spec(name)).column_names, spec.partition) for name in MART_TABLES]
+    specs = [table_spec(name) for name in (*MART_TABLES, *MODEL_TABLES)]
+    return [(s.schema, s.table, s.column_names, s.partition) for s in specs if s.schema != "gold"]
 
 
 def _delta_dataset(path: str) -> ds.Dataset:
@@ -60,14 +63,14 @@ def publish(
     """Publish `months` of the gold marts, the ops tables and the restricted contact list."""
     wh = open_warehouse(warehouse_url)
     if months:
-        for name, cols, partition in published_tables():
+        for schema, name, cols, partition in published_tables():
             try:
                 data = read_gold_months(lake, name, months, cols, partition)
             except TableNotFoundError:
-                progress(f"publish: gold/{name} not built yet; run `crm analyse` first")
+                progress(f"publish: gold/{name} not built yet; run `crm analyse` (or `crm train`) first")
                 continue
-            wh.replace_partitions("crm", name, data, partition, months)
-            progress(f"publish: crm.{name} {len(months)} months, {data.num_rows:,} rows")
+            wh.replace_partitions(schema, name, data, partition, months)
+            progress(f"publish: {schema}.{name} {len(months)} months, {data.num_rows:,} rows")
     for name in ("pipeline_runs", "data_quality", "restatements"):
         try:
             data = _delta_dataset(lake.ops(name)).to_table()

@@ -14,7 +14,8 @@ def segment_summary(rows: DataFrame, strategies: dict[str, str]) -> DataFrame:
     ARPU divides revenue by the mean of the segment's opening and closing subscribers (NULL
     when 0); revenue_share is of the month's revenue (NULL when it is 0); revenue_growth is
     sum(revenue in M) / sum(prior revenue) - 1 over the members that have a prior (NULL
-    without); avg_churn_score is NULL until churn scores exist.
+    without); avg_churn_score is the mean churn_score of the segment's scored subscribers (those
+    active at month end in a month a model scores; NULL otherwise), 6 decimals.
     """
     spark = rows.sparkSession
     grid = rows.select("month").distinct().crossJoin(
@@ -29,6 +30,7 @@ def segment_summary(rows: DataFrame, strategies: dict[str, str]) -> DataFrame:
         F.avg("current_value_index").alias("avg_current_value_index"),
         F.avg("potential_value_index").alias("avg_potential_value_index"),
         F.avg("clv_fen").alias("avg_clv_fen"),
+        F.avg("churn_score").alias("avg_churn_score"),
         F.sum(F.when(has_prior, F.col("revenue_fen"))).alias("_growth_now"),
         F.sum(F.when(has_prior, F.col("revenue_prior_fen"))).alias("_growth_prior"),
     )
@@ -42,7 +44,7 @@ def segment_summary(rows: DataFrame, strategies: dict[str, str]) -> DataFrame:
         revenue.alias("revenue_fen"),
         F.when(F.col("_total") != 0, revenue / F.col("_total")).alias("revenue_share"),
         F.when(base > 0, F.round(revenue / base, 2)).alias("arpu_fen"),
-        F.lit(None).cast("double").alias("avg_churn_score"),
+        F.round(F.col("avg_churn_score"), 6).alias("avg_churn_score"),
         "recommended_strategy",
         "avg_current_value_index",
         "avg_potential_value_index",

@@ -41,7 +41,8 @@ def subscriber_month_base(snapshots: DataFrame, months: DataFrame) -> DataFrame:
     activation_date, attributes) covering each month and the day before it; `months` from
     `month_frame`. Grain: subscriber_id x month, only subscribers active in the month.
     """
-    snap = snapshots.select("snapshot_date", "subscriber_id", "status", "status_date", "activation_date", *ATTRIBUTES)
+    snap = snapshots.select("snapshot_date", "subscriber_id", "status", "status_date", "terminate_reason",
+                            "activation_date", *ATTRIBUTES)
     in_month = snap.join(
         months, (F.col("snapshot_date") >= F.col("opening_day")) & (F.col("snapshot_date") <= F.col("month_end"))
     ).where((F.col("snapshot_date") >= F.col("month")) | (F.col("snapshot_date") == F.col("opening_day")))
@@ -57,6 +58,7 @@ def subscriber_month_base(snapshots: DataFrame, months: DataFrame) -> DataFrame:
         F.max_by(F.col("activation_date"), d).alias("activation_date"),
         F.max(F.when(on_end, F.col("status"))).alias("status_at_month_end"),
         F.max(F.when(on_end & (F.col("status") == "TERMINATED"), F.col("status_date"))).alias("_terminated_on"),
+        F.max(F.when(on_end & (F.col("status") == "TERMINATED"), F.col("terminate_reason"))).alias("terminate_reason"),
         F.max_by(attrs, F.when(active, d)).alias("_active_attrs"),
         F.max_by(attrs, F.when(d >= F.col("month"), d)).alias("_month_attrs"),
     )
@@ -71,7 +73,7 @@ def subscriber_month_base(snapshots: DataFrame, months: DataFrame) -> DataFrame:
             "month", "subscriber_id", *[a.getField(c).alias(c) for c in ATTRIBUTES], "activation_date",
             (12 * (F.year("month") - F.year("activation_date")) + F.month("month") - F.month("activation_date"))
             .alias("tenure_months"),
-            "status_at_month_end", "opening", "closing", "gross_add", "churned_in_month",
+            "status_at_month_end", "terminate_reason", "opening", "closing", "gross_add", "churned_in_month",
         )
     )
 
@@ -107,7 +109,7 @@ def subscriber_month(base: DataFrame, usage: DataFrame, revenue: DataFrame, hmac
         "month", "subscriber_id",
         hmac_sha256_hex(F.col("msisdn"), hmac_key).alias("msisdn_key"),
         *[c for c in ATTRIBUTES if c != "msisdn"],
-        "tenure_months", "status_at_month_end",
+        "tenure_months", "status_at_month_end", "terminate_reason",
         F.coalesce("revenue_fen", zero).alias("revenue_fen"),
         (F.coalesce("voice_sec", zero) / 60.0).alias("voice_mou"),
         F.coalesce("sms_count", zero).alias("sms_count"),

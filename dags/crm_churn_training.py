@@ -1,0 +1,48 @@
+"""Churn model training on demand: fit the models, rescore the months they may score, publish.
+
+The monthly DAG already trains what newly complete months allow. Trigger this one by hand (or
+from another DAG) to retrain every window after a change of features or model settings, or after
+restated months: `airflow dags trigger crm_churn_training --conf '{"retrain": true}'`.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import DAG
+
+CRM = f"{sys.executable} -m crm_pipeline.cli"
+RUN = "--run-id '{{ run_id }}' --dag-id {{ dag.dag_id }} --task-id {{ task.task_id }}"
+KEY = {"CRM_MSISDN_HMAC_KEY": "{{ conn.crm_msisdn_hmac.password }}"}
+
+with DAG(
+    dag_id="crm_churn_training",
+    description="gold churn features -> model registry -> rescored marts -> warehouse",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai"),
+    catchup=False,
+    max_active_runs=1,
+    params={"retrain": False},
+    tags=["crm", "analytics", "churn", "model"],
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=15), "owner": "data-engineering"},
+) as dag:
+    train = BashOperator(
+        task_id="train",
+        bash_command=f"{CRM} train --lake '{{{{ var.value.crm_lake }}}}' "
+        "{{ '--retrain' if (dag_run.conf or {}).get('retrain', params.retrain) else '' }} " + RUN,
+    )
+    rescore = BashOperator(
+        task_id="rescore",
+        bash_command=f"{CRM} analyse --rescore --lake '{{{{ var.value.crm_lake }}}}' {RUN}",
+        env=KEY,
+        append_env=True,
+    )
+    publish = BashOperator(
+        task_id="publish",
+        bash_command=f"{CRM} publish --lake '{{{{ var.value.crm_lake }}}}' "
+        f"--warehouse '{{{{ var.value.crm_warehouse }}}}' {RUN}",
+    )
+    train >> rescore >> publish

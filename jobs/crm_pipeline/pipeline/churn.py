@@ -1,0 +1,425 @@
+"""Churn: training (`crm train`) and, inside `crm analyse`, features, scores, watch list, lost
+customers and drift (docs/churn.md). Logic lives in models/churn.py and transforms/marts/churn.py.
+
+Honest scoring: a model trained with labels whose data reaches month E (labels_known_through)
+scores only months M >= E; month M is scored by the newest such model of the current spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from datetime import date
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from crm_pipeline.io import delta
+from crm_pipeline.models.churn import (
+    FEATURES,
+    ChurnParams,
+    EmpParams,
+    evaluate,
+    fit_models,
+    predict,
+    psi,
+    reasons_in_spark,
+    reference_bins,
+    score_in_spark,
+)
+from crm_pipeline.models.registry import ModelCard, Registry, utc_now_iso
+from crm_pipeline.months import add_months
+from crm_pipeline.settings import LakeLayout
+
+MODEL_NAME = "churn"
+DEPLOYED, BASELINE = "gradient_boosting", "logistic_regression"
+
+#: Gold tables `crm train` writes from the registry (each has schemas/tables/<name>.json).
+MODEL_TABLES = ("churn_model", "churn_model_calibration", "churn_model_lift")
+
+#: Settings that change what a model is; models of another spec are never used to score.
+SPEC_KEYS = ("min_train_months", "max_train_months", "max_training_rows", "seed", "min_positives",
+             "gradient_boosting", "logistic")
+
+
+def spec_hash(config: Mapping) -> str:
+    payload = json.dumps({"features": list(FEATURES), **{k: config[k] for k in SPEC_KEYS}}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------------------------
+# Which model scores which month
+
+
+def scoring_plan(cards: list[ModelCard], months: list[date], spec: str) -> dict[date, ModelCard]:
+    """Month -> the newest model of `spec` whose labels were all known at that month's end
+    (first_scorable_month <= month). Months before any such model are absent (NULL scores)."""
+    usable = sorted((c for c in cards if c.spec == spec), key=lambda c: (c.first_scorable_month, c.trained_at))
+    plan = {}
+    for m in months:
+        fit = [c for c in usable if c.first_scorable_month <= m]
+        if fit:
+            plan[m] = fit[-1]
+    return plan
+
+
+def months_to_rescore(spark: SparkSession, lake: LakeLayout, months: list[date], config: Mapping) -> list[date]:
+    """Months of `months` whose newest honest model (scoring_plan) is not the one recorded in gold
+    subscriber_month's churn_model_version."""
+    sm = delta.read(spark, lake.gold("subscriber_month"))
+    if sm is None or "churn_model_version" not in sm.columns:
+        return list(months)
+    recorded = {r.month: r.v for r in sm.where(F.col("month").isin(months)).groupBy("month").agg(
+        F.max("churn_model_version").alias("v")).collect()}
+    plan = scoring_plan(Registry(lake.root, MODEL_NAME).cards(), months, spec_hash(config))
+    return [m for m in months if (plan[m].version if m in plan else None) != recorded.get(m)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def training_windows(labelled_months: list[date], complete: list[date], config: Mapping) -> list[tuple]:
+    """(labels_known_through E, train months, test month) for every complete month E that has enough
+    labelled months before it: labelled months m with m + 2 <= E; the latest is the test month, the
+    `max_train_months` before it (at least `min_train_months`) train."""
+    lo, hi = int(config["min_train_months"]), int(config["max_train_months"])
+    out = []
+    for e in complete:
+        usable = [m for m in labelled_months if add_months(m, 2) <= e]
+        if len(usable) < lo + 1:
+            continue
+        test, train = usable[-1], usable[:-1][-hi:]
+        if add_months(test, 2) == e:  # one window per labelled test month
+            out.append((e, tuple(train), test))
+    return out
+
+
+def _sample(labelled: DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+    """A bounded Bernoulli sample of labelled feature rows, collected once, in a stable order."""
+    n = labelled.count()
+    frame = labelled.select("month", "subscriber_id", *FEATURES, "label", "churn_reason")
+    if n > max_rows:
+        frame = frame.sample(withReplacement=False, fraction=max_rows / n, seed=seed)
+    pdf = frame.toPandas()
+    return pdf.sort_values(["month", "subscriber_id"], kind="mergesort").reset_index(drop=True)
+
+
+def _delta_version(path: str) -> int | None:
+    from deltalake import DeltaTable
+
+    try:
+        return DeltaTable(path).version()
+    except Exception:  # noqa: BLE001  (no table yet)
+        return None
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+            for r in df.to_dict("records")]
+
+
+def train(spark: SparkSession, lake: LakeLayout, config: Mapping, config_version: str, retrain: bool = False,
+          progress: Callable[[str], None] = print) -> list[ModelCard]:
+    """Train a model for every training window the complete months allow that the registry lacks
+    (all of them with `retrain`), then rewrite the gold model tables from the registry.
+
+    Reads gold churn_features and subscriber_month (written by `crm analyse`). Returns the new cards.
+    """
+    from crm_pipeline.transforms.marts.churn import churn_labels
+
+    features = delta.read(spark, lake.gold("churn_features"))
+    sm = delta.read(spark, lake.gold("subscriber_month"))
+    if features is None or sm is None or "terminate_reason" not in sm.columns:
+        progress("train: no churn features yet; run `crm analyse` first")
+        return []
+    registry = Registry(lake.root, MODEL_NAME)
+    spec = spec_hash(config)
+    complete = sorted(r[0] for r in sm.select("month").distinct().collect())
+    labels = churn_labels(sm.select("subscriber_id", "month", "closing", "churned_in_month", "terminate_reason"),
+                          complete)
+    labelled = features.join(labels, ["month", "subscriber_id"])
+    labelled_months = sorted(r[0] for r in labels.select("month").distinct().collect())
+    windows = training_windows(labelled_months, complete, config)
+    if not windows:
+        need = int(config["min_train_months"]) + 1
+        progress(f"train: {len(labelled_months)} labelled month(s) (a month is labelled once M+2 is complete); "
+                 f"a model needs {need} ({config['min_train_months']} to train, 1 to test out of time)")
+        write_model_tables(spark, lake, registry)
+        return []
+    existing = {(c.spec, c.labels_known_through) for c in registry.cards()}
+    todo = [w for w in windows if retrain or (spec, w[0].isoformat()) not in existing]
+    if not todo:
+        progress(f"train: every training window has a model ({len(windows)}, spec {spec})")
+        write_model_tables(spark, lake, registry)
+        return []
+    progress(f"train: {len(todo)} model(s) to fit, windows ending {', '.join(f'{w[0]:%Y-%m}' for w in todo)}")
+    sample = _sample(labelled, int(config["max_training_rows"]), int(config["seed"]))
+    data_version = {t: _delta_version(lake.gold(t)) for t in ("churn_features", "subscriber_month")}
+    params, emp = ChurnParams.from_config(config), EmpParams.from_config(config["emp"])
+    new = []
+    for end, train_months, test_month in todo:
+        clock = time.monotonic()
+        tr, te = sample[sample["month"].isin(train_months)], sample[sample["month"] == test_month]
+        try:
+            estimators = fit_models(tr, tr["label"], params)
+        except ValueError as exc:
+            progress(f"  window ending {end:%Y-%m}: no model ({exc})")
+            continue
+        metrics, calibration, lift = {}, {}, {}
+        for algo, est in estimators.items():
+            ev = evaluate(te["label"].to_numpy(), predict(est, te), emp)
+            metrics[algo] = {"auc": ev.auc, "top_decile_lift": ev.top_decile_lift, "emp": ev.emp,
+                             "brier": ev.brier, "base_rate": ev.base_rate}
+            calibration[algo], lift[algo] = _records(ev.calibration), _records(ev.lift)
+        bins = int(config["drift"]["bins"])
+        reference = {f: reference_bins(tr[f], bins) for f in FEATURES}
+        reference["churn_score"] = reference_bins(pd.Series(predict(estimators[DEPLOYED], tr)), bins)
+        digest = hashlib.sha256((spec + end.isoformat() + tr.to_csv(index=False)).encode()).hexdigest()[:16]
+        notes = []
+        if (metrics[DEPLOYED]["auc"] or 0) < (metrics[BASELINE]["auc"] or 0):
+            notes.append("the logistic baseline has the higher out-of-time AUC on this test month")
+        card = ModelCard(
+            version=digest, name=MODEL_NAME, trained_at=utc_now_iso(), spec=spec, algorithm=DEPLOYED,
+            baseline_algorithm=BASELINE, train_months=[m.isoformat() for m in train_months],
+            test_month=test_month.isoformat(), labels_known_through=end.isoformat(), n_train=len(tr),
+            n_test=len(te), positives_train=int(tr["label"].sum()), positives_test=int(te["label"].sum()),
+            feature_list=list(FEATURES), metrics=metrics, calibration=calibration, lift=lift,
+            drift_reference=reference, data_version=data_version,
+            params={k: config[k] for k in SPEC_KEYS}, config_version=config_version, notes=notes,
+        )
+        registry.register(card, estimators)
+        new.append(card)
+        m = metrics[DEPLOYED]
+        b = metrics[BASELINE]
+        progress(f"  model {card.version} (scores from {end:%Y-%m}): trained on {len(tr):,} rows of "
+                 f"{train_months[0]:%Y-%m}..{train_months[-1]:%Y-%m}, tested on {test_month:%Y-%m} "
+                 f"({len(te):,} rows, {card.positives_test} churners): AUC {_f(m['auc'])} (baseline {_f(b['auc'])}), "
+                 f"top-decile lift {_f(m['top_decile_lift'], 2)}, EMP {_f(m['emp'], 2)} CNY, Brier {_f(m['brier'], 4)} "
+                 f"[{time.monotonic() - clock:.1f} s]")
+    write_model_tables(spark, lake, registry)
+    return new
+
+
+def train_step(spark: SparkSession, lake: LakeLayout, ctx, settings, retrain: bool = False,
+               progress: Callable[[str], None] = print) -> list[ModelCard]:
+    """`crm train`: `train`, data-quality checks of the gold model tables, a crm_ops.pipeline_runs row."""
+    from crm_pipeline import ops
+    from crm_pipeline.quality import gx
+
+    started = ops.utcnow()
+    new = train(spark, lake, settings.churn, settings.version, retrain=retrain, progress=progress)
+    dq = []
+    for name in MODEL_TABLES:
+        df = delta.read(spark, lake.gold(name))
+        if df is not None:
+            dq += gx.enforce(df, f"gold_{name}", ctx.run_id, None)
+    ops.write_data_quality(spark, lake, dq)
+    ops.write_pipeline_runs(spark, lake, [dict(
+        run_id=ctx.run_id, dag_id=ctx.dag_id, task_id=ctx.task_id, feed=None, business_date=None,
+        source_file=None, delivery_id=None, started_at=started, finished_at=ops.utcnow(), status="SUCCESS",
+        rows_read=0, rows_loaded=0, rows_quarantined=0, rows_duplicate=0,
+        message=f"trained {len(new)} churn model(s)" + (f": {', '.join(c.version for c in new)}" if new else ""),
+    )])
+    return new
+
+
+def _f(x, digits: int = 3) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+MODEL_TABLE_DDL = {
+    "churn_model": ("model_version string, trained_at timestamp_ntz, algorithm string, train_months string, "
+                    "test_month date, labels_known_through date, auc double, top_decile_lift double, emp double, "
+                    "brier double, base_rate double, n_train long, n_test long, positives_train long, "
+                    "positives_test long, baseline_algorithm string, baseline_auc double, "
+                    "baseline_top_decile_lift double, baseline_emp double, baseline_brier double, "
+                    "feature_list string, data_version string, config_version string, spec string, note string"),
+    "churn_model_calibration": ("model_version string, test_month date, algorithm string, bin int, n long, "
+                                "mean_score double, observed_rate double"),
+    "churn_model_lift": ("model_version string, test_month date, algorithm string, decile int, "
+                         "targeted_share double, churners_captured_share double, cumulative_lift double, "
+                         "churn_rate double"),
+}
+
+
+def model_table_rows(cards: list[ModelCard]) -> dict[str, list[tuple]]:
+    """Rows of the gold model tables (MODEL_TABLE_DDL) from registry cards."""
+    from datetime import datetime
+
+    def r(x):
+        return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6)
+
+    out: dict[str, list[tuple]] = {k: [] for k in MODEL_TABLES}
+    for c in cards:
+        m, b = c.metrics[c.algorithm], c.metrics[c.baseline_algorithm]
+        test = date.fromisoformat(c.test_month)
+        out["churn_model"].append((
+            c.version, datetime.fromisoformat(c.trained_at), c.algorithm, ",".join(c.train_months), test,
+            c.first_scorable_month, r(m["auc"]), r(m["top_decile_lift"]), r(m["emp"]), r(m["brier"]),
+            r(m["base_rate"]), c.n_train, c.n_test, c.positives_train, c.positives_test, c.baseline_algorithm,
+            r(b["auc"]), r(b["top_decile_lift"]), r(b["emp"]), r(b["brier"]), json.dumps(c.feature_list),
+            json.dumps(c.data_version, sort_keys=True), c.config_version, c.spec, "; ".join(c.notes) or None,
+        ))
+        for algo in (c.algorithm, c.baseline_algorithm):
+            for row in c.calibration[algo]:
+                out["churn_model_calibration"].append((c.version, test, algo, int(row["bin"]), int(row["n"]),
+                                                       r(row["mean_score"]), r(row["observed_rate"])))
+            for row in c.lift[algo]:
+                out["churn_model_lift"].append((c.version, test, algo, int(row["decile"]), r(row["targeted_share"]),
+                                                r(row["churners_captured_share"]), r(row["cumulative_lift"]),
+                                                r(row["churn_rate"])))
+    return out
+
+
+def write_model_tables(spark: SparkSession, lake: LakeLayout, registry: Registry) -> None:
+    """Mirror the registry into gold churn_model, churn_model_calibration and churn_model_lift
+    (rewritten only when their content changed)."""
+    from crm_pipeline.feeds import conform, table_spec
+    from crm_pipeline.pipeline.monthly import fingerprint
+
+    rows = model_table_rows(registry.cards())
+    for name in MODEL_TABLES:
+        df = conform(spark.createDataFrame(rows[name], MODEL_TABLE_DDL[name]), table_spec(name))
+        old = delta.read(spark, lake.gold(name))
+        if old is not None and old.schema.simpleString() == df.schema.simpleString() \
+                and fingerprint(old) == fingerprint(df):
+            continue
+        df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(lake.gold(name))
+
+
+# ---------------------------------------------------------------------------------------------
+# Inside `crm analyse`: features, scores, watch list, lost customers, drift
+
+
+def churn_inputs(spark: SparkSession, lake: LakeLayout, months: list[date]) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """Gold daily usage (M-3..M), gold daily contacts and silver tickets (M-2..M) for `months`."""
+    from crm_pipeline.pipeline.monthly import month_days
+    from crm_pipeline.pipeline.tables import silver
+
+    hi = max(month_days(max(months)))
+    usage = delta.read(spark, lake.gold("daily_usage_by_subscriber"))
+    contacts = delta.read(spark, lake.gold("daily_contacts"))
+    usage = usage.where(F.col("usage_date").between(add_months(min(months), -3), hi))
+    contacts = contacts.where(F.col("usage_date").between(add_months(min(months), -2), hi))
+    tickets = silver(spark, lake, "ticket").where(F.col("event_date").between(add_months(min(months), -2), hi))
+    return usage, contacts, tickets
+
+
+def churn_marts(spark: SparkSession, lake: LakeLayout, rows: DataFrame, every: DataFrame, months: list[date],
+                config: Mapping, progress: Callable[[str], None] = print) -> tuple[DataFrame, dict[str, DataFrame]]:
+    """(rows with churn_score, churn_risk_band, churn_model_version; {churn_features, churn_watchlist,
+    lost_customers, model_drift}) for the batch `months`, scored with the registry's models."""
+    from crm_pipeline.transforms.marts.churn import (
+        churn_features,
+        lost_customers,
+        risk_band,
+        watchlist_candidates,
+    )
+
+    usage, contacts, tickets = churn_inputs(spark, lake, months)
+    features = churn_features(rows, every, usage, contacts, tickets).localCheckpoint(eager=True)
+    registry = Registry(lake.root, MODEL_NAME)
+    plan = scoring_plan(registry.cards(), months, spec_hash(config))
+    unscored = [m for m in months if m not in plan]
+    if unscored:
+        progress(f"analyse: churn scores NULL for {', '.join(f'{m:%Y-%m}' for m in unscored)}: no model in the "
+                 "registry whose labels were all known by that month's end (`crm train` fits what the complete "
+                 "months allow, then `crm analyse --rescore`; `crm run` does both)")
+    models = {c.version: registry.load(c.version)[c.algorithm] for c in {c.version: c for c in plan.values()}.values()}
+    scores = score_in_spark(features, models, {m: c.version for m, c in plan.items()})
+    bands = [(float(c), str(n)) for c, n in config["risk_bands"]["bands"]]
+    scored = rows.join(scores, ["month", "subscriber_id"], "left").withColumn(
+        "churn_risk_band", risk_band(F.col("churn_score"), bands)).localCheckpoint(eager=True)
+
+    w = config["watchlist"]
+    listed = watchlist_candidates(scored, w)
+    explained = listed.select("month", "subscriber_id", "churn_model_version").join(features, ["month", "subscriber_id"])
+    reasons = reasons_in_spark(explained, models, int(w["max_reasons"]))
+    actions = F.create_map(*[x for k, v in sorted(config["actions"].items()) for x in (F.lit(k), F.lit(v))])
+    watchlist = listed.join(reasons, ["month", "subscriber_id"], "left").select(
+        "month", "subscriber_id", "msisdn_key", "churn_score", "churn_risk_band", "clv_fen", "value_segment",
+        "expected_loss_fen", "top_reasons", actions[F.col("value_segment")].alias("recommended_action"),
+        "priority_rank", "control_group", "churn_model_version", "payment_type",
+    )
+    lost = lost_customers(rows, every, config["winback"]["reason_weights"])
+    drift = model_drift(features, scores, plan, float(config["drift"]["psi_threshold"]))
+    return scored, {"churn_features": features, "churn_watchlist": watchlist, "lost_customers": lost,
+                    "model_drift": drift}
+
+
+DRIFT_DDL = ("month date, model_version string, feature string, psi double, threshold double, flagged boolean, "
+             "reference_rows long, month_rows long")
+
+
+def model_drift(features: DataFrame, scores: DataFrame, plan: Mapping[date, ModelCard], threshold: float) -> DataFrame:
+    """PSI of every feature and of the score between each model's training sample and each month it
+    scored. Only per-bin counts reach the driver (months x features x bins rows)."""
+    from crm_pipeline.transforms.marts.churn import feature_bins
+
+    spark = features.sparkSession
+    rows = []
+    by_version: dict[str, list[date]] = {}
+    for m, c in plan.items():
+        by_version.setdefault(c.version, []).append(m)
+    for version, months in sorted(by_version.items()):
+        card = plan[months[0]]
+        ref = card.drift_reference
+        frame = features.where(F.col("month").isin(months)).join(
+            scores.select("month", "subscriber_id", "churn_score"), ["month", "subscriber_id"], "left")
+        counts = feature_bins(frame, {f: ref[f]["edges"] for f in ref}).collect()
+        per: dict[tuple, np.ndarray] = {}
+        for r in counts:
+            key = (r.month, r.feature)
+            per.setdefault(key, np.zeros(len(ref[r.feature]["shares"])))[r.bin] += r.n
+        for (month, feature), n in sorted(per.items()):
+            value = round(psi(ref[feature]["shares"], n / n.sum()), 6)
+            rows.append((month, version, feature, value, threshold, value > threshold, card.n_train, int(n.sum())))
+    return spark.createDataFrame(rows, DRIFT_DDL)
+
+
+def print_churn_summary(lake: LakeLayout, tables: Mapping[str, DataFrame], months: list[date],
+                        progress: Callable[[str], None] = print) -> None:
+    """Churn lines of the run summary: which model scored which month with its out-of-time metrics,
+    the latest month's risk bands, watch list, lost customers and drifted features."""
+    latest = max(months)
+    sm = tables["subscriber_month"]
+    used = dict(sm.where(F.col("churn_model_version").isNotNull()).groupBy("month").agg(
+        F.max("churn_model_version")).collect())
+    cards = {c.version: c for c in Registry(lake.root, MODEL_NAME).cards()}
+    unscored = [m for m in months if m not in used]
+    if unscored:
+        progress(f"churn scores: none for {', '.join(f'{m:%Y-%m}' for m in unscored)} (no model whose labels "
+                 "were all known by the month's end)")
+    for version in sorted(set(used.values()), key=lambda v: (min(m for m, x in used.items() if x == v), v)):
+        c = cards.get(version)
+        scored = ", ".join(f"{m:%Y-%m}" for m in sorted(m for m, v in used.items() if v == version))
+        if c is None:
+            progress(f"churn model {version}: scored {scored}")
+            continue
+        m, b = c.metrics[c.algorithm], c.metrics[c.baseline_algorithm]
+        progress(f"churn model {version} ({c.algorithm}, test {c.test_month[:7]}): AUC {_f(m['auc'])} "
+                 f"(logistic baseline {_f(b['auc'])}), top-decile lift {_f(m['top_decile_lift'], 2)}, "
+                 f"EMP {_f(m['emp'], 2)} CNY, Brier {_f(m['brier'], 4)}; scored {scored}")
+    if latest in used:
+        bands = dict(sm.where((F.col("month") == F.lit(latest)) & F.col("churn_risk_band").isNotNull())
+                     .groupBy("churn_risk_band").count().collect())
+        wl = tables["churn_watchlist"].where(F.col("month") == F.lit(latest)).agg(
+            F.count(F.lit(1)).alias("n"), F.sum(F.col("control_group").cast("int")).alias("control"),
+            F.sum("expected_loss_fen").alias("loss")).collect()[0]
+        progress(f"churn risk {latest:%Y-%m}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(bands.items()))
+                 + f"; watch list {wl.n:,} subscribers ({wl.control or 0:,} held out as control), expected loss "
+                 f"CNY {(wl.loss or 0) / 100:,.0f}")
+        flagged = tables["model_drift"].where((F.col("month") == F.lit(latest)) & F.col("flagged")).orderBy(
+            F.col("psi").desc()).collect()
+        progress(f"model drift {latest:%Y-%m}: " + (", ".join(f"{r.feature} PSI {r.psi:.2f}" for r in flagged)
+                                                   if flagged else "no feature above the PSI threshold"))
+    lost = dict(tables["lost_customers"].where(F.col("month") == F.lit(latest)).groupBy(
+        F.coalesce("terminate_reason", F.lit("UNKNOWN"))).count().collect())
+    progress(f"lost customers {latest:%Y-%m}: {sum(lost.values()):,}"
+             + (" (" + ", ".join(f"{k} {v}" for k, v in sorted(lost.items())) + ")" if lost else ""))

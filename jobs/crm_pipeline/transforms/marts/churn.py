@@ -1,0 +1,311 @@
+"""Churn features, labels, watch list and lost customers in Spark (docs/churn.md).
+
+Point in time: the features of month M read only rows dated up to M's last day (subscriber
+months up to M, daily rollups and contacts up to M's end, tickets created and resolved by then).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from crm_pipeline.models.churn import FEATURES
+from crm_pipeline.models.migration import gen_rank
+
+#: subscriber_month columns (of every month at hand) the features and lost customers read.
+CHURN_HISTORY_COLUMNS = (
+    "subscriber_id", "month", "msisdn_key", "voice_mou", "data_mb", "sms_count", "revenue_fen", "recharge_fen",
+    "offnet_voice_mou", "complaint_count", "churned_in_month", "value_segment", "closing", "terminate_reason",
+    "tenure_months",
+)
+
+ACTIVITY_LOOKBACK_MONTHS = 3
+"""Days since the last activity or top-up are measured within M-3..M; a subscriber idle over the whole
+window (or since activation, if later) gets the window's length."""
+
+FREQUENT_CONTACT_DAYS = 2
+"""A contact is frequent when the subscriber called or texted it on at least this many distinct days of
+M-2..M: one chance call is not a calling circle."""
+
+
+def _month_index(col: Column) -> Column:
+    return F.year(col) * 12 + F.month(col)
+
+
+def _trend(current: Column, prior_mean: Column) -> Column:
+    """log(1 + this month) - log(1 + mean of the 3 months before); NULL without a prior month."""
+    return F.log1p(F.greatest(current, F.lit(0.0))) - F.log1p(F.greatest(prior_mean, F.lit(0.0)))
+
+
+def history_stats(history: DataFrame) -> DataFrame:
+    """Per subscriber and month: trailing sums and means over the subscriber's own rows up to M."""
+    by_sub = Window.partitionBy("subscriber_id").orderBy(_month_index(F.col("month")))
+    prior3, last3 = by_sub.rangeBetween(-3, -1), by_sub.rangeBetween(-2, 0)
+    h = history.select(*CHURN_HISTORY_COLUMNS)
+    return h.select(
+        "subscriber_id", "month",
+        F.avg("voice_mou").over(prior3).alias("_mou_prior"),
+        F.avg("data_mb").over(prior3).alias("_data_prior"),
+        F.avg("sms_count").over(prior3).alias("_sms_prior"),
+        F.avg("revenue_fen").over(prior3).alias("_rev_prior"),
+        F.sum("offnet_voice_mou").over(prior3).alias("_offnet_prior"),
+        F.sum("voice_mou").over(prior3).alias("_voice_prior"),
+        F.sum("complaint_count").over(last3).alias("complaints_3m"),
+        F.sum("recharge_fen").over(last3).alias("_recharge_3m"),
+        F.sum("revenue_fen").over(last3).alias("_revenue_3m"),
+    )
+
+
+def activity_stats(daily_usage: DataFrame, months: DataFrame) -> DataFrame:
+    """From gold daily_usage_by_subscriber: last own activity (MO call, MO SMS or data session) and last
+    top-up within M-3..M, the longest gap between top-ups in M-2..M (the open gap to M's end included)
+    and regulator complaints in M-2..M. `months`: month, month_end."""
+    d = daily_usage.select(
+        "subscriber_id", "usage_date",
+        ((F.col("voice_mo_sec") > 0) | (F.col("sms_mo_count") > 0) | (F.col("data_sessions") > 0)).alias("active"),
+        (F.col("recharge_count") > 0).alias("recharged"), "regulator_complaints",
+    )
+    m = F.broadcast(months.select("month", "month_end"))
+    j = d.join(m, d.usage_date.between(F.add_months(m.month, -ACTIVITY_LOOKBACK_MONTHS), m.month_end))
+    in3 = F.col("usage_date") >= F.add_months(F.col("month"), -2)
+    recharges = j.where(F.col("recharged") & in3)
+    by_day = Window.partitionBy("subscriber_id", "month").orderBy("usage_date")
+    gaps = recharges.select(
+        "subscriber_id", "month", "month_end",
+        F.datediff("usage_date", F.lag("usage_date").over(by_day)).alias("gap"), "usage_date",
+    ).groupBy("subscriber_id", "month").agg(
+        F.greatest(F.max("gap"), F.datediff(F.max("month_end"), F.max("usage_date"))).alias("recharge_gap_max_days"),
+        F.count(F.lit(1)).alias("recharge_days_3m"),
+    )
+    last = j.groupBy("subscriber_id", "month").agg(
+        F.max(F.when(F.col("active"), F.col("usage_date"))).alias("_last_active"),
+        F.max(F.when(F.col("recharged"), F.col("usage_date"))).alias("_last_recharge"),
+        F.sum(F.when(in3, F.col("regulator_complaints")).otherwise(0)).alias("regulator_complaints_3m"),
+    )
+    return last.join(gaps, ["subscriber_id", "month"], "left")
+
+
+def ticket_stats(tickets: DataFrame, months: DataFrame) -> DataFrame:
+    """Mean rating and ratings of 1-2 of tickets created in M-2..M and resolved by M's end (silver ticket)."""
+    m = F.broadcast(months.select("month", "month_end"))
+    t = tickets.where(F.col("satisfaction").isNotNull() & F.col("resolved_time").isNotNull()).select(
+        "subscriber_id", "event_date", "resolved_time", "satisfaction")
+    j = t.join(m, t.event_date.between(F.add_months(m.month, -2), m.month_end)).where(
+        F.col("resolved_time") < F.date_add("month_end", 1).cast("timestamp_ntz"))
+    return j.groupBy("subscriber_id", "month").agg(
+        F.avg("satisfaction").alias("ticket_satisfaction_3m"),
+        F.sum((F.col("satisfaction") <= 2).cast("int")).alias("low_rated_tickets_3m"),
+    )
+
+
+def circle_stats(contacts: DataFrame, history: DataFrame, months: DataFrame) -> DataFrame:
+    """Calling-circle churn exposure: frequent contacts in M-2..M (gold daily_contacts) and how many of
+    them are own-network subscriptions terminated in M-2..M (matched on the keyed number)."""
+    m = F.broadcast(months.select("month", "month_end"))
+    c = contacts.select("subscriber_id", "usage_date", "other_party_key")
+    j = c.join(m, c.usage_date.between(F.add_months(m.month, -2), m.month_end))
+    frequent = j.groupBy("subscriber_id", "month", "other_party_key").agg(
+        F.countDistinct("usage_date").alias("days")).where(F.col("days") >= FREQUENT_CONTACT_DAYS)
+    left = history.where(F.col("churned_in_month")).select(
+        F.col("msisdn_key").alias("other_party_key"), F.col("month").alias("churn_month")).distinct()
+    hit = frequent.join(left, "other_party_key").where(
+        F.col("churn_month").between(F.add_months(F.col("month"), -2), F.col("month"))
+    ).select("subscriber_id", "month", "other_party_key").distinct()
+    churned = hit.groupBy("subscriber_id", "month").agg(F.count(F.lit(1)).alias("circle_churned"))
+    size = frequent.groupBy("subscriber_id", "month").agg(F.count(F.lit(1)).alias("circle_size"))
+    return size.join(churned, ["subscriber_id", "month"], "left")
+
+
+def _d(col: str | Column) -> Column:
+    return (F.col(col) if isinstance(col, str) else col).cast("double")
+
+
+def churn_features(rows: DataFrame, history: DataFrame, daily_usage: DataFrame, contacts: DataFrame,
+                   tickets: DataFrame) -> DataFrame:
+    """One row per subscriber active at the end of a month of `rows`: month, subscriber_id, FEATURES.
+
+    `rows`: the batch's subscriber_month rows (with the gold extra columns and activation_date);
+    `history`: CHURN_HISTORY_COLUMNS of every month at hand up to the batch's last (earlier ones
+    included); `daily_usage`, `contacts`: gold rollups covering M-3..M; `tickets`: silver ticket rows
+    created in M-2..M. Units and definitions: docs/churn.md.
+    """
+    months = rows.select("month").distinct().withColumn("month_end", F.last_day("month"))
+    base = rows.where(F.col("closing")).join(F.broadcast(months), "month")
+    hist = history_stats(history)
+    act = activity_stats(daily_usage, months)
+    tix = ticket_stats(tickets, months)
+    circle = circle_stats(contacts, history, months)
+    j = base.join(hist, ["subscriber_id", "month"], "left").join(act, ["subscriber_id", "month"], "left") \
+        .join(tix, ["subscriber_id", "month"], "left").join(circle, ["subscriber_id", "month"], "left")
+    prepaid = F.col("payment_type") == "PREPAID"
+    window_start = F.greatest(F.add_months(F.col("month"), -ACTIVITY_LOOKBACK_MONTHS), F.col("activation_date"))
+    idle_since = F.date_sub(window_start, 1)
+    voice = _d("voice_mou")
+    offnet_share = F.when(voice > 0, _d("offnet_voice_mou") / voice)
+    offnet_prior = F.when(_d("_voice_prior") > 0, _d("_offnet_prior") / _d("_voice_prior"))
+    segment = F.col("value_segment")
+    columns = {
+        "voice_mou": voice,
+        "data_mb": _d("data_mb"),
+        "sms_count": _d("sms_count"),
+        "arpu_3m_fen": _d("arpu_3m_fen"),
+        "mou_trend": _trend(voice, _d("_mou_prior")),
+        "data_trend": _trend(_d("data_mb"), _d("_data_prior")),
+        "sms_trend": _trend(_d("sms_count"), _d("_sms_prior")),
+        "revenue_trend": _trend(_d("revenue_fen") / 100.0, _d("_rev_prior") / 100.0),
+        "offnet_share_change": offnet_share - offnet_prior,
+        "days_since_last_activity": _d(F.datediff("month_end", F.coalesce("_last_active", idle_since))),
+        "days_since_last_recharge": F.when(prepaid, _d(F.datediff("month_end", F.coalesce("_last_recharge",
+                                                                                          idle_since)))),
+        "recharge_count_3m": F.when(prepaid, _d(F.coalesce("recharge_days_3m", F.lit(0)))),
+        "recharge_gap_max_days": F.when(prepaid, _d(F.coalesce(
+            "recharge_gap_max_days", F.datediff("month_end", F.date_sub(
+                F.greatest(F.add_months(F.col("month"), -2), F.col("activation_date")), 1))))),
+        "recharge_to_spend_3m": F.when(prepaid & (F.col("_revenue_3m") > 0), _d("_recharge_3m") / _d("_revenue_3m")),
+        "suspended": _d(F.col("status_at_month_end") == "SUSPENDED"),
+        "complaints_3m": _d(F.coalesce("complaints_3m", F.lit(0))),
+        "regulator_complaints_3m": _d(F.coalesce("regulator_complaints_3m", F.lit(0))),
+        "ticket_satisfaction_3m": _d("ticket_satisfaction_3m"),
+        "low_rated_tickets_3m": _d(F.coalesce("low_rated_tickets_3m", F.lit(0))),
+        "offnet_share": offnet_share,
+        "circle_size": _d(F.coalesce("circle_size", F.lit(0))),
+        "circle_churned": _d(F.coalesce("circle_churned", F.lit(0))),
+        "circle_churn_share": F.when(F.col("circle_size") > 0, _d(F.coalesce("circle_churned", F.lit(0)))
+                                     / _d("circle_size")),
+        "tenure_months": _d("tenure_months"),
+        "age": _d("age"),
+        "is_postpaid": F.when(F.col("payment_type") == "POSTPAID", 1.0).when(prepaid, 0.0),
+        "is_group_line": _d(F.col("group_id").isNotNull()),
+        "gen_rank": _d(gen_rank(F.col("network_gen"))),
+        "allowance_use": F.when(F.col("included_data_mb") > 0, _d("data_mb") / _d("included_data_mb")),
+        "arrears_fen": F.when(~prepaid, _d(F.coalesce("arrears_fen", F.lit(0)))),
+        "on_time_share": F.when(~prepaid, _d("on_time_share")),
+        "current_value_index": _d("current_value_index"),
+        "potential_value_index": _d("potential_value_index"),
+        "segment_valuable": _d(segment == "VALUABLE"),
+        "segment_sub_valuable": _d(segment == "SUB_VALUABLE"),
+        "segment_potential": _d(segment == "POTENTIAL"),
+    }
+    assert tuple(columns) == FEATURES, "feature definitions out of step with FEATURES"
+    return j.select("month", "subscriber_id", *[c.alias(n) for n, c in columns.items()])
+
+
+def churn_labels(history: DataFrame, complete_months: list) -> DataFrame:
+    """Label of each subscriber active at a month's end: 1 when the subscription is terminated in M+1
+    or M+2 (churned_in_month in either month), else 0; churn_reason is the terminate_reason then.
+
+    A month is labelled only when M+1 and M+2 are both complete months. Keyed on subscriber_id, so a
+    number reassigned to a new subscription after a termination starts a new history; a suspension
+    is not a churn. Columns: month, subscriber_id, label INT, churn_reason STRING.
+    """
+    complete = set(complete_months)
+    from crm_pipeline.months import add_months
+
+    labelled = sorted(m for m in complete if add_months(m, 1) in complete and add_months(m, 2) in complete)
+    if not labelled:
+        return history.sparkSession.createDataFrame([], "month date, subscriber_id string, label int, "
+                                                        "churn_reason string")
+    active = history.where(F.col("closing") & F.col("month").isin(labelled)).select("month", "subscriber_id")
+    later = history.where(F.col("churned_in_month")).select(
+        "subscriber_id", F.col("month").alias("_churn_month"), "terminate_reason")
+    ahead = active.join(later, "subscriber_id", "left")
+    within = F.col("_churn_month").between(F.add_months("month", 1), F.add_months("month", 2))
+    return ahead.groupBy("month", "subscriber_id").agg(
+        F.max(within.cast("int")).alias("label"),
+        F.max(F.when(within, F.col("terminate_reason"))).alias("churn_reason"),
+    ).select("month", "subscriber_id", F.coalesce("label", F.lit(0)).alias("label"), "churn_reason")
+
+
+def risk_band(score: Column, bands: list[tuple[float, str]]) -> Column:
+    """The first band (highest cut first) whose cut the score reaches; NULL for a NULL score."""
+    out = F.lit(None).cast("string")
+    for cut, name in reversed(bands):
+        out = F.when(score >= F.lit(float(cut)), F.lit(name)).otherwise(out)
+    return F.when(score.isNotNull(), out)
+
+
+def control_draw(month: Column, subscriber_id: Column, seed: int) -> Column:
+    """A uniform number in [0, 1) from SHA-256 of (seed, month, subscriber_id): the same for a month and
+    seed on any cluster and in any run."""
+    digest = F.sha2(F.concat_ws("|", F.lit(str(seed)), month.cast("string"), subscriber_id), 256)
+    return F.conv(F.substring(digest, 1, 8), 16, 10).cast("double") / float(2 ** 32)
+
+
+def watchlist_candidates(scored: DataFrame, config: Mapping) -> DataFrame:
+    """The watch list before reasons: per month, the subscribers with the highest expected loss.
+
+    `scored`: subscriber_month rows with churn_score (closing subscribers scored by a model). Expected
+    loss = churn_score x clv_fen, or x arpu_3m_fen x `revenue_months_without_clv` where CLV is NULL.
+    The list holds min(max_rows, ceil(max_share x scored subscribers of the month)) rows, ranked by
+    expected loss desc then subscriber_id; `control_group` marks a `control_share` random share.
+    """
+    w = config
+    value = F.coalesce(_d("clv_fen"), _d("arpu_3m_fen") * float(w["revenue_months_without_clv"]))
+    s = scored.where(F.col("closing") & F.col("churn_score").isNotNull()).withColumn(
+        "expected_loss_fen", F.round(F.col("churn_score") * value, 2))
+    order = Window.partitionBy("month").orderBy(F.col("expected_loss_fen").desc_nulls_last(), "subscriber_id")
+    per_month = Window.partitionBy("month")
+    cap = F.least(F.lit(int(w["max_rows"])), F.ceil(F.count(F.lit(1)).over(per_month) * float(w["max_share"])))
+    ranked = s.withColumn("priority_rank", F.row_number().over(order).cast("int")).withColumn("_cap", cap)
+    return ranked.where(F.col("priority_rank") <= F.col("_cap")).withColumn(
+        "control_group", control_draw(F.col("month"), F.col("subscriber_id"), int(w["control_seed"]))
+        < float(w["control_share"]))
+
+
+def lost_customers(rows: DataFrame, history: DataFrame, weights: Mapping[str, float]) -> DataFrame:
+    """Everyone whose subscription was terminated in a month of `rows`, with the profile before leaving.
+
+    tenure_months at the churn month; last_3m_revenue_fen: revenue billed in the churn month and the two
+    before; value_segment_before: segment in M-1 (NULL for a line that joined in M);
+    offnet_share_before: off-net share of voice minutes over M-2..M; complaints_before: complaints in
+    M-2..M; winback_score = weight(terminate_reason) x last_3m_revenue_fen (config) and
+    winback_priority = its rank within the month (1 first), NULL where the weight is 0.
+    """
+    by_sub = Window.partitionBy("subscriber_id").orderBy(_month_index(F.col("month")))
+    last3 = by_sub.rangeBetween(-2, 0)
+    h = history.select(*CHURN_HISTORY_COLUMNS).select(
+        "subscriber_id", "month",
+        F.sum("revenue_fen").over(last3).alias("last_3m_revenue_fen"),
+        F.sum("offnet_voice_mou").over(last3).alias("_offnet"),
+        F.sum("voice_mou").over(last3).alias("_voice"),
+        F.sum("complaint_count").over(last3).alias("complaints_before"),
+        F.lag("value_segment").over(by_sub).alias("_prev_segment"),
+        F.lag("month").over(by_sub).alias("_prev_month"),
+    )
+    lost = rows.where(F.col("churned_in_month")).select(
+        "month", "subscriber_id", "msisdn_key", "terminate_reason", "tenure_months", "payment_type")
+    j = lost.join(h, ["subscriber_id", "month"], "left")
+    weight = F.lit(None).cast("double")
+    for reason, wt in weights.items():
+        weight = F.when(F.col("terminate_reason") == reason, F.lit(float(wt))).otherwise(weight)
+    score = F.coalesce(weight, F.lit(0.0)) * F.col("last_3m_revenue_fen").cast("double")
+    out = j.select(
+        "month", "subscriber_id", "msisdn_key", "terminate_reason", "tenure_months", "payment_type",
+        F.col("last_3m_revenue_fen").cast("long").alias("last_3m_revenue_fen"),
+        F.when(F.col("_prev_month") == F.add_months("month", -1), F.col("_prev_segment")).alias("value_segment_before"),
+        F.when(F.col("_voice") > 0, F.round(F.col("_offnet") / F.col("_voice"), 6)).alias("offnet_share_before"),
+        F.col("complaints_before").cast("long").alias("complaints_before"),
+        F.round(score, 2).alias("winback_score"),
+    )
+    order = Window.partitionBy("month").orderBy(F.col("winback_score").desc(), "subscriber_id")
+    ranked = out.where(F.col("winback_score") > 0).withColumn("winback_priority", F.row_number().over(order).cast("int"))
+    return ranked.unionByName(out.where(~(F.col("winback_score") > 0)).withColumn(
+        "winback_priority", F.lit(None).cast("int")))
+
+
+def feature_bins(features: DataFrame, edges: Mapping[str, list[float]], group: str = "month") -> DataFrame:
+    """Rows per (month, feature, bin) for drift: the bin of each value on the reference `edges`
+    (bin = number of edges below the value; missing values in bin len(edges) + 1, as
+    models.churn.bin_index). Output: month, feature, bin INT, n LONG."""
+    def index(name: str) -> Column:
+        col = F.col(name).cast("double")
+        below = sum(((col > F.lit(e)).cast("int") for e in edges[name]), F.lit(0))
+        return F.when(col.isNull() | F.isnan(col), F.lit(len(edges[name]) + 1)).otherwise(below)
+
+    names = list(edges)
+    stacked = features.select(group, F.explode(F.array(*[
+        F.struct(F.lit(n).alias("feature"), index(n).alias("bin")) for n in names])).alias("_b"))
+    return stacked.groupBy(group, F.col("_b.feature").alias("feature"), F.col("_b.bin").alias("bin")).agg(
+        F.count(F.lit(1)).alias("n"))

@@ -1,0 +1,442 @@
+"""Churn model pieces: EMP, PSI, labels at month edges, no leakage, reasons, the honest-scoring rule,
+scoring inside Spark, the watch list's control group and the registry."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crm_pipeline.models.churn import (
+    FEATURES,
+    ChurnParams,
+    EmpParams,
+    bin_index,
+    emp_churn,
+    fit_models,
+    psi,
+    reference_bins,
+    top_decile_lift,
+    top_reasons,
+)
+
+PARAMS = ChurnParams(
+    gradient_boosting={"max_iter": 200, "learning_rate": 0.1, "max_depth": 3, "min_samples_leaf": 20,
+                       "l2_regularization": 1.0, "validation_fraction": 0.2, "n_iter_no_change": 20,
+                       "random_state": 0},
+    logistic_c=1.0, min_positives=5,
+)
+
+
+# --- EMP -----------------------------------------------------------------------------------------
+
+def test_emp_of_a_perfect_classifier_by_hand():
+    # pi0 = 0.5, gamma ~ U(0, 1), delta = 10/100, phi = 0: target exactly the churners for any gamma > 0,
+    # profit 100 * 0.9 gamma * 0.5, integrated over [0, 1]: 45 / 2 = 22.5
+    assert emp_churn([1, 1, 0, 0], [0.9, 0.8, 0.3, 0.2], EmpParams(100, 10, 0, 1, 1)) == pytest.approx(22.5)
+
+
+def test_emp_of_an_imperfect_classifier_by_hand():
+    # Ranking churner, non-churner, churner, non-churner. ROC hull (0,0) (0,.5) (.5,1) (1,1).
+    # gamma in [0, 1/9]: target the top one only, profit 22.5 gamma -> 22.5 / 2 / 81 = 0.138889
+    # gamma in [1/9, 1]: target the top three, profit 45 gamma - 2.5 -> 22.5 (1 - 1/81) - 2.5 * 8/9 = 20
+    got = emp_churn([1, 0, 1, 0], [0.9, 0.8, 0.3, 0.2], EmpParams(100, 10, 0, 1, 1))
+    assert got == pytest.approx(20.0 + 22.5 / 2 / 81)
+
+
+def test_emp_equals_brute_force_integration_over_every_threshold():
+    from scipy import integrate
+    from scipy.stats import beta
+
+    rng = np.random.default_rng(5)
+    y = (rng.random(300) < 0.2).astype(int)
+    score = np.round(y * 0.8 + rng.random(300), 2)  # ties included
+    p = EmpParams(200, 10, 1, 6, 14)
+    pi0 = y.mean()
+    order = np.unique(score)[::-1]
+    f0 = np.array([0.0] + [((score >= t) & (y == 1)).sum() / y.sum() for t in order])
+    f1 = np.array([0.0] + [((score >= t) & (y == 0)).sum() / (1 - y).sum() for t in order])
+    delta, phi = p.d / p.clv, p.f / p.clv
+
+    def best(g):
+        return (p.clv * ((g * (1 - delta) - phi) * pi0 * f0 - (delta + phi) * (1 - pi0) * f1)).max()
+
+    want, _ = integrate.quad(lambda g: best(g) * beta.pdf(g, p.alpha, p.beta), 0, 1, limit=500)
+    assert emp_churn(y, score, p) == pytest.approx(want, rel=1e-6)
+
+
+def test_top_decile_lift_counts_the_top_tenth():
+    y = np.array([1, 0, 0, 0, 0, 0, 0, 0, 0, 1] * 2)  # base rate 0.2
+    score = np.array([0.9, 0.8] + [0.1] * 18)  # top 2 of 20: one churner
+    assert top_decile_lift(y, score) == pytest.approx(0.5 / 0.2)
+
+
+# --- PSI -----------------------------------------------------------------------------------------
+
+def test_psi_by_hand():
+    # (0.25 - 0.5) ln(0.5) + (0.75 - 0.5) ln(1.5)
+    assert psi([0.5, 0.5], [0.25, 0.75]) == pytest.approx(0.25 * math.log(2) + 0.25 * math.log(1.5))
+    assert psi([0.2, 0.3, 0.5], [0.2, 0.3, 0.5]) == 0.0
+
+
+def test_reference_bins_put_missing_values_in_their_own_bin():
+    ref = reference_bins(pd.Series([1.0, 2, 3, 4, 5, 6, 7, 8, 9, 10, None, None]), 10)
+    assert len(ref["shares"]) == len(ref["edges"]) + 2
+    assert ref["shares"][-1] == pytest.approx(2 / 12)
+    assert sum(ref["shares"]) == pytest.approx(1.0)
+    # a value equal to an edge falls in the bin that edge closes: (-inf, e1], (e1, e2] ...
+    assert bin_index(np.array([ref["edges"][0], ref["edges"][0] + 1e-9, np.nan]), ref["edges"]).tolist() == \
+        [0, 1, len(ref["edges"]) + 1]
+
+
+def test_feature_bins_in_spark_match_the_reference_binning(spark):
+    from crm_pipeline.transforms.marts.churn import feature_bins
+
+    rng = np.random.default_rng(1)
+    values = np.round(rng.normal(size=200), 1)
+    values[::17] = np.nan
+    edges = reference_bins(pd.Series(values[:100]), 10)["edges"]
+    df = spark.createDataFrame([(date(2026, 1, 1), None if np.isnan(v) else float(v)) for v in values],
+                               "month date, x double")
+    got = {r.bin: r.n for r in feature_bins(df, {"x": edges}).collect()}
+    want = pd.Series(bin_index(values, edges)).value_counts().to_dict()
+    assert got == want
+
+
+# --- Labels at month edges -----------------------------------------------------------------------
+
+def _snapshot(day, sid, msisdn, status="ACTIVE", status_date=date(2025, 6, 1), reason=None,
+              activation=date(2025, 6, 1)):
+    return (day, sid, msisdn, "C" + sid, "A" + sid, None, "025", "GOTONE", "P1", "PREPAID", "4G", 1990,
+            status, status_date, reason, activation)
+
+
+SNAPSHOT_DDL = ("snapshot_date date, subscriber_id string, msisdn string, customer_id string, account_id string, "
+                "group_id string, city_code string, brand string, plan_id string, payment_type string, "
+                "network_gen string, birth_year int, status string, status_date date, terminate_reason string, "
+                "activation_date date")
+MONTH_ENDS = [date(2025, 12, 31), date(2026, 1, 31), date(2026, 2, 28), date(2026, 3, 31), date(2026, 4, 30)]
+
+
+def _label_rows(spark):
+    from crm_pipeline.transforms.marts.churn import churn_labels
+    from crm_pipeline.transforms.marts.subscriber_month import month_frame, subscriber_month_base
+
+    def life(sid, msisdn, terminated=None, reason=None, activation=date(2025, 6, 1), suspended=None):
+        rows = []
+        for d in MONTH_ENDS:
+            if d < activation:
+                continue
+            if terminated and d >= terminated:
+                rows.append(_snapshot(d, sid, msisdn, "TERMINATED", terminated, reason, activation))
+            elif suspended and suspended[0] <= d < suspended[1]:
+                rows.append(_snapshot(d, sid, msisdn, "SUSPENDED", suspended[0], None, activation))
+            else:
+                rows.append(_snapshot(d, sid, msisdn, activation=activation))
+        return rows
+
+    snaps = (life("first", "13900000001", date(2026, 2, 1), "PORT_OUT")         # terminated on M+1's 1st
+             + life("lastday", "13900000002", date(2026, 1, 31), "VOLUNTARY")  # terminated on M's last day
+             + life("m2end", "13900000003", date(2026, 3, 31), "NON_PAYMENT")  # terminated on M+2's last day
+             + life("m3", "13900000004", date(2026, 4, 1), "VOLUNTARY")        # terminated in M+3
+             + life("old", "13900000005", date(2026, 2, 10), "PORT_OUT")       # its number is reassigned ...
+             + life("new", "13900000005", activation=date(2026, 2, 20))        # ... to a new subscription
+             + life("paused", "13900000006", suspended=(date(2026, 1, 31), date(2026, 3, 1))))  # suspended, back
+    df = spark.createDataFrame(snaps, SNAPSHOT_DDL)
+    months = [date(2026, m, 1) for m in (1, 2, 3, 4)]
+    base = subscriber_month_base(df, month_frame(spark, months, set(MONTH_ENDS)))
+    labels = churn_labels(base.select("subscriber_id", "month", "closing", "churned_in_month", "terminate_reason"),
+                          months)
+    return {(r.subscriber_id, r.month.month): (r.label, r.churn_reason) for r in labels.collect()}
+
+
+def test_labels_at_month_edges(spark):
+    got = _label_rows(spark)
+    assert got[("first", 1)] == (1, "PORT_OUT")        # terminated on the 1st of M+1
+    assert ("lastday", 1) not in got                   # terminated on M's last day: not active at M's end
+    assert got[("m2end", 1)] == (1, "NON_PAYMENT")     # terminated on the last day of M+2
+    assert got[("m2end", 2)] == (1, "NON_PAYMENT")
+    assert got[("m3", 1)] == (0, None)                 # M+3 is outside the horizon
+    assert got[("m3", 2)] == (1, "VOLUNTARY")
+    assert got[("old", 1)] == (1, "PORT_OUT")          # the reassigned number does not undo the churn
+    assert got[("new", 2)] == (0, None)                # nor does the new holder inherit it
+    assert got[("paused", 1)] == (0, None)             # a suspension is not a churn
+    assert {m for (_, m) in got} == {1, 2}             # March and April lack M+2: not labelled yet
+
+
+# --- No leakage ----------------------------------------------------------------------------------
+
+HISTORY_DDL = ("subscriber_id string, month date, msisdn_key string, voice_mou double, data_mb double, "
+               "sms_count long, revenue_fen long, recharge_fen long, offnet_voice_mou double, complaint_count long, "
+               "churned_in_month boolean, value_segment string, closing boolean, terminate_reason string, "
+               "tenure_months int")
+
+
+def _leakage_inputs(spark, seed: int, future_seed: int):
+    """Subscriber months Nov..Apr and daily data Oct..May for 12 subscribers; everything dated after
+    February's end drawn from `future_seed`, the rest from `seed`."""
+    subs = [f"s{i:02d}" for i in range(12)]
+    cut = date(2026, 2, 28)
+
+    def rng_for(d):
+        return np.random.default_rng([future_seed if d > cut else seed, d.toordinal()])
+
+    months = [date(2025, 11, 1), date(2025, 12, 1), date(2026, 1, 1), date(2026, 2, 1), date(2026, 3, 1),
+              date(2026, 4, 1)]
+    hist, daily, contacts, tickets = [], [], [], []
+    for m in months:
+        r = rng_for(m)
+        for i, s in enumerate(subs):
+            hist.append((s, m, f"k{i:02d}", float(r.integers(0, 500)), float(r.integers(0, 5000)),
+                         int(r.integers(0, 50)), int(r.integers(0, 9000)), int(r.integers(0, 9000)),
+                         float(r.integers(0, 100)), int(r.integers(0, 3)), bool(r.random() < 0.15),
+                         str(r.choice(["VALUABLE", "LOW_VALUE"])), True, None, 12))
+    day = date(2025, 10, 1)
+    while day <= date(2026, 5, 31):
+        r = rng_for(day)
+        for i, s in enumerate(subs):
+            if r.random() < 0.5:
+                daily.append((s, day, int(r.integers(0, 2)) * 60, int(r.integers(0, 2)), int(r.integers(0, 2)),
+                              int(r.random() < 0.1), int(r.random() < 0.05)))
+            if r.random() < 0.3:
+                contacts.append((s, day, f"k{int(r.integers(0, 12)):02d}"))
+            if r.random() < 0.05:
+                resolved = (pd.Timestamp(day) + pd.Timedelta(days=int(r.integers(0, 10)), hours=9)).to_pydatetime()
+                # a rating given after February's end is future data, drawn from the future seed
+                rate = r if resolved.date() <= cut else np.random.default_rng([future_seed, day.toordinal(), i])
+                tickets.append((s, day, resolved, int(rate.integers(1, 6))))
+        day += timedelta(days=1)
+    h = spark.createDataFrame(hist, HISTORY_DDL)
+    d = spark.createDataFrame(daily, "subscriber_id string, usage_date date, voice_mo_sec long, sms_mo_count long, "
+                                     "data_sessions long, recharge_count long, regulator_complaints long")
+    c = spark.createDataFrame(contacts, "subscriber_id string, usage_date date, other_party_key string")
+    t = spark.createDataFrame(tickets, "subscriber_id string, event_date date, resolved_time timestamp_ntz, "
+                                       "satisfaction int")
+    return h, d, c, t
+
+
+def _feb_features(spark, future_seed):
+    from pyspark.sql import functions as F
+
+    from crm_pipeline.transforms.marts.churn import churn_features
+
+    h, d, c, t = _leakage_inputs(spark, seed=3, future_seed=future_seed)
+    rows = h.where(F.col("month") == F.lit(date(2026, 2, 1))).select(
+        "*", F.lit("PREPAID").alias("payment_type"), F.lit(None).cast("string").alias("group_id"),
+        F.lit("4G").alias("network_gen"), F.lit(30.0).alias("age"), F.lit(1024).alias("included_data_mb"),
+        F.lit(0.0).alias("arrears_fen"), F.lit(None).cast("double").alias("on_time_share"),
+        F.lit(50.0).alias("current_value_index"), F.lit(40.0).alias("potential_value_index"),
+        F.lit(3000.0).alias("arpu_3m_fen"), F.lit("ACTIVE").alias("status_at_month_end"),
+        F.lit(date(2025, 1, 1)).alias("activation_date"))
+    out = churn_features(rows, h, d, c, t).toPandas().sort_values("subscriber_id").reset_index(drop=True)
+    return out
+
+
+def test_no_feature_of_a_month_changes_with_data_after_its_end(spark):
+    base = _feb_features(spark, future_seed=100)
+    other = _feb_features(spark, future_seed=200)
+    assert len(base) == 12 and list(base.columns) == ["month", "subscriber_id", *FEATURES]
+    pd.testing.assert_frame_equal(base, other)
+    # the inputs did differ after February, and February's own data is read
+    h1, h2 = (_leakage_inputs(spark, 3, s)[0].toPandas() for s in (100, 200))
+    assert not h1.equals(h2)
+    assert base["ticket_satisfaction_3m"].notna().any() and base["circle_churned"].sum() > 0
+    assert base["circle_size"].sum() > 0 and base["days_since_last_activity"].notna().all()
+
+
+def test_changing_data_inside_the_month_changes_its_features(spark):
+    from pyspark.sql import functions as F
+
+    from crm_pipeline.transforms.marts.churn import churn_features
+
+    h, d, c, t = _leakage_inputs(spark, seed=3, future_seed=100)
+    rows = h.where(F.col("month") == F.lit(date(2026, 2, 1))).select(
+        "*", F.lit("PREPAID").alias("payment_type"), F.lit(None).cast("string").alias("group_id"),
+        F.lit("4G").alias("network_gen"), F.lit(30.0).alias("age"), F.lit(1024).alias("included_data_mb"),
+        F.lit(0.0).alias("arrears_fen"), F.lit(None).cast("double").alias("on_time_share"),
+        F.lit(50.0).alias("current_value_index"), F.lit(40.0).alias("potential_value_index"),
+        F.lit(3000.0).alias("arpu_3m_fen"), F.lit("ACTIVE").alias("status_at_month_end"),
+        F.lit(date(2025, 1, 1)).alias("activation_date"))
+    before = churn_features(rows, h, d, c, t).toPandas()
+    quiet = d.where(F.col("usage_date") < F.lit(date(2026, 2, 15)))  # no activity after Feb 14
+    after = churn_features(rows, h, quiet, c, t).toPandas()
+    assert (after["days_since_last_activity"].to_numpy() >= 14).all()
+    assert not before["days_since_last_activity"].equals(after["days_since_last_activity"])
+
+
+# --- Model, reasons ------------------------------------------------------------------------------
+
+def _synthetic(n: int, driver: str, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = pd.DataFrame(rng.normal(size=(n, len(FEATURES))), columns=list(FEATURES))
+    x[driver] = rng.poisson(0.5, size=n).astype(float)
+    logit = -3.0 + 1.8 * x[driver] + 0.1 * x["tenure_months"]
+    x["label"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    return x
+
+
+def test_reasons_point_at_the_driver():
+    data = _synthetic(4000, "complaints_3m")
+    models = fit_models(data, data["label"], PARAMS)
+    row = data.iloc[[0]].copy()
+    row[list(FEATURES)] = 0.0
+    row["complaints_3m"] = 4.0
+    for algo, model in models.items():
+        reasons = json.loads(top_reasons(model, row, 3)[0])
+        assert reasons[0]["feature"] == "complaints_3m", (algo, reasons)
+        assert reasons[0]["reason"] == "4 complaints in 3 months"
+        assert reasons[0]["impact"] > 0
+
+
+def test_every_feature_has_plain_words_for_any_value():
+    from crm_pipeline.models.churn import describe
+
+    for feature in FEATURES:
+        for v in (0.0, 1.0, -3.0, 1e9, float("nan")):
+            text = describe(feature, v)
+            assert isinstance(text, str) and text and "=" not in text, (feature, v, text)
+
+
+def test_fit_refuses_too_few_churners():
+    data = _synthetic(300, "complaints_3m")
+    data["label"] = 0
+    data.loc[:2, "label"] = 1
+    with pytest.raises(ValueError, match="3 churners"):
+        fit_models(data, data["label"], PARAMS)
+
+
+def test_boosting_learns_a_non_monotone_effect_the_logistic_baseline_cannot():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(2)
+    data = pd.DataFrame(rng.normal(size=(6000, len(FEATURES))), columns=list(FEATURES))
+    hot = data["revenue_trend"].abs() > 1.2  # a sharp rise or a sharp fall: no linear effect
+    data["label"] = (rng.random(6000) < np.where(hot, 0.2, 0.02)).astype(int)
+    train, test = data.iloc[:4000], data.iloc[4000:]
+    models = fit_models(train, train["label"], PARAMS)
+    auc = {a: roc_auc_score(test["label"], m.predict_proba(test[list(FEATURES)])[:, 1]) for a, m in models.items()}
+    assert auc["gradient_boosting"] > 0.7 and auc["logistic_regression"] < 0.6
+
+
+# --- Honest scoring ------------------------------------------------------------------------------
+
+def _card(end: date, test: date, trained_at: str = "2026-01-01T00:00:00", spec: str = "s", version=None):
+    from crm_pipeline.models.registry import ModelCard
+
+    return ModelCard(version=version or f"v{end:%Y%m}", name="churn", trained_at=trained_at, spec=spec,
+                     algorithm="gradient_boosting", baseline_algorithm="logistic_regression", train_months=[],
+                     test_month=test.isoformat(), labels_known_through=end.isoformat(), n_train=1, n_test=1,
+                     positives_train=1, positives_test=1, feature_list=list(FEATURES), metrics={}, calibration={},
+                     lift={}, drift_reference={}, data_version={}, params={}, config_version="t")
+
+
+def test_a_model_never_scores_a_month_before_its_labels_end():
+    from crm_pipeline.months import add_months
+    from crm_pipeline.pipeline.churn import scoring_plan, training_windows
+
+    complete = [date(2025, m, 1) for m in range(1, 13)]
+    labelled = [m for m in complete if add_months(m, 2) <= complete[-1]]
+    windows = training_windows(labelled, complete, {"min_train_months": 2, "max_train_months": 12})
+    assert windows and all(add_months(test, 2) == end and max(train) < test for end, train, test in windows)
+    cards = [_card(end, test) for end, _, test in windows] + [_card(date(2025, 6, 1), date(2025, 4, 1), spec="old")]
+    plan = scoring_plan(cards, complete, "s")
+    for month, card in plan.items():
+        assert card.spec == "s"
+        assert date.fromisoformat(card.labels_known_through) <= month
+        assert add_months(date.fromisoformat(card.test_month), 2) <= month
+    # the first window: trained on Jan-Feb, tested on March, whose labels need April and May
+    assert min(plan) == date(2025, 5, 1) and plan[date(2025, 5, 1)].test_month == "2025-03-01"
+    assert all(m not in plan for m in complete if m < date(2025, 5, 1))
+    assert plan[date(2025, 12, 1)].labels_known_through == "2025-12-01"  # the newest honest model
+
+
+# --- Scoring inside Spark ------------------------------------------------------------------------
+
+def test_scoring_runs_in_spark_without_collecting_the_base(spark):
+    from pyspark.sql import functions as F
+
+    from crm_pipeline.models.churn import score_in_spark
+
+    data = _synthetic(2000, "complaints_3m")
+    model = fit_models(data, data["label"], PARAMS)["gradient_boosting"]
+    base = spark.range(5000).select(
+        F.lit(date(2026, 3, 1)).alias("month"), F.col("id").cast("string").alias("subscriber_id"),
+        *[(F.rand(seed=i) * 2 - 1).alias(f) for i, f in enumerate(FEATURES)])
+    scored = score_in_spark(base, {"v1": model}, {date(2026, 3, 1): "v1"})
+    plan = scored._jdf.queryExecution().executedPlan().toString()
+    assert "MapInPandas" in plan and "Range" in plan  # scored from the source, in Python workers
+    assert "LocalTableScan" not in plan and "Collect" not in plan
+    out = scored.agg(F.count("*").alias("n"), F.min("churn_score").alias("lo"), F.max("churn_score").alias("hi"),
+                     F.countDistinct("churn_model_version").alias("v")).collect()[0]
+    assert out.n == 5000 and 0 <= out.lo <= out.hi <= 1 and out.v == 1
+    # the same rows scored on the driver give the same probabilities
+    sample = base.limit(50).toPandas()
+    want = np.round(model.predict_proba(sample[list(FEATURES)])[:, 1], 6)
+    got = score_in_spark(spark.createDataFrame(sample), {"v1": model}, {date(2026, 3, 1): "v1"}).toPandas()
+    np.testing.assert_allclose(got.set_index("subscriber_id").loc[sample["subscriber_id"], "churn_score"], want)
+
+
+# --- Watch list ----------------------------------------------------------------------------------
+
+WATCH = {"max_rows": 50, "max_share": 0.5, "control_share": 0.2, "control_seed": 7, "revenue_months_without_clv": 12}
+
+
+def _scored(spark, n=400):
+    rng = np.random.default_rng(4)
+    rows = [(date(2026, 5, 1), f"s{i:04d}", True, float(np.round(rng.random(), 6)),
+             None if i % 10 == 0 else int(rng.integers(1000, 500000)), float(rng.integers(500, 20000)))
+            for i in range(n)]
+    return spark.createDataFrame(rows, "month date, subscriber_id string, closing boolean, churn_score double, "
+                                       "clv_fen long, arpu_3m_fen double")
+
+
+def test_watchlist_ranks_by_expected_loss_within_capacity(spark):
+    from crm_pipeline.transforms.marts.churn import watchlist_candidates
+
+    got = watchlist_candidates(_scored(spark), WATCH).toPandas().sort_values("priority_rank")
+    assert len(got) == 50  # min(50 rows, 50 % of 400)
+    assert got["expected_loss_fen"].is_monotonic_decreasing
+    row = got.iloc[0]
+    value = row.clv_fen if not pd.isna(row.clv_fen) else row.arpu_3m_fen * 12
+    assert row.expected_loss_fen == pytest.approx(round(row.churn_score * value, 2))
+    small = watchlist_candidates(_scored(spark, 40), WATCH).count()
+    assert small == 20  # 50 % of 40
+
+
+def test_control_group_is_reproducible_for_a_month_and_seed(spark):
+    from crm_pipeline.transforms.marts.churn import watchlist_candidates
+
+    wide = {**WATCH, "max_rows": 400, "max_share": 1.0}
+    a = watchlist_candidates(_scored(spark), wide).select("subscriber_id", "control_group").toPandas()
+    b = watchlist_candidates(_scored(spark), wide).select("subscriber_id", "control_group").toPandas()
+    c = watchlist_candidates(_scored(spark), {**wide, "control_seed": 8}).select(
+        "subscriber_id", "control_group").toPandas()
+    key = "subscriber_id"
+    assert a.sort_values(key).reset_index(drop=True).equals(b.sort_values(key).reset_index(drop=True))
+    assert not a.sort_values(key)["control_group"].reset_index(drop=True).equals(
+        c.sort_values(key)["control_group"].reset_index(drop=True))
+    assert 0.12 < a["control_group"].mean() < 0.28  # 20 % of 400, binomial sd 2 points
+
+
+# --- Registry ------------------------------------------------------------------------------------
+
+def test_registry_round_trip(tmp_path):
+    from crm_pipeline.models.registry import Registry
+
+    reg = Registry(str(tmp_path / "lake"), "churn")
+    assert reg.cards() == []
+    data = _synthetic(1000, "complaints_3m")
+    models = fit_models(data, data["label"], PARAMS)
+    card = _card(date(2026, 5, 1), date(2026, 3, 1), version="abc")
+    reg.register(card, models)
+    reg.register(card, models)  # an existing version is kept, not duplicated
+    assert [c.version for c in reg.cards()] == ["abc"] and reg.cards()[0] == card
+    loaded = reg.load("abc")
+    x = data[list(FEATURES)].head(5)
+    np.testing.assert_array_equal(loaded["gradient_boosting"].predict_proba(x),
+                                  models["gradient_boosting"].predict_proba(x))
+    assert [p.name for p in (tmp_path / "lake" / "models" / "churn").iterdir()] == ["abc"]
