@@ -21,7 +21,7 @@ AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 def small_data_config(path: Path) -> Path:
     """The shipped analytics config with the churn model's minimums lowered for a few hundred
-    subscribers over four months: one month to train, one to test (the rules stay the same)."""
+    subscribers over five months: one month to train, one to test (the rules stay the same)."""
     raw = json.loads((REPO / "config" / "analytics.json").read_text(encoding="utf-8"))
     raw["churn"].update(min_train_months=1, min_positives=3)
     path.write_text(json.dumps(raw), encoding="utf-8")
@@ -32,8 +32,8 @@ def small_data_config(path: Path) -> Path:
 def airflow_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("airflow")
     landing = root / "landing"
-    # January 1st to May 3rd: January..April complete (April's bill lands May 2, late CDRs May 1-3).
-    generate(GeneratorConfig(landing=landing, subscribers=150, start=date(2026, 1, 1), days=123, seed=9,
+    # January 1st to June 3rd: January..May complete (May's bill lands June 2, late CDRs June 1-3).
+    generate(GeneratorConfig(landing=landing, subscribers=150, start=date(2026, 1, 1), days=154, seed=9,
                              progress="none"))
     env = {
         **os.environ,
@@ -67,9 +67,9 @@ def _query(root: Path, sql: str) -> list[tuple]:
 @pytest.fixture(scope="module")
 def monthly_run(airflow_env):
     root, env = airflow_env
-    daily = _dags_test(env, "crm_daily_ingest", "2026-05-04")  # business date 2026-05-03
+    daily = _dags_test(env, "crm_daily_ingest", "2026-06-04")  # business date 2026-06-03
     assert daily.returncode == 0, daily.stdout[-3000:] + daily.stderr[-3000:]
-    monthly = _dags_test(env, "crm_monthly_analytics", "2026-05-04")
+    monthly = _dags_test(env, "crm_monthly_analytics", "2026-06-04")
     assert monthly.returncode == 0, monthly.stdout[-3000:] + monthly.stderr[-3000:]
     return root, env
 
@@ -78,27 +78,28 @@ def test_daily_then_monthly_dag_publish_every_complete_month(monthly_run):
     root, _ = monthly_run
     months = _query(root, 'SELECT DISTINCT month FROM "crm"."subscriber_month" ORDER BY 1')
     tasks = set(_query(root, 'SELECT DISTINCT dag_id, task_id FROM "crm_ops"."pipeline_runs"'))
-    assert months == [(date(2026, m, 1),) for m in (1, 2, 3, 4)]
+    assert months == [(date(2026, m, 1),) for m in (1, 2, 3, 4, 5)]
     assert {("crm_daily_ingest", "ingest"), ("crm_daily_ingest", "rollup"), ("crm_monthly_analytics", "analyse"),
             ("crm_monthly_analytics", "train"), ("crm_monthly_analytics", "rescore")} <= tasks
 
 
 def test_monthly_dag_trains_and_scores_only_the_months_a_model_may_score(monthly_run):
     root, _ = monthly_run
-    # January trains, February tests; its labels need March and April: the model may score April on.
+    # January trains (its labels end in March), March tests; its labels need April and May: the model
+    # may score May on.
     models = _query(root, 'SELECT model_version, train_months, test_month, labels_known_through, auc, '
                           'baseline_auc, top_decile_lift, emp, brier FROM "crm"."churn_model"')
     assert len(models) == 1
     version, train_months, test_month, known, *metrics = models[0]
-    assert (train_months, test_month, known) == ("2026-01-01", date(2026, 2, 1), date(2026, 4, 1))
+    assert (train_months, test_month, known) == ("2026-01-01", date(2026, 3, 1), date(2026, 5, 1))
     assert all(m is not None for m in metrics)
     scored = _query(root, 'SELECT month, count(churn_score), count(*) FILTER (WHERE closing), '
                           'count(DISTINCT churn_model_version) FROM "crm"."subscriber_month" GROUP BY 1 ORDER BY 1')
-    assert [(m, n) for m, n, _, _ in scored if n] == [(date(2026, 4, 1), scored[-1][2])]  # every closing line
+    assert [(m, n) for m, n, _, _ in scored if n] == [(date(2026, 5, 1), scored[-1][2])]  # every closing line
     assert scored[-1][3] == 1
     listed = _query(root, 'SELECT DISTINCT month, churn_model_version FROM "crm"."churn_watchlist"')
-    assert listed == [(date(2026, 4, 1), version)]
-    drift = _query(root, 'SELECT count(DISTINCT feature) FROM "crm_ops"."model_drift" WHERE month = DATE \'2026-04-01\'')
+    assert listed == [(date(2026, 5, 1), version)]
+    drift = _query(root, 'SELECT count(DISTINCT feature) FROM "crm_ops"."model_drift" WHERE month = DATE \'2026-05-01\'')
     assert drift[0][0] > 30
     lost = _query(root, 'SELECT month, count(*) FROM "crm"."lost_customers" GROUP BY 1 ORDER BY 1')
     churned = _query(root, 'SELECT month, count(*) FROM "crm"."subscriber_month" WHERE churned_in_month '
@@ -110,7 +111,7 @@ def test_training_dag_retrains_to_the_same_model_and_leaves_scores_unchanged(mon
     root, env = monthly_run
     before = _query(root, 'SELECT month, subscriber_id, churn_score FROM "crm"."subscriber_month" '
                           'WHERE churn_score IS NOT NULL ORDER BY 1, 2')
-    run = subprocess.run([AIRFLOW, "dags", "test", "crm_churn_training", "2026-05-05", "--conf",
+    run = subprocess.run([AIRFLOW, "dags", "test", "crm_churn_training", "2026-06-05", "--conf",
                           json.dumps({"retrain": True})], env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     after = _query(root, 'SELECT month, subscriber_id, churn_score FROM "crm"."subscriber_month" '

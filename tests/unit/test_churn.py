@@ -206,34 +206,41 @@ def _leakage_inputs(spark, seed: int, future_seed: int):
                 contacts.append((s, day, f"k{int(r.integers(0, 12)):02d}"))
             if r.random() < 0.05:
                 resolved = (pd.Timestamp(day) + pd.Timedelta(days=int(r.integers(0, 10)), hours=9)).to_pydatetime()
-                # a rating given after February's end is future data, drawn from the future seed
-                rate = r if resolved.date() <= cut else np.random.default_rng([future_seed, day.toordinal(), i])
-                tickets.append((s, day, resolved, int(rate.integers(1, 6))))
+                # delivered with its rating on the day of resolution, or (one in three) days later
+                delivered = resolved.date() + timedelta(days=int(r.integers(1, 40)) if r.random() < 0.33 else 0)
+                # a rating resolved or delivered after February's end is future data: the future seed's
+                late = resolved.date() > cut or delivered > cut
+                rate = np.random.default_rng([future_seed, day.toordinal(), i]) if late else r
+                tickets.append((s, day, resolved, int(rate.integers(1, 6)), delivered))
         day += timedelta(days=1)
     h = spark.createDataFrame(hist, HISTORY_DDL)
     d = spark.createDataFrame(daily, "subscriber_id string, usage_date date, voice_mo_sec long, sms_mo_count long, "
                                      "data_sessions long, recharge_count long, regulator_complaints long")
     c = spark.createDataFrame(contacts, "subscriber_id string, usage_date date, other_party_key string")
     t = spark.createDataFrame(tickets, "subscriber_id string, event_date date, resolved_time timestamp_ntz, "
-                                       "satisfaction int")
+                                       "satisfaction int, business_date date")
     return h, d, c, t
 
 
-def _feb_features(spark, future_seed):
+def _february_rows(history):
+    """February's subscriber_month rows: the history columns plus the month-end attributes."""
     from pyspark.sql import functions as F
 
-    from crm_pipeline.transforms.marts.churn import churn_features
-
-    h, d, c, t = _leakage_inputs(spark, seed=3, future_seed=future_seed)
-    rows = h.where(F.col("month") == F.lit(date(2026, 2, 1))).select(
+    return history.where(F.col("month") == F.lit(date(2026, 2, 1))).select(
         "*", F.lit("PREPAID").alias("payment_type"), F.lit(None).cast("string").alias("group_id"),
         F.lit("4G").alias("network_gen"), F.lit(30.0).alias("age"), F.lit(1024).alias("included_data_mb"),
         F.lit(0.0).alias("arrears_fen"), F.lit(None).cast("double").alias("on_time_share"),
         F.lit(50.0).alias("current_value_index"), F.lit(40.0).alias("potential_value_index"),
         F.lit(3000.0).alias("arpu_3m_fen"), F.lit("ACTIVE").alias("status_at_month_end"),
         F.lit(date(2025, 1, 1)).alias("activation_date"))
-    out = churn_features(rows, h, d, c, t).toPandas().sort_values("subscriber_id").reset_index(drop=True)
-    return out
+
+
+def _feb_features(spark, future_seed):
+    from crm_pipeline.transforms.marts.churn import churn_features
+
+    h, d, c, t = _leakage_inputs(spark, seed=3, future_seed=future_seed)
+    out = churn_features(_february_rows(h), h, d, c, t).toPandas()
+    return out.sort_values("subscriber_id").reset_index(drop=True)
 
 
 def test_no_feature_of_a_month_changes_with_data_after_its_end(spark):
@@ -254,13 +261,7 @@ def test_changing_data_inside_the_month_changes_its_features(spark):
     from crm_pipeline.transforms.marts.churn import churn_features
 
     h, d, c, t = _leakage_inputs(spark, seed=3, future_seed=100)
-    rows = h.where(F.col("month") == F.lit(date(2026, 2, 1))).select(
-        "*", F.lit("PREPAID").alias("payment_type"), F.lit(None).cast("string").alias("group_id"),
-        F.lit("4G").alias("network_gen"), F.lit(30.0).alias("age"), F.lit(1024).alias("included_data_mb"),
-        F.lit(0.0).alias("arrears_fen"), F.lit(None).cast("double").alias("on_time_share"),
-        F.lit(50.0).alias("current_value_index"), F.lit(40.0).alias("potential_value_index"),
-        F.lit(3000.0).alias("arpu_3m_fen"), F.lit("ACTIVE").alias("status_at_month_end"),
-        F.lit(date(2025, 1, 1)).alias("activation_date"))
+    rows = _february_rows(h)
     before = churn_features(rows, h, d, c, t).toPandas()
     quiet = d.where(F.col("usage_date") < F.lit(date(2026, 2, 15)))  # no activity after Feb 14
     after = churn_features(rows, h, quiet, c, t).toPandas()
@@ -341,16 +342,19 @@ def test_a_model_never_scores_a_month_before_its_labels_end():
     complete = [date(2025, m, 1) for m in range(1, 13)]
     labelled = [m for m in complete if add_months(m, 2) <= complete[-1]]
     windows = training_windows(labelled, complete, {"min_train_months": 2, "max_train_months": 12})
-    assert windows and all(add_months(test, 2) == end and max(train) < test for end, train, test in windows)
+    # a window trains only on labels whose outcome months end before its test month begins
+    assert windows and all(add_months(test, 2) == end and add_months(max(train), 2) <= test
+                           for end, train, test in windows)
     cards = [_card(end, test) for end, _, test in windows] + [_card(date(2025, 6, 1), date(2025, 4, 1), spec="old")]
     plan = scoring_plan(cards, complete, "s")
     for month, card in plan.items():
         assert card.spec == "s"
         assert date.fromisoformat(card.labels_known_through) <= month
         assert add_months(date.fromisoformat(card.test_month), 2) <= month
-    # the first window: trained on Jan-Feb, tested on March, whose labels need April and May
-    assert min(plan) == date(2025, 5, 1) and plan[date(2025, 5, 1)].test_month == "2025-03-01"
-    assert all(m not in plan for m in complete if m < date(2025, 5, 1))
+    # the first window: trained on Jan-Feb (labels through April), tested on April, whose labels need
+    # May and June: it scores June on
+    assert min(plan) == date(2025, 6, 1) and plan[date(2025, 6, 1)].test_month == "2025-04-01"
+    assert all(m not in plan for m in complete if m < date(2025, 6, 1))
     assert plan[date(2025, 12, 1)].labels_known_through == "2025-12-01"  # the newest honest model
 
 
@@ -440,3 +444,7 @@ def test_registry_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded["gradient_boosting"].predict_proba(x),
                                   models["gradient_boosting"].predict_proba(x))
     assert [p.name for p in (tmp_path / "lake" / "models" / "churn").iterdir()] == ["abc"]
+    # a version being written has no card yet: readers do not see it
+    (tmp_path / "lake" / "models" / "churn" / "half").mkdir()
+    (tmp_path / "lake" / "models" / "churn" / "half" / "model.joblib").write_bytes(b"partial")
+    assert [c.version for c in reg.cards()] == ["abc"] and not reg.has("half")

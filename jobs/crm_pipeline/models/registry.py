@@ -2,8 +2,8 @@
 
 Each version folder holds `card.json` (what MLflow's registry would record: version, training
 time, algorithm, training window, test month, metrics, feature list, data version, parameters)
-and `model.joblib` (the fitted scikit-learn estimators). A version is written to a temporary
-folder and renamed into place, so a reader sees a complete version or none. MLflow itself is not
+and `model.joblib` (the fitted scikit-learn estimators). card.json is written last and a version
+exists only once it is there, so a reader sees a complete version or none. MLflow itself is not
 used: its current releases require pyarrow < 26, which the stack pins at 26.0.1 (docs/churn.md).
 
 Paths may be local or any URI pyarrow's filesystem layer opens (HDFS, S3, ...), like the lake.
@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 
@@ -77,8 +76,8 @@ class Registry:
             return []
         out = []
         for info in self.fs.get_file_info(pafs.FileSelector(self.root)):
-            if info.type != pafs.FileType.Directory or info.base_name.startswith("."):
-                continue
+            if info.type != pafs.FileType.Directory or not self._exists(f"{info.path}/card.json"):
+                continue  # a version being written (or abandoned half-way) has no card yet
             with self.fs.open_input_stream(f"{info.path}/card.json") as f:
                 out.append(ModelCard(**json.loads(f.read().decode("utf-8"))))
         return sorted(out, key=lambda c: (c.trained_at, c.version))
@@ -92,18 +91,19 @@ class Registry:
             return joblib.load(io.BytesIO(f.read()))
 
     def register(self, card: ModelCard, estimators: dict) -> None:
-        """Write a version atomically (temporary folder, then rename); an existing version is kept."""
+        """Write a version: the model file, then card.json, whose presence makes the version exist
+        (a single-file write, atomic on local disks and object stores alike, where folders cannot be
+        renamed). An existing version is kept."""
         if self.has(card.version):
             return
-        tmp = f"{self.root}/.tmp-{card.version}-{uuid.uuid4().hex[:8]}"
-        self.fs.create_dir(tmp, recursive=True)
+        folder = f"{self.root}/{card.version}"
+        self.fs.create_dir(folder, recursive=True)
         buf = io.BytesIO()
         joblib.dump(estimators, buf)
-        with self.fs.open_output_stream(f"{tmp}/model.joblib") as f:
+        with self.fs.open_output_stream(f"{folder}/model.joblib") as f:
             f.write(buf.getvalue())
-        with self.fs.open_output_stream(f"{tmp}/card.json") as f:
+        with self.fs.open_output_stream(f"{folder}/card.json") as f:
             f.write(json.dumps(asdict(card), indent=2, sort_keys=True, default=str).encode("utf-8"))
-        self.fs.move(tmp, f"{self.root}/{card.version}")
 
 
 def utc_now_iso() -> str:

@@ -42,6 +42,15 @@ DEPLOYED, BASELINE = "gradient_boosting", "logistic_regression"
 #: Gold tables `crm train` writes from the registry (each has schemas/tables/<name>.json).
 MODEL_TABLES = ("churn_model", "churn_model_calibration", "churn_model_lift")
 
+#: Mart columns derived from the churn scores (None: the whole table): a rescore that changes only
+#: these is not a restatement.
+SCORE_COLUMNS: dict[str, tuple[str, ...] | None] = {
+    "subscriber_month": ("churn_score", "churn_risk_band", "churn_model_version"),
+    "segment_summary": ("avg_churn_score",),
+    "churn_watchlist": None,
+    "model_drift": None,
+}
+
 #: Settings that change what a model is; models of another spec are never used to score.
 SPEC_KEYS = ("min_train_months", "max_train_months", "max_training_rows", "seed", "min_positives",
              "gradient_boosting", "logistic")
@@ -85,28 +94,32 @@ def months_to_rescore(spark: SparkSession, lake: LakeLayout, months: list[date],
 
 
 def training_windows(labelled_months: list[date], complete: list[date], config: Mapping) -> list[tuple]:
-    """(labels_known_through E, train months, test month) for every complete month E that has enough
-    labelled months before it: labelled months m with m + 2 <= E; the latest is the test month, the
-    `max_train_months` before it (at least `min_train_months`) train."""
+    """(labels_known_through E, train months, test month) per labelled test month T with E = T + 2 a
+    complete month: the model trains on the labelled months m with m + 2 <= T (the labels a model
+    scoring T would have had: none of their outcome months overlaps T's), the latest
+    `max_train_months` of them, and needs at least `min_train_months`."""
     lo, hi = int(config["min_train_months"]), int(config["max_train_months"])
     out = []
-    for e in complete:
-        usable = [m for m in labelled_months if add_months(m, 2) <= e]
-        if len(usable) < lo + 1:
-            continue
-        test, train = usable[-1], usable[:-1][-hi:]
-        if add_months(test, 2) == e:  # one window per labelled test month
-            out.append((e, tuple(train), test))
+    for test in labelled_months:
+        end = add_months(test, 2)
+        train = [m for m in labelled_months if add_months(m, 2) <= test][-hi:]
+        if end in complete and len(train) >= lo:
+            out.append((end, tuple(train), test))
     return out
 
 
-def _sample(labelled: DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
-    """A bounded Bernoulli sample of labelled feature rows, collected once, in a stable order."""
-    n = labelled.count()
-    frame = labelled.select("month", "subscriber_id", *FEATURES, "label", "churn_reason")
-    if n > max_rows:
-        frame = frame.sample(withReplacement=False, fraction=max_rows / n, seed=seed)
-    pdf = frame.toPandas()
+def _sample(labelled: DataFrame, max_rows_per_month: int, seed: int) -> pd.DataFrame:
+    """Labelled feature rows collected once, at most about `max_rows_per_month` per month: a month with
+    n rows keeps those whose hash draw of (seed, month, subscriber_id) is below max_rows / n. The draw
+    does not depend on partitioning, and a month's sample does not change as later months arrive, so
+    a training window's rows (and its model version) are reproducible."""
+    from crm_pipeline.transforms.marts.churn import control_draw
+
+    counts = {r.month: r.n for r in labelled.groupBy("month").agg(F.count(F.lit(1)).alias("n")).collect()}
+    fraction = F.create_map(*[x for m, n in sorted(counts.items())
+                              for x in (F.lit(m), F.lit(min(1.0, max_rows_per_month / n)))])
+    frame = labelled.where(control_draw(F.col("month"), F.col("subscriber_id"), seed) < fraction[F.col("month")])
+    pdf = frame.select("month", "subscriber_id", *FEATURES, "label", "churn_reason").toPandas()
     return pdf.sort_values(["month", "subscriber_id"], kind="mergesort").reset_index(drop=True)
 
 
@@ -159,7 +172,8 @@ def train(spark: SparkSession, lake: LakeLayout, config: Mapping, config_version
         write_model_tables(spark, lake, registry)
         return []
     progress(f"train: {len(todo)} model(s) to fit, windows ending {', '.join(f'{w[0]:%Y-%m}' for w in todo)}")
-    sample = _sample(labelled, int(config["max_training_rows"]), int(config["seed"]))
+    per_month = max(1, int(config["max_training_rows"]) // int(config["max_train_months"]))
+    sample = _sample(labelled, per_month, int(config["seed"]))
     data_version = {t: _delta_version(lake.gold(t)) for t in ("churn_features", "subscriber_month")}
     params, emp = ChurnParams.from_config(config), EmpParams.from_config(config["emp"])
     new = []

@@ -202,6 +202,17 @@ def fingerprint(df: DataFrame) -> tuple[int, str | None]:
     return int(got.n), None if got.s is None else str(got.s)
 
 
+def changed_beyond_scores(name: str, old: DataFrame, new: DataFrame, partition: str, months: list[date]) -> bool:
+    """Whether a mart's content for `months` differs in more than the churn-score columns."""
+    from crm_pipeline.pipeline.churn import SCORE_COLUMNS
+
+    drop = SCORE_COLUMNS.get(name, ())
+    if drop is None:  # the whole table derives from the scores
+        return False
+    return fingerprints(old.where(F.col(partition).isin(months)).drop(*drop), partition) != \
+        fingerprints(new.drop(*drop), partition)
+
+
 def _write_gold(spark: SparkSession, lake: LakeLayout, name: str, df: DataFrame, partition: str,
                 targets: list[date], every_month: bool) -> None:
     """Replace the target months of a gold mart; rewrite it whole when its columns changed."""
@@ -231,7 +242,8 @@ def analyse(
     """Build every gold mart for every complete month (or the given ones) and print a summary.
 
     With `rescore`, only the complete months whose newest honest churn model differs from the one
-    recorded in gold subscriber_month (a model trained since); their changes are not restatements.
+    recorded in gold subscriber_month (a model trained since); changes to the score columns alone
+    are not recorded as restatements, changes to anything else (a re-delivery since) are.
     """
     from crm_pipeline.feeds import table_spec
     from crm_pipeline.pipeline.marts import MART_TABLES
@@ -246,12 +258,14 @@ def analyse(
         targets = months_to_rescore(spark, lake, targets, settings.churn)
         if not targets:
             progress("analyse: every month is scored by its newest honest churn model; nothing to rescore")
+            _record_run(spark, lake, ctx, ops.utcnow(), None, "nothing to rescore")
             return []
     skipped = sorted(set(months or []) - set(complete))
     if skipped:
         progress(f"analyse: months not complete, skipped: {', '.join(m.strftime('%Y-%m') for m in skipped)}")
     if not targets:
         progress("analyse: no complete month to build")
+        _record_run(spark, lake, ctx, ops.utcnow(), None, "no complete month to build")
         return []
     started = ops.utcnow()
     progress(f"analyse: {'rescoring' if rescore else 'building'} {len(targets)} months "
@@ -279,8 +293,10 @@ def analyse(
         if same_shape and before == after:
             unchanged.append(name)  # same content: no new table version
             continue
+        if rescore and before and not changed_beyond_scores(name, old, new, partition, targets):
+            before = {}  # only the churn scores moved: a new model, not a restatement
         for m in targets:
-            if before.get(m) and before[m] != after.get(m) and not rescore:
+            if before.get(m) and before[m] != after.get(m):
                 restated.append((m, name, ctx.run_id, before[m][0], after.get(m, (0, None))[0], ops.utcnow()))
                 progress(f"  {m:%Y-%m}: {name} restated ({before[m][0]:,} -> {after.get(m, (0,))[0]:,} rows)")
         _write_gold(spark, lake, name, new, partition, targets, every_month)
@@ -294,10 +310,15 @@ def analyse(
     ops.write_data_quality(spark, lake, dq)
     if restated:
         delta.append(spark.createDataFrame(restated, RESTATEMENT_COLUMNS), lake.ops("restatements"))
-    ops.write_pipeline_runs(spark, lake, [dict(
-        run_id=ctx.run_id, dag_id=ctx.dag_id, task_id=ctx.task_id, feed=None, business_date=targets[-1],
-        source_file=None, delivery_id=None, started_at=started, finished_at=ops.utcnow(), status="SUCCESS",
-        rows_read=0, rows_loaded=0, rows_quarantined=0, rows_duplicate=0,
-        message=f"built {', '.join(m.strftime('%Y-%m') for m in targets)}",
-    )])
+    _record_run(spark, lake, ctx, started, targets[-1],
+                f"{'rescored' if rescore else 'built'} {', '.join(m.strftime('%Y-%m') for m in targets)}")
     return targets
+
+
+def _record_run(spark: SparkSession, lake: LakeLayout, ctx: ops.RunContext, started, business_date,
+                message: str) -> None:
+    ops.write_pipeline_runs(spark, lake, [dict(
+        run_id=ctx.run_id, dag_id=ctx.dag_id, task_id=ctx.task_id, feed=None, business_date=business_date,
+        source_file=None, delivery_id=None, started_at=started, finished_at=ops.utcnow(), status="SUCCESS",
+        rows_read=0, rows_loaded=0, rows_quarantined=0, rows_duplicate=0, message=message,
+    )])

@@ -36,7 +36,8 @@ def _month_index(col: Column) -> Column:
 
 def _trend(current: Column, prior_mean: Column) -> Column:
     """log(1 + this month) - log(1 + mean of the 3 months before); NULL without a prior month."""
-    return F.log1p(F.greatest(current, F.lit(0.0))) - F.log1p(F.greatest(prior_mean, F.lit(0.0)))
+    positive = F.greatest(prior_mean, F.lit(0.0))  # NULL-safe below: greatest skips NULLs
+    return F.when(prior_mean.isNotNull(), F.log1p(F.greatest(current, F.lit(0.0))) - F.log1p(positive))
 
 
 def history_stats(history: DataFrame) -> DataFrame:
@@ -88,12 +89,15 @@ def activity_stats(daily_usage: DataFrame, months: DataFrame) -> DataFrame:
 
 
 def ticket_stats(tickets: DataFrame, months: DataFrame) -> DataFrame:
-    """Mean rating and ratings of 1-2 of tickets created in M-2..M and resolved by M's end (silver ticket)."""
+    """Mean rating and ratings of 1-2 of tickets created in M-2..M, resolved by M's end, and whose
+    rated version was delivered by M's end (silver keeps a ticket's latest version: a rating that
+    arrives in a later delivery was not known at M's end and does not count for M)."""
     m = F.broadcast(months.select("month", "month_end"))
     t = tickets.where(F.col("satisfaction").isNotNull() & F.col("resolved_time").isNotNull()).select(
-        "subscriber_id", "event_date", "resolved_time", "satisfaction")
+        "subscriber_id", "event_date", "resolved_time", "satisfaction", "business_date")
     j = t.join(m, t.event_date.between(F.add_months(m.month, -2), m.month_end)).where(
-        F.col("resolved_time") < F.date_add("month_end", 1).cast("timestamp_ntz"))
+        (F.col("resolved_time") < F.date_add("month_end", 1).cast("timestamp_ntz"))
+        & (F.col("business_date") <= F.col("month_end")))
     return j.groupBy("subscriber_id", "month").agg(
         F.avg("satisfaction").alias("ticket_satisfaction_3m"),
         F.sum((F.col("satisfaction") <= 2).cast("int")).alias("low_rated_tickets_3m"),
@@ -107,11 +111,15 @@ def circle_stats(contacts: DataFrame, history: DataFrame, months: DataFrame) -> 
     c = contacts.select("subscriber_id", "usage_date", "other_party_key")
     j = c.join(m, c.usage_date.between(F.add_months(m.month, -2), m.month_end))
     frequent = j.groupBy("subscriber_id", "month", "other_party_key").agg(
-        F.countDistinct("usage_date").alias("days")).where(F.col("days") >= FREQUENT_CONTACT_DAYS)
+        F.countDistinct("usage_date").alias("days"), F.min("usage_date").alias("first_day")).where(
+        F.col("days") >= FREQUENT_CONTACT_DAYS)
     left = history.where(F.col("churned_in_month")).select(
         F.col("msisdn_key").alias("other_party_key"), F.col("month").alias("churn_month")).distinct()
+    # first contact by the end of the churn month: a number reassigned later to a new subscription
+    # (whose contacts all come after) is not a contact who left
     hit = frequent.join(left, "other_party_key").where(
         F.col("churn_month").between(F.add_months(F.col("month"), -2), F.col("month"))
+        & (F.col("first_day") <= F.last_day("churn_month"))
     ).select("subscriber_id", "month", "other_party_key").distinct()
     churned = hit.groupBy("subscriber_id", "month").agg(F.count(F.lit(1)).alias("circle_churned"))
     size = frequent.groupBy("subscriber_id", "month").agg(F.count(F.lit(1)).alias("circle_size"))
@@ -238,17 +246,19 @@ def watchlist_candidates(scored: DataFrame, config: Mapping) -> DataFrame:
 
     `scored`: subscriber_month rows with churn_score (closing subscribers scored by a model). Expected
     loss = churn_score x clv_fen, or x arpu_3m_fen x `revenue_months_without_clv` where CLV is NULL.
-    The list holds min(max_rows, ceil(max_share x scored subscribers of the month)) rows, ranked by
+    The list holds min(max_rows, ceil(max_share x scored subscribers of the month)) rows with a positive
+    expected loss (a line whose margin-based CLV is negative costs nothing to lose), ranked by
     expected loss desc then subscriber_id; `control_group` marks a `control_share` random share.
     """
     w = config
     value = F.coalesce(_d("clv_fen"), _d("arpu_3m_fen") * float(w["revenue_months_without_clv"]))
-    s = scored.where(F.col("closing") & F.col("churn_score").isNotNull()).withColumn(
-        "expected_loss_fen", F.round(F.col("churn_score") * value, 2))
-    order = Window.partitionBy("month").orderBy(F.col("expected_loss_fen").desc_nulls_last(), "subscriber_id")
+    scored_rows = scored.where(F.col("closing") & F.col("churn_score").isNotNull())
     per_month = Window.partitionBy("month")
     cap = F.least(F.lit(int(w["max_rows"])), F.ceil(F.count(F.lit(1)).over(per_month) * float(w["max_share"])))
-    ranked = s.withColumn("priority_rank", F.row_number().over(order).cast("int")).withColumn("_cap", cap)
+    s = scored_rows.withColumn("_cap", cap).withColumn(
+        "expected_loss_fen", F.round(F.col("churn_score") * value, 2)).where(F.col("expected_loss_fen") > 0)
+    order = Window.partitionBy("month").orderBy(F.col("expected_loss_fen").desc(), "subscriber_id")
+    ranked = s.withColumn("priority_rank", F.row_number().over(order).cast("int"))
     return ranked.where(F.col("priority_rank") <= F.col("_cap")).withColumn(
         "control_group", control_draw(F.col("month"), F.col("subscriber_id"), int(w["control_seed"]))
         < float(w["control_share"]))
