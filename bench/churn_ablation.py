@@ -29,7 +29,7 @@ def main() -> None:
 
     from crm_pipeline.io import delta
     from crm_pipeline.models.churn import FEATURE_GROUPS, FEATURES, ChurnParams, EmpParams, evaluate, fit_models, predict
-    from crm_pipeline.pipeline.churn import _sample, training_windows
+    from crm_pipeline.pipeline.churn import training_sample, training_windows
     from crm_pipeline.pipeline.settings import analytics_settings
     from crm_pipeline.settings import LakeLayout, SparkSettings
     from crm_pipeline.spark import build_session
@@ -45,8 +45,7 @@ def main() -> None:
                           complete)
     labelled_months = sorted(r[0] for r in labels.select("month").distinct().collect())
     windows = training_windows(labelled_months, complete, config)
-    sample = _sample(features.join(labels, ["month", "subscriber_id"]), int(config["max_training_rows"]),
-                     int(config["seed"]))
+    sample = training_sample(features.join(labels, ["month", "subscriber_id"]), config)
     spark.stop()
     params, emp = ChurnParams.from_config(config), EmpParams.from_config(config["emp"])
 

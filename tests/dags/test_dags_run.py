@@ -21,7 +21,8 @@ AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 def small_data_config(path: Path) -> Path:
     """The shipped analytics config with the churn model's minimums lowered for a few hundred
-    subscribers over five months: one month to train, one to test (the rules stay the same)."""
+    subscribers over five months: one month to train (a handful of churners), one to test (the
+    rules stay the same)."""
     raw = json.loads((REPO / "config" / "analytics.json").read_text(encoding="utf-8"))
     raw["churn"].update(min_train_months=1, min_positives=3)
     path.write_text(json.dumps(raw), encoding="utf-8")
@@ -33,7 +34,7 @@ def airflow_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("airflow")
     landing = root / "landing"
     # January 1st to June 3rd: January..May complete (May's bill lands June 2, late CDRs June 1-3).
-    generate(GeneratorConfig(landing=landing, subscribers=150, start=date(2026, 1, 1), days=154, seed=9,
+    generate(GeneratorConfig(landing=landing, subscribers=300, start=date(2026, 1, 1), days=154, seed=9,
                              progress="none"))
     env = {
         **os.environ,

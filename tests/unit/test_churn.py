@@ -302,6 +302,15 @@ def test_every_feature_has_plain_words_for_any_value():
             assert isinstance(text, str) and text and "=" not in text, (feature, v, text)
 
 
+def test_fit_copes_with_a_feature_missing_in_every_training_row():
+    data = _synthetic(1000, "complaints_3m")
+    data["mou_trend"] = np.nan  # e.g. the lake's first month: no earlier month to compare with
+    models = fit_models(data, data["label"], PARAMS)
+    later = data.head(20).assign(mou_trend=1.5)
+    for model in models.values():
+        assert np.isfinite(model.predict_proba(later[list(FEATURES)])[:, 1]).all()
+
+
 def test_fit_refuses_too_few_churners():
     data = _synthetic(300, "complaints_3m")
     data["label"] = 0

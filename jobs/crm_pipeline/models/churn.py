@@ -47,6 +47,10 @@ SCORE_DECIMALS = 6
 # Fitting
 
 
+class TooFewChurners(ValueError):
+    """The training rows hold too few churners (or only churners) to fit a model."""
+
+
 @dataclass(frozen=True)
 class ChurnParams:
     """The `churn` section of config/analytics.json that shapes the models."""
@@ -76,8 +80,8 @@ def fit_models(x: pd.DataFrame, y: pd.Series, params: ChurnParams, features=FEAT
 
     positives = int(y.sum())
     if positives < params.min_positives or positives == len(y):
-        raise ValueError(f"churn model: {positives} churners in {len(y)} training rows; fitting needs at least "
-                         f"{params.min_positives} churners and some non-churners")
+        raise TooFewChurners(f"churn model: {positives} churners in {len(y)} training rows; fitting needs at least "
+                             f"{params.min_positives} churners and some non-churners")
     gb = dict(params.gradient_boosting)
     boosting = HistGradientBoostingClassifier(
         max_iter=int(gb["max_iter"]), learning_rate=float(gb["learning_rate"]), max_depth=int(gb["max_depth"]),
@@ -88,7 +92,11 @@ def fit_models(x: pd.DataFrame, y: pd.Series, params: ChurnParams, features=FEAT
     logistic = make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
                              StandardScaler(), LogisticRegression(C=params.logistic_c, max_iter=5000))
     xs = x[list(features)].astype("float64")
-    return {"gradient_boosting": boosting.fit(xs, y), "logistic_regression": logistic.fit(xs, y)}
+    # A feature with no value at all in the training rows (a lake's first month has no trends; a base
+    # without prepaid lines no top-ups) cannot be binned: the trees see it as a constant, never split
+    # on it, and ignore it when scoring. The logistic pipeline's imputer keeps such columns itself.
+    constant = xs.fillna({f: 0.0 for f in xs.columns if xs[f].isna().all()})
+    return {"gradient_boosting": boosting.fit(constant, y), "logistic_regression": logistic.fit(xs, y)}
 
 
 def predict(model, x: pd.DataFrame, features=FEATURES) -> np.ndarray:

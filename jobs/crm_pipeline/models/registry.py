@@ -47,6 +47,7 @@ class ModelCard:
     params: dict
     config_version: str
     notes: list[str] = field(default_factory=list)
+    churners_by_reason: dict = field(default_factory=dict)  # test month: churn type -> churners, top-decile share
 
     @property
     def first_scorable_month(self) -> date:

@@ -24,6 +24,7 @@ from crm_pipeline.models.churn import (
     FEATURES,
     ChurnParams,
     EmpParams,
+    TooFewChurners,
     evaluate,
     fit_models,
     predict,
@@ -123,6 +124,12 @@ def _sample(labelled: DataFrame, max_rows_per_month: int, seed: int) -> pd.DataF
     return pdf.sort_values(["month", "subscriber_id"], kind="mergesort").reset_index(drop=True)
 
 
+def training_sample(labelled: DataFrame, config: Mapping) -> pd.DataFrame:
+    """`_sample` with the configured bound: max_training_rows spread over max_train_months."""
+    per_month = max(1, int(config["max_training_rows"]) // int(config["max_train_months"]))
+    return _sample(labelled, per_month, int(config["seed"]))
+
+
 def _delta_version(path: str) -> int | None:
     from deltalake import DeltaTable
 
@@ -160,9 +167,10 @@ def train(spark: SparkSession, lake: LakeLayout, config: Mapping, config_version
     labelled_months = sorted(r[0] for r in labels.select("month").distinct().collect())
     windows = training_windows(labelled_months, complete, config)
     if not windows:
-        need = int(config["min_train_months"]) + 1
+        lo = int(config["min_train_months"])
         progress(f"train: {len(labelled_months)} labelled month(s) (a month is labelled once M+2 is complete); "
-                 f"a model needs {need} ({config['min_train_months']} to train, 1 to test out of time)")
+                 f"a model needs {lo + 2} in a row: {lo} to train, then one whose labels overlap the test "
+                 "month's, then the test month")
         write_model_tables(spark, lake, registry)
         return []
     existing = {(c.spec, c.labels_known_through) for c in registry.cards()}
@@ -172,8 +180,7 @@ def train(spark: SparkSession, lake: LakeLayout, config: Mapping, config_version
         write_model_tables(spark, lake, registry)
         return []
     progress(f"train: {len(todo)} model(s) to fit, windows ending {', '.join(f'{w[0]:%Y-%m}' for w in todo)}")
-    per_month = max(1, int(config["max_training_rows"]) // int(config["max_train_months"]))
-    sample = _sample(labelled, per_month, int(config["seed"]))
+    sample = training_sample(labelled, config)
     data_version = {t: _delta_version(lake.gold(t)) for t in ("churn_features", "subscriber_month")}
     params, emp = ChurnParams.from_config(config), EmpParams.from_config(config["emp"])
     new = []
@@ -182,7 +189,7 @@ def train(spark: SparkSession, lake: LakeLayout, config: Mapping, config_version
         tr, te = sample[sample["month"].isin(train_months)], sample[sample["month"] == test_month]
         try:
             estimators = fit_models(tr, tr["label"], params)
-        except ValueError as exc:
+        except TooFewChurners as exc:
             progress(f"  window ending {end:%Y-%m}: no model ({exc})")
             continue
         metrics, calibration, lift = {}, {}, {}
@@ -191,6 +198,7 @@ def train(spark: SparkSession, lake: LakeLayout, config: Mapping, config_version
             metrics[algo] = {"auc": ev.auc, "top_decile_lift": ev.top_decile_lift, "emp": ev.emp,
                              "brier": ev.brier, "base_rate": ev.base_rate}
             calibration[algo], lift[algo] = _records(ev.calibration), _records(ev.lift)
+        by_reason = churn_types(te, predict(estimators[DEPLOYED], te))
         bins = int(config["drift"]["bins"])
         reference = {f: reference_bins(tr[f], bins) for f in FEATURES}
         reference["churn_score"] = reference_bins(pd.Series(predict(estimators[DEPLOYED], tr)), bins)
@@ -204,7 +212,7 @@ def train(spark: SparkSession, lake: LakeLayout, config: Mapping, config_version
             test_month=test_month.isoformat(), labels_known_through=end.isoformat(), n_train=len(tr),
             n_test=len(te), positives_train=int(tr["label"].sum()), positives_test=int(te["label"].sum()),
             feature_list=list(FEATURES), metrics=metrics, calibration=calibration, lift=lift,
-            drift_reference=reference, data_version=data_version,
+            drift_reference=reference, data_version=data_version, churners_by_reason=by_reason,
             params={k: config[k] for k in SPEC_KEYS}, config_version=config_version, notes=notes,
         )
         registry.register(card, estimators)
@@ -243,6 +251,21 @@ def train_step(spark: SparkSession, lake: LakeLayout, ctx, settings, retrain: bo
     return new
 
 
+def churn_types(test: pd.DataFrame, score: np.ndarray) -> dict:
+    """Per churn type of the test month (terminate_reason of the label: PORT_OUT, NON_PAYMENT,
+    VOLUNTARY, OTHER, UNKNOWN): churners, and the share of them in the top 10 % of scores."""
+    k = max(1, math.ceil(0.1 * len(test)))
+    top = np.zeros(len(test), dtype=bool)
+    top[np.argsort(-np.asarray(score), kind="mergesort")[:k]] = True
+    churners = test["label"].to_numpy() == 1
+    reasons = test["churn_reason"].fillna("UNKNOWN").to_numpy()
+    out = {}
+    for reason in sorted(set(reasons[churners])):
+        mask = churners & (reasons == reason)
+        out[reason] = {"churners": int(mask.sum()), "top_decile_share": round(float(top[mask].mean()), 4)}
+    return out
+
+
 def _f(x, digits: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
@@ -253,7 +276,8 @@ MODEL_TABLE_DDL = {
                     "brier double, base_rate double, n_train long, n_test long, positives_train long, "
                     "positives_test long, baseline_algorithm string, baseline_auc double, "
                     "baseline_top_decile_lift double, baseline_emp double, baseline_brier double, "
-                    "feature_list string, data_version string, config_version string, spec string, note string"),
+                    "feature_list string, data_version string, config_version string, spec string, note string, "
+                    "test_churners_by_reason string"),
     "churn_model_calibration": ("model_version string, test_month date, algorithm string, bin int, n long, "
                                 "mean_score double, observed_rate double"),
     "churn_model_lift": ("model_version string, test_month date, algorithm string, decile int, "
@@ -279,6 +303,7 @@ def model_table_rows(cards: list[ModelCard]) -> dict[str, list[tuple]]:
             r(m["base_rate"]), c.n_train, c.n_test, c.positives_train, c.positives_test, c.baseline_algorithm,
             r(b["auc"]), r(b["top_decile_lift"]), r(b["emp"]), r(b["brier"]), json.dumps(c.feature_list),
             json.dumps(c.data_version, sort_keys=True), c.config_version, c.spec, "; ".join(c.notes) or None,
+            json.dumps(c.churners_by_reason, sort_keys=True),
         ))
         for algo in (c.algorithm, c.baseline_algorithm):
             for row in c.calibration[algo]:
