@@ -46,6 +46,7 @@ def airflow_env(tmp_path_factory):
         "AIRFLOW_VAR_CRM_WAREHOUSE": f"duckdb:///{root / 'wh' / 'warehouse.duckdb'}",
         "AIRFLOW_CONN_CRM_MSISDN_HMAC": json.dumps({"conn_type": "generic", "password": "dag-test-key"}),
         "CRM_ANALYTICS_CONFIG": str(small_data_config(root / "analytics.json")),
+        "CRM_SHUFFLE_PARTITIONS": "2",  # a few hundred subscribers: as the in-process test session
     }
     env.pop("CRM_MSISDN_HMAC_KEY", None)
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)

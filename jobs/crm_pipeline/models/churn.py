@@ -313,7 +313,8 @@ def describe(feature: str, v: float) -> str:
         "data_trend": lambda: f"data use {_change(v)} against the 3 months before",
         "sms_trend": lambda: f"SMS {_change(v)} against the 3 months before",
         "revenue_trend": lambda: f"spend {_change(v)} against the 3 months before",
-        "offnet_share_change": lambda: f"share of calls to other operators {v * 100:+.0f} points against the 3 months before",
+        "offnet_share_change": lambda: (f"share of calls to other operators {v * 100:+.0f} points against "
+                                        "the 3 months before"),
         "days_since_last_activity": lambda: f"no own call, SMS or data session for {v:.0f} days",
         "days_since_last_recharge": lambda: f"last top-up {v:.0f} days ago",
         "recharge_count_3m": lambda: f"{v:.0f} top-ups in 3 months",

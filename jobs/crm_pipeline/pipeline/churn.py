@@ -57,8 +57,15 @@ SPEC_KEYS = ("min_train_months", "max_train_months", "max_training_rows", "seed"
              "gradient_boosting", "logistic")
 
 
+#: Version of the training rules in this module (labels, windows, sampling): raise it when they change,
+#: so that models trained under the old rules stop scoring and are trained anew.
+TRAINING_RULES_VERSION = 2
+
+
 def spec_hash(config: Mapping) -> str:
-    payload = json.dumps({"features": list(FEATURES), **{k: config[k] for k in SPEC_KEYS}}, sort_keys=True)
+    """Hash of what makes models comparable: training rules, feature list and model-shaping settings."""
+    payload = json.dumps({"rules": TRAINING_RULES_VERSION, "features": list(FEATURES),
+                          **{k: config[k] for k in SPEC_KEYS}}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -378,7 +385,8 @@ def churn_marts(spark: SparkSession, lake: LakeLayout, rows: DataFrame, every: D
 
     w = config["watchlist"]
     listed = watchlist_candidates(scored, w)
-    explained = listed.select("month", "subscriber_id", "churn_model_version").join(features, ["month", "subscriber_id"])
+    explained = listed.select("month", "subscriber_id", "churn_model_version").join(
+        features, ["month", "subscriber_id"])
     reasons = reasons_in_spark(explained, models, int(w["max_reasons"]))
     actions = F.create_map(*[x for k, v in sorted(config["actions"].items()) for x in (F.lit(k), F.lit(v))])
     watchlist = listed.join(reasons, ["month", "subscriber_id"], "left").select(

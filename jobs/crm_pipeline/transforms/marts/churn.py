@@ -300,7 +300,8 @@ def lost_customers(rows: DataFrame, history: DataFrame, weights: Mapping[str, fl
         F.round(score, 2).alias("winback_score"),
     )
     order = Window.partitionBy("month").orderBy(F.col("winback_score").desc(), "subscriber_id")
-    ranked = out.where(F.col("winback_score") > 0).withColumn("winback_priority", F.row_number().over(order).cast("int"))
+    ranked = out.where(F.col("winback_score") > 0).withColumn(
+        "winback_priority", F.row_number().over(order).cast("int"))
     return ranked.unionByName(out.where(~(F.col("winback_score") > 0)).withColumn(
         "winback_priority", F.lit(None).cast("int")))
 
