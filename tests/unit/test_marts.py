@@ -21,12 +21,12 @@ FEB28, MAR1, MAR15, MAR31 = date(2026, 2, 28), date(2026, 3, 1), date(2026, 3, 1
 M = MAR1
 SNAP = ("snapshot_date date, subscriber_id string, status string, status_date date, activation_date date, "
         "msisdn string, customer_id string, account_id string, group_id string, city_code string, brand string, "
-        "plan_id string, payment_type string, network_gen string, birth_year int")
+        "plan_id string, payment_type string, network_gen string, birth_year int, terminate_reason string")
 
 
 def snap(day, sid, status="ACTIVE", status_date=date(2025, 1, 15), activated=date(2025, 1, 15), city="025"):
     return (day, sid, status, status_date, activated, "138" + sid.rjust(8, "0"), "C" + sid, "A" + sid, None, city,
-            "GOTONE", "P1", "POSTPAID", "4G", 1990)
+            "GOTONE", "P1", "POSTPAID", "4G", 1990, "VOLUNTARY" if status == "TERMINATED" else None)
 
 
 @pytest.fixture(scope="module")
