@@ -55,14 +55,14 @@ def test_concentration_gini_top20_and_lorenz_of_a_small_month(spark):
 
 SM = ("month date, subscriber_id string, value_segment string, revenue_fen long, opening boolean, "
       "closing boolean, gross_add boolean, churned_in_month boolean, current_value_index double, "
-      "potential_value_index double, clv_fen long, revenue_prior_fen double")
+      "potential_value_index double, clv_fen long, revenue_prior_fen double, churn_score double")
 
 
 def test_segment_summary_has_all_four_segments_and_shares(spark):
     rows = spark.createDataFrame([
-        (MAR, "A", "VALUABLE", 9000, True, True, False, False, 80.0, 70.0, 100000, 6000.0),
-        (MAR, "B", "VALUABLE", 3000, True, False, False, True, 60.0, 60.0, 0, 3000.0),
-        (MAR, "C", "LOW_VALUE", 0, False, True, True, False, 10.0, 10.0, 500, None),
+        (MAR, "A", "VALUABLE", 9000, True, True, False, False, 80.0, 70.0, 100000, 6000.0, 0.1),
+        (MAR, "B", "VALUABLE", 3000, True, False, False, True, 60.0, 60.0, 0, 3000.0, None),
+        (MAR, "C", "LOW_VALUE", 0, False, True, True, False, 10.0, 10.0, 500, None, 0.3),
     ], SM)
     strategies = analytics_settings().strategies
     got = {r.value_segment: r for r in segment_summary(rows, strategies).collect()}
@@ -71,17 +71,19 @@ def test_segment_summary_has_all_four_segments_and_shares(spark):
     assert (v.subscribers, v.revenue_fen, v.revenue_share) == (2, 12000, 1.0)
     assert v.arpu_fen == pytest.approx(12000 / 1.5)  # opening 2, closing 1
     assert v.revenue_growth == pytest.approx(12000 / 9000 - 1)
-    assert v.recommended_strategy == strategies["VALUABLE"] and v.avg_churn_score is None
+    assert v.recommended_strategy == strategies["VALUABLE"]
+    assert v.avg_churn_score == pytest.approx(0.1)  # the scored subscribers only
+    assert got["LOW_VALUE"].avg_churn_score == pytest.approx(0.3) and got["POTENTIAL"].avg_churn_score is None
     assert (got["POTENTIAL"].subscribers, got["POTENTIAL"].arpu_fen) == (0, None)
     assert got["LOW_VALUE"].revenue_growth is None  # no member with history
 
 
 def test_segment_migration_from_new_unknown_and_to_churned(spark):
     rows = spark.createDataFrame([
-        (MAR, "A", "VALUABLE", 9000, True, True, False, False, 80.0, 70.0, 0, None),
-        (MAR, "B", "POTENTIAL", 3000, True, False, False, True, 40.0, 60.0, 0, None),
-        (MAR, "C", "LOW_VALUE", 0, False, True, True, False, 10.0, 10.0, 0, None),
-        (MAR, "D", "LOW_VALUE", 100, True, True, False, False, 10.0, 10.0, 0, None),
+        (MAR, "A", "VALUABLE", 9000, True, True, False, False, 80.0, 70.0, 0, None, None),
+        (MAR, "B", "POTENTIAL", 3000, True, False, False, True, 40.0, 60.0, 0, None, None),
+        (MAR, "C", "LOW_VALUE", 0, False, True, True, False, 10.0, 10.0, 0, None, None),
+        (MAR, "D", "LOW_VALUE", 100, True, True, False, False, 10.0, 10.0, 0, None, None),
     ], SM)
     previous = spark.createDataFrame([(FEB, "A", "POTENTIAL"), (FEB, "B", "POTENTIAL"), (JAN, "D", "VALUABLE")],
                                      "month date, subscriber_id string, value_segment string")
