@@ -57,7 +57,7 @@ def main() -> None:
         sample["label"] = (rng.random(len(sample)) < 1 / (1 + np.exp(-logit))).astype(int)
         config = {"gradient_boosting": {"max_iter": 200, "learning_rate": 0.05, "max_depth": 3,
                                         "min_samples_leaf": 50, "l2_regularization": 1.0,
-                                        "validation_fraction": 0.2, "n_iter_no_change": 20, "random_state": 0},
+                                        "folds": 5, "n_iter_no_change": 20, "random_state": 0},
                   "logistic": {"C": 1.0}, "min_positives": 20}
         model = fit_models(sample, sample["label"], ChurnParams.from_config(config))["gradient_boosting"]
 

@@ -26,7 +26,7 @@ from crm_pipeline.models.churn import (
 
 PARAMS = ChurnParams(
     gradient_boosting={"max_iter": 200, "learning_rate": 0.1, "max_depth": 3, "min_samples_leaf": 20,
-                       "l2_regularization": 1.0, "validation_fraction": 0.2, "n_iter_no_change": 20,
+                       "l2_regularization": 1.0, "folds": 5, "n_iter_no_change": 20,
                        "random_state": 0},
     logistic_c=1.0, min_positives=5,
 )
@@ -277,6 +277,7 @@ def _synthetic(n: int, driver: str, seed: int = 0) -> pd.DataFrame:
     x[driver] = rng.poisson(0.5, size=n).astype(float)
     logit = -3.0 + 1.8 * x[driver] + 0.1 * x["tenure_months"]
     x["label"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    x["subscriber_id"] = [f"S{i}" for i in range(n)]
     return x
 
 
@@ -326,10 +327,37 @@ def test_boosting_learns_a_non_monotone_effect_the_logistic_baseline_cannot():
     data = pd.DataFrame(rng.normal(size=(6000, len(FEATURES))), columns=list(FEATURES))
     hot = data["revenue_trend"].abs() > 1.2  # a sharp rise or a sharp fall: no linear effect
     data["label"] = (rng.random(6000) < np.where(hot, 0.2, 0.02)).astype(int)
+    data["subscriber_id"] = [f"S{i}" for i in range(6000)]
     train, test = data.iloc[:4000], data.iloc[4000:]
     models = fit_models(train, train["label"], PARAMS)
     auc = {a: roc_auc_score(test["label"], m.predict_proba(test[list(FEATURES)])[:, 1]) for a, m in models.items()}
     assert auc["gradient_boosting"] > 0.7 and auc["logistic_regression"] < 0.6
+
+
+def test_boosting_stops_on_unseen_subscribers_not_on_their_other_months():
+    """Labels are noise, constant per subscriber over its six monthly rows. Holding out random rows
+    lets a model that memorises subscribers look better and better (it never stops); holding out
+    whole subscribers shows there is nothing to learn, and the members stop early."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from crm_pipeline.models.churn import SubscriberFoldBoosting
+
+    rng = np.random.default_rng(5)
+    subs, months = 400, 6
+    x = pd.DataFrame(np.repeat(rng.normal(size=(subs, len(FEATURES))), months, axis=0), columns=list(FEATURES))
+    x += rng.normal(scale=0.01, size=x.shape)
+    y = pd.Series(np.repeat((rng.random(subs) < 0.2).astype(int), months))
+    ids = pd.Series(np.repeat([f"S{i}" for i in range(subs)], months))
+    params = {"max_iter": 300, "learning_rate": 0.1, "max_depth": 3, "min_samples_leaf": 5, "l2_regularization": 0.0,
+              "folds": 5, "n_iter_no_change": 10, "random_state": 0}
+    by_subscriber = SubscriberFoldBoosting(params).fit(x, y, ids)
+    by_row = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.1, max_depth=3, min_samples_leaf=5,
+                                            early_stopping=True, validation_fraction=0.2, n_iter_no_change=10,
+                                            scoring="loss", random_state=0).fit(x, y)
+    assert len(by_subscriber.n_iter_) == 5
+    assert max(by_subscriber.n_iter_) < 60 < by_row.n_iter_
+    p = by_subscriber.predict_proba(x)
+    assert p.shape == (len(x), 2) and np.allclose(p.sum(axis=1), 1.0)
 
 
 # --- Honest scoring ------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ SPEC_KEYS = ("min_train_months", "max_train_months", "max_training_rows", "seed"
 
 #: Version of the training rules in this module (labels, windows, sampling): raise it when they change,
 #: so that models trained under the old rules stop scoring and are trained anew.
-TRAINING_RULES_VERSION = 2
+TRAINING_RULES_VERSION = 3
 
 
 def spec_hash(config: Mapping) -> str:
@@ -229,8 +229,8 @@ def train(spark: SparkSession, lake: LakeLayout, config: Mapping, config_version
         progress(f"  model {card.version} (scores from {end:%Y-%m}): trained on {len(tr):,} rows of "
                  f"{train_months[0]:%Y-%m}..{train_months[-1]:%Y-%m}, tested on {test_month:%Y-%m} "
                  f"({len(te):,} rows, {card.positives_test} churners): AUC {_f(m['auc'])} (baseline {_f(b['auc'])}), "
-                 f"top-decile lift {_f(m['top_decile_lift'], 2)}, EMP {_f(m['emp'], 2)} CNY, Brier {_f(m['brier'], 4)} "
-                 f"[{time.monotonic() - clock:.1f} s]")
+                 f"top-decile lift {_f(m['top_decile_lift'], 2)}, EMP {_f(m['emp'], 2)} CNY, Brier {_f(m['brier'], 4)}; "
+                 f"trees per member {estimators[DEPLOYED].n_iter_} [{time.monotonic() - clock:.1f} s]")
     write_model_tables(spark, lake, registry)
     return new
 

@@ -42,13 +42,17 @@ class AnalyticsSettings:
 
 
 def churn_settings(raw: dict) -> dict:
-    """The `churn` section, checked: every segment has an action and risk bands run highest first."""
+    """The `churn` section, checked: every segment has an action, risk bands run highest first,
+    the boosting has at least two folds and the control share is a share."""
     missing = set(SEGMENTS) - set(raw["actions"])
     if missing:
         raise ValueError(f"churn.actions: no recommended action for {sorted(missing)}")
     cuts = [float(c) for c, _ in raw["risk_bands"]["bands"]]
     if cuts != sorted(cuts, reverse=True) or cuts[-1] != 0.0:
         raise ValueError(f"churn.risk_bands.bands: cut points must run from highest to 0.0, got {cuts}")
+    folds = int(raw["gradient_boosting"]["folds"])
+    if folds < 2:
+        raise ValueError(f"churn.gradient_boosting.folds must be at least 2 (one fold stops, the rest fit), got {folds}")
     share = float(raw["watchlist"]["control_share"])
     if not 0.0 <= share < 1.0:
         raise ValueError(f"churn.watchlist.control_share must be in [0, 1), got {share}")
