@@ -45,6 +45,17 @@ def write_pipeline_runs(spark: SparkSession, lake: LakeLayout, rows: list[dict])
     _append_rows(spark, lake, "pipeline_runs", rows)
 
 
+def record_step(spark: SparkSession, lake: LakeLayout, ctx: RunContext, started: datetime,
+                message: str, business_date: date | None = None) -> None:
+    """Append the one crm_ops.pipeline_runs row of a successful step that reads no delivery file
+    (rollups, analyse, train): no feed or file, zero record counts, what it did in `message`."""
+    write_pipeline_runs(spark, lake, [dict(
+        run_id=ctx.run_id, dag_id=ctx.dag_id, task_id=ctx.task_id, feed=None, business_date=business_date,
+        source_file=None, delivery_id=None, started_at=started, finished_at=utcnow(), status="SUCCESS",
+        rows_read=0, rows_loaded=0, rows_quarantined=0, rows_duplicate=0, message=message,
+    )])
+
+
 DELIVERY_LOG_COLUMNS = "feed string, business_date date, delivery_id string, run_id string, status string, logged_at timestamp_ntz"
 
 

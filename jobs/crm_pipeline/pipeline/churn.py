@@ -178,13 +178,13 @@ def train(spark: SparkSession, lake: LakeLayout, config: Mapping, config_version
         progress(f"train: {len(labelled_months)} labelled month(s) (a month is labelled once M+2 is complete); "
                  f"a model needs {lo + 2} in a row: {lo} to train, then one whose labels overlap the test "
                  "month's, then the test month")
-        write_model_tables(spark, lake, registry)
+        write_model_tables(spark, lake, registry, spec)
         return []
     existing = {(c.spec, c.labels_known_through) for c in registry.cards()}
     todo = [w for w in windows if retrain or (spec, w[0].isoformat()) not in existing]
     if not todo:
         progress(f"train: every training window has a model ({len(windows)}, spec {spec})")
-        write_model_tables(spark, lake, registry)
+        write_model_tables(spark, lake, registry, spec)
         return []
     progress(f"train: {len(todo)} model(s) to fit, windows ending {', '.join(f'{w[0]:%Y-%m}' for w in todo)}")
     sample = training_sample(labelled, config)
@@ -231,7 +231,7 @@ def train(spark: SparkSession, lake: LakeLayout, config: Mapping, config_version
                  f"({len(te):,} rows, {card.positives_test} churners): AUC {_f(m['auc'])} (baseline {_f(b['auc'])}), "
                  f"top-decile lift {_f(m['top_decile_lift'], 2)}, EMP {_f(m['emp'], 2)} CNY, Brier {_f(m['brier'], 4)}; "
                  f"trees per member {estimators[DEPLOYED].n_iter_} [{time.monotonic() - clock:.1f} s]")
-    write_model_tables(spark, lake, registry)
+    write_model_tables(spark, lake, registry, spec)
     return new
 
 
@@ -249,12 +249,8 @@ def train_step(spark: SparkSession, lake: LakeLayout, ctx, settings, retrain: bo
         if df is not None:
             dq += gx.enforce(df, f"gold_{name}", ctx.run_id, None)
     ops.write_data_quality(spark, lake, dq)
-    ops.write_pipeline_runs(spark, lake, [dict(
-        run_id=ctx.run_id, dag_id=ctx.dag_id, task_id=ctx.task_id, feed=None, business_date=None,
-        source_file=None, delivery_id=None, started_at=started, finished_at=ops.utcnow(), status="SUCCESS",
-        rows_read=0, rows_loaded=0, rows_quarantined=0, rows_duplicate=0,
-        message=f"trained {len(new)} churn model(s)" + (f": {', '.join(c.version for c in new)}" if new else ""),
-    )])
+    ops.record_step(spark, lake, ctx, started,
+                    f"trained {len(new)} churn model(s)" + (f": {', '.join(c.version for c in new)}" if new else ""))
     return new
 
 
@@ -283,7 +279,8 @@ MODEL_TABLE_DDL = {
                     "brier double, base_rate double, n_train long, n_test long, positives_train long, "
                     "positives_test long, baseline_algorithm string, baseline_auc double, "
                     "baseline_top_decile_lift double, baseline_emp double, baseline_brier double, "
-                    "feature_list string, data_version string, config_version string, spec string, note string, "
+                    "feature_list string, data_version string, config_version string, spec string, in_use boolean, "
+                    "note string, "
                     "test_churners_by_reason string"),
     "churn_model_calibration": ("model_version string, test_month date, algorithm string, bin int, n long, "
                                 "mean_score double, observed_rate double"),
@@ -293,8 +290,9 @@ MODEL_TABLE_DDL = {
 }
 
 
-def model_table_rows(cards: list[ModelCard]) -> dict[str, list[tuple]]:
-    """Rows of the gold model tables (MODEL_TABLE_DDL) from registry cards."""
+def model_table_rows(cards: list[ModelCard], current_spec: str) -> dict[str, list[tuple]]:
+    """Rows of the gold model tables (MODEL_TABLE_DDL) from registry cards; `in_use` marks the
+    cards of `current_spec`, the only ones that score."""
     from datetime import datetime
 
     def r(x):
@@ -309,7 +307,8 @@ def model_table_rows(cards: list[ModelCard]) -> dict[str, list[tuple]]:
             c.first_scorable_month, r(m["auc"]), r(m["top_decile_lift"]), r(m["emp"]), r(m["brier"]),
             r(m["base_rate"]), c.n_train, c.n_test, c.positives_train, c.positives_test, c.baseline_algorithm,
             r(b["auc"]), r(b["top_decile_lift"]), r(b["emp"]), r(b["brier"]), json.dumps(c.feature_list),
-            json.dumps(c.data_version, sort_keys=True), c.config_version, c.spec, "; ".join(c.notes) or None,
+            json.dumps(c.data_version, sort_keys=True), c.config_version, c.spec, c.spec == current_spec,
+            "; ".join(c.notes) or None,
             json.dumps(c.churners_by_reason, sort_keys=True),
         ))
         for algo in (c.algorithm, c.baseline_algorithm):
@@ -323,13 +322,13 @@ def model_table_rows(cards: list[ModelCard]) -> dict[str, list[tuple]]:
     return out
 
 
-def write_model_tables(spark: SparkSession, lake: LakeLayout, registry: Registry) -> None:
+def write_model_tables(spark: SparkSession, lake: LakeLayout, registry: Registry, current_spec: str) -> None:
     """Mirror the registry into gold churn_model, churn_model_calibration and churn_model_lift
     (rewritten only when their content changed)."""
     from crm_pipeline.feeds import conform, table_spec
     from crm_pipeline.pipeline.monthly import fingerprint
 
-    rows = model_table_rows(registry.cards())
+    rows = model_table_rows(registry.cards(), current_spec)
     for name in MODEL_TABLES:
         df = conform(spark.createDataFrame(rows[name], MODEL_TABLE_DDL[name]), table_spec(name))
         old = delta.read(spark, lake.gold(name))

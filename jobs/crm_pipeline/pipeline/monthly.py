@@ -258,14 +258,14 @@ def analyse(
         targets = months_to_rescore(spark, lake, targets, settings.churn)
         if not targets:
             progress("analyse: every month is scored by its newest honest churn model; nothing to rescore")
-            _record_run(spark, lake, ctx, ops.utcnow(), None, "nothing to rescore")
+            ops.record_step(spark, lake, ctx, ops.utcnow(), "nothing to rescore")
             return []
     skipped = sorted(set(months or []) - set(complete))
     if skipped:
         progress(f"analyse: months not complete, skipped: {', '.join(m.strftime('%Y-%m') for m in skipped)}")
     if not targets:
         progress("analyse: no complete month to build")
-        _record_run(spark, lake, ctx, ops.utcnow(), None, "no complete month to build")
+        ops.record_step(spark, lake, ctx, ops.utcnow(), "no complete month to build")
         return []
     started = ops.utcnow()
     progress(f"analyse: {'rescoring' if rescore else 'building'} {len(targets)} months "
@@ -310,15 +310,9 @@ def analyse(
     ops.write_data_quality(spark, lake, dq)
     if restated:
         delta.append(spark.createDataFrame(restated, RESTATEMENT_COLUMNS), lake.ops("restatements"))
-    _record_run(spark, lake, ctx, started, targets[-1],
-                f"{'rescored' if rescore else 'built'} {', '.join(m.strftime('%Y-%m') for m in targets)}")
+    ops.record_step(spark, lake, ctx, started,
+                    f"{'rescored' if rescore else 'built'} {', '.join(m.strftime('%Y-%m') for m in targets)}",
+                    targets[-1])
     return targets
 
 
-def _record_run(spark: SparkSession, lake: LakeLayout, ctx: ops.RunContext, started, business_date,
-                message: str) -> None:
-    ops.write_pipeline_runs(spark, lake, [dict(
-        run_id=ctx.run_id, dag_id=ctx.dag_id, task_id=ctx.task_id, feed=None, business_date=business_date,
-        source_file=None, delivery_id=None, started_at=started, finished_at=ops.utcnow(), status="SUCCESS",
-        rows_read=0, rows_loaded=0, rows_quarantined=0, rows_duplicate=0, message=message,
-    )])

@@ -51,11 +51,6 @@ def build_daily_rollups(
     wm = spark.createDataFrame([(mark, ctx.run_id, ops.utcnow())],
                                "changed_through timestamp_ntz, run_id string, rolled_at timestamp_ntz")
     delta.append(wm, lake.ops("rollup_watermark"))
-    ops.write_pipeline_runs(spark, lake, [dict(
-        run_id=ctx.run_id, dag_id=ctx.dag_id, task_id=ctx.task_id, feed=None, business_date=max(days),
-        source_file=None, delivery_id=None, started_at=started, finished_at=ops.utcnow(), status="SUCCESS",
-        rows_read=0, rows_loaded=0, rows_quarantined=0, rows_duplicate=0,
-        message=f"rebuilt {len(days)} days {days[0]}..{days[-1]}",
-    )])
+    ops.record_step(spark, lake, ctx, started, f"rebuilt {len(days)} days {days[0]}..{days[-1]}", max(days))
     progress(f"rollups: rebuilt {len(days)} days ({days[0]} .. {days[-1]})")
     return days
