@@ -360,6 +360,40 @@ def test_boosting_stops_on_unseen_subscribers_not_on_their_other_months():
     assert p.shape == (len(x), 2) and np.allclose(p.sum(axis=1), 1.0)
 
 
+def test_the_training_folds_pick_the_boosting_settings():
+    """Churn needs two features together (an interaction): stumps cannot see it, depth-3 trees can.
+    The out-of-fold log-loss on held-out subscribers, not a test month, makes the choice."""
+    from crm_pipeline.models.churn import boosting_candidates, fit_boosting
+
+    settings = {"max_iter": 200, "learning_rate": 0.1, "min_samples_leaf": 20, "l2_regularization": 0.0,
+                "folds": 3, "n_iter_no_change": 10, "random_state": 0,
+                "search": {"max_depth": [1, 3], "max_features": [1.0]}}
+    assert [c["max_depth"] for c in boosting_candidates(settings)] == [1, 3]
+    assert len(boosting_candidates({**settings, "search": {"max_depth": [2, 3], "max_features": [0.5, 1.0]}})) == 4
+    rng = np.random.default_rng(4)
+    x = pd.DataFrame(rng.normal(size=(3000, len(FEATURES))), columns=list(FEATURES))
+    both = (x["complaints_3m"] > 0.5) & (x["mou_trend"] < -0.5)
+    y = pd.Series((rng.random(3000) < np.where(both, 0.5, 0.03)).astype(int))
+    ids = pd.Series([f"S{i}" for i in range(3000)])
+    chosen = fit_boosting(x, y, ids, settings)
+    stumps = fit_boosting(x, y, ids, {**settings, "search": {"max_depth": [1], "max_features": [1.0]}})
+    assert chosen.params["max_depth"] == 3
+    assert chosen.oof_log_loss < stumps.oof_log_loss
+
+
+def test_settings_name_a_missing_boosting_setting():
+    import copy
+
+    from crm_pipeline.pipeline.settings import churn_settings
+    from crm_pipeline.settings import load_analytics_config
+
+    raw = copy.deepcopy(load_analytics_config()["churn"])
+    churn_settings(copy.deepcopy(raw))
+    del raw["gradient_boosting"]["search"]["max_depth"]
+    with pytest.raises(ValueError, match="max_depth"):
+        churn_settings(raw)
+
+
 # --- Honest scoring ------------------------------------------------------------------------------
 
 def _card(end: date, test: date, trained_at: str = "2026-01-01T00:00:00", spec: str = "s", version=None):

@@ -7,9 +7,9 @@ and an L2 logistic regression (the baseline it must beat). Both are evaluated on
 labelled month they never saw: ROC AUC, top-decile lift, Expected Maximum Profit (Verbraken,
 Verbeke and Baesens 2013), Brier score and a calibration table.
 
-Nothing here is tuned to one operator's data: the trees learn their cut points, early stopping on
-held-out subscribers picks the number of trees, and reasons and drift use percentiles of the
-training sample.
+Nothing here is tuned to one operator's data: the trees learn their cut points, held-out
+subscribers of the training months pick the number of trees, the tree depth and the feature
+sampling, and reasons and drift use percentiles of the training sample.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ class SubscriberFoldBoosting:
     """Gradient boosting fitted as `folds` HistGradientBoostingClassifier members: member k learns
     from the subscribers outside fold k and stops adding trees when the log-loss on fold k's
     subscribers has not improved for `n_iter_no_change` rounds. The score is the members' mean
-    probability, so every training row is used by all members but one.
+    probability, so every training row is used by all members but one. `oof_log_loss` is the
+    log-loss of each row's score from the member that did not learn from it.
 
     Why not HistGradientBoosting's own early stopping: it holds out random rows, and a subscriber
     has one row per training month with nearly the same features and, for a churner, the same label
@@ -81,25 +82,30 @@ class SubscriberFoldBoosting:
     def __init__(self, params: Mapping[str, float]):
         self.params = dict(params)
         self.members: list = []
+        self.oof_log_loss = math.nan
         self.classes_ = np.array([0, 1])
 
     def fit(self, x: pd.DataFrame, y: pd.Series, groups: pd.Series) -> SubscriberFoldBoosting:
         from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.metrics import log_loss
         from sklearn.model_selection import StratifiedGroupKFold
 
         p = self.params
         folds = StratifiedGroupKFold(int(p["folds"]), shuffle=True, random_state=int(p["random_state"]))
         y = pd.Series(np.asarray(y), index=x.index)
+        oof = np.zeros(len(y))
         self.members = []
         for k, (fit_rows, stop_rows) in enumerate(folds.split(x, y, np.asarray(groups))):
             member = HistGradientBoostingClassifier(
                 max_iter=int(p["max_iter"]), learning_rate=float(p["learning_rate"]), max_depth=int(p["max_depth"]),
                 min_samples_leaf=int(p["min_samples_leaf"]), l2_regularization=float(p["l2_regularization"]),
-                early_stopping=True, n_iter_no_change=int(p["n_iter_no_change"]), scoring="loss",
-                random_state=int(p["random_state"]) + k,
+                max_features=float(p.get("max_features", 1.0)), early_stopping=True,
+                n_iter_no_change=int(p["n_iter_no_change"]), scoring="loss", random_state=int(p["random_state"]) + k,
             )
             self.members.append(member.fit(x.iloc[fit_rows], y.iloc[fit_rows],
                                            X_val=x.iloc[stop_rows], y_val=y.iloc[stop_rows]))
+            oof[stop_rows] = member.predict_proba(x.iloc[stop_rows])[:, 1]
+        self.oof_log_loss = float(log_loss(y, oof, labels=[0, 1]))
         return self
 
     @property
@@ -112,12 +118,35 @@ class SubscriberFoldBoosting:
         return np.column_stack([1.0 - p, p])
 
 
+def boosting_candidates(settings: Mapping[str, object]) -> list[dict]:
+    """The settings of every candidate boosting: the fixed ones, crossed with each combination of
+    the `search` lists (e.g. {"max_depth": [2, 3], "max_features": [0.5, 1.0]}: four candidates)."""
+    import itertools
+
+    fixed = {k: v for k, v in settings.items() if k != "search"}
+    search = dict(settings.get("search") or {})
+    names = sorted(search)
+    return [{**fixed, **dict(zip(names, values))} for values in itertools.product(*(search[n] for n in names))]
+
+
+def fit_boosting(x: pd.DataFrame, y: pd.Series, groups: pd.Series, settings: Mapping[str, object]) -> SubscriberFoldBoosting:
+    """Fit every candidate of `settings` on the same subscriber folds and keep the one with the
+    lowest out-of-fold log-loss: the training data, never the test month, picks tree depth and
+    feature sampling. The kept model's `params` say which settings won."""
+    best = None
+    for candidate in boosting_candidates(settings):
+        model = SubscriberFoldBoosting(candidate).fit(x, y, groups)
+        if best is None or model.oof_log_loss < best.oof_log_loss:
+            best = model
+    return best
+
+
 def fit_models(x: pd.DataFrame, y: pd.Series, params: ChurnParams, features=FEATURES) -> dict[str, object]:
     """Fit {"gradient_boosting": ..., "logistic_regression": ...} on the same rows.
 
     `x` carries `subscriber_id` (the folds of the boosting are drawn by subscriber). Gradient
-    boosting: SubscriberFoldBoosting, shallow trees, the number of trees chosen on held-out
-    subscribers. Logistic regression: median imputation with missing-value indicators,
+    boosting: `fit_boosting`, shallow trees, the number of trees, the depth and the feature
+    sampling chosen on held-out subscribers. Logistic regression: median imputation with missing-value indicators,
     standardised features, L2 penalty C. Both are deterministic (fixed seeds). Raises
     TooFewChurners with fewer than `min_positives` churners, or with fewer churners than folds.
     """
@@ -137,7 +166,7 @@ def fit_models(x: pd.DataFrame, y: pd.Series, params: ChurnParams, features=FEAT
     # without prepaid lines no top-ups) cannot be binned: the trees see it as a constant, never split
     # on it, and ignore it when scoring. The logistic pipeline's imputer keeps such columns itself.
     constant = xs.fillna({f: 0.0 for f in xs.columns if xs[f].isna().all()})
-    boosting = SubscriberFoldBoosting(params.gradient_boosting).fit(constant, y, x["subscriber_id"])
+    boosting = fit_boosting(constant, y, x["subscriber_id"], params.gradient_boosting)
     return {"gradient_boosting": boosting, "logistic_regression": logistic.fit(xs, y)}
 
 

@@ -48,6 +48,7 @@ class ModelCard:
     config_version: str
     notes: list[str] = field(default_factory=list)
     churners_by_reason: dict = field(default_factory=dict)  # test month: churn type -> churners, top-decile share
+    fitted: dict = field(default_factory=dict)  # what fitting chose: boosting settings, trees per member, OOF log-loss
 
     @property
     def first_scorable_month(self) -> date:

@@ -221,6 +221,8 @@ def train(spark: SparkSession, lake: LakeLayout, config: Mapping, config_version
             feature_list=list(FEATURES), metrics=metrics, calibration=calibration, lift=lift,
             drift_reference=reference, data_version=data_version, churners_by_reason=by_reason,
             params={k: config[k] for k in SPEC_KEYS}, config_version=config_version, notes=notes,
+            fitted={"boosting": estimators[DEPLOYED].params, "trees_per_member": estimators[DEPLOYED].n_iter_,
+                    "oof_log_loss": round(estimators[DEPLOYED].oof_log_loss, 6)},
         )
         registry.register(card, estimators)
         new.append(card)
@@ -230,7 +232,8 @@ def train(spark: SparkSession, lake: LakeLayout, config: Mapping, config_version
                  f"{train_months[0]:%Y-%m}..{train_months[-1]:%Y-%m}, tested on {test_month:%Y-%m} "
                  f"({len(te):,} rows, {card.positives_test} churners): AUC {_f(m['auc'])} (baseline {_f(b['auc'])}), "
                  f"top-decile lift {_f(m['top_decile_lift'], 2)}, EMP {_f(m['emp'], 2)} CNY, Brier {_f(m['brier'], 4)}; "
-                 f"trees per member {estimators[DEPLOYED].n_iter_} [{time.monotonic() - clock:.1f} s]")
+                 f"boosting {_chosen(estimators[DEPLOYED], config)}, trees per member {estimators[DEPLOYED].n_iter_} "
+                 f"[{time.monotonic() - clock:.1f} s]")
     write_model_tables(spark, lake, registry, spec)
     return new
 
@@ -252,6 +255,12 @@ def train_step(spark: SparkSession, lake: LakeLayout, ctx, settings, retrain: bo
     ops.record_step(spark, lake, ctx, started,
                     f"trained {len(new)} churn model(s)" + (f": {', '.join(c.version for c in new)}" if new else ""))
     return new
+
+
+def _chosen(boosting, config: Mapping) -> str:
+    """The searched settings the boosting kept, e.g. `max_depth 2, max_features 0.5`."""
+    searched = sorted((config["gradient_boosting"].get("search") or {}))
+    return ", ".join(f"{k} {boosting.params[k]}" for k in searched) or "fixed settings"
 
 
 def churn_types(test: pd.DataFrame, score: np.ndarray) -> dict:

@@ -43,7 +43,7 @@ class AnalyticsSettings:
 
 def churn_settings(raw: dict) -> dict:
     """The `churn` section, checked: every segment has an action, risk bands run highest first,
-    the boosting has at least two folds and the control share is a share."""
+    the boosting has at least two folds and every setting, and the control share is a share."""
     missing = set(SEGMENTS) - set(raw["actions"])
     if missing:
         raise ValueError(f"churn.actions: no recommended action for {sorted(missing)}")
@@ -53,6 +53,13 @@ def churn_settings(raw: dict) -> dict:
     folds = int(raw["gradient_boosting"]["folds"])
     if folds < 2:
         raise ValueError(f"churn.gradient_boosting.folds must be at least 2 (one fold stops, the rest fit), got {folds}")
+    from crm_pipeline.models.churn import boosting_candidates
+
+    for candidate in boosting_candidates(raw["gradient_boosting"]):
+        missing = {"max_iter", "learning_rate", "max_depth", "min_samples_leaf", "l2_regularization",
+                   "n_iter_no_change", "random_state"} - set(candidate)
+        if missing:
+            raise ValueError(f"churn.gradient_boosting: no value (fixed or in `search`) for {sorted(missing)}")
     share = float(raw["watchlist"]["control_share"])
     if not 0.0 <= share < 1.0:
         raise ValueError(f"churn.watchlist.control_share must be in [0, 1), got {share}")
