@@ -5,7 +5,8 @@
 For every training window the lake's complete months allow (as `crm train` builds them), the
 gradient-boosting model is fitted with all features, then without one theme at a time (calling
 circle, trends, ...), and evaluated on the window's test month. AUC, top-decile lift and EMP are
-pooled over windows (mean). The section "Ablation" of docs/churn.md is replaced with the table.
+pooled over windows (mean). The section "Ablation" (or `--section`) of docs/churn.md is replaced
+with the table.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from report import replace_section  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lake", default=str(ROOT / "var" / "demo" / "lake"))
+    parser.add_argument("--section", default="Ablation",
+                        help="section of docs/churn.md to replace with the table (default %(default)s)")
     args = parser.parse_args()
 
     import numpy as np
@@ -77,7 +80,7 @@ def main() -> None:
     for label, rows in results.items():
         auc, lift, e, brier = (float(np.mean([r[i] for r in rows])) for i in range(4))
         lines.append(f"| {label} | {auc:.3f} | {auc - base:+.3f} | {lift:.2f} | {e:.2f} | {brier:.4f} |")
-    replace_section(ROOT / "docs" / "churn.md", "Ablation", "\n".join(lines))
+    replace_section(ROOT / "docs" / "churn.md", args.section, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -34,7 +34,7 @@ EXAMPLE_QUERIES = (
     ("Churn models: out-of-time evaluation against the logistic baseline",
      "SELECT model_version, train_months, test_month, labels_known_through AS scores_from, round(auc, 3) AS auc, "
      "round(baseline_auc, 3) AS baseline_auc, round(top_decile_lift, 2) AS lift10, round(emp, 2) AS emp_cny, "
-     "round(brier, 4) AS brier FROM crm.churn_model ORDER BY test_month"),
+     "round(brier, 4) AS brier FROM crm.churn_model WHERE in_use ORDER BY test_month"),
     ("Churn watch list, latest month: who to call first, and why",
      "SELECT priority_rank, subscriber_id, value_segment, round(churn_score, 3) AS churn_score, "
      "round(expected_loss_fen / 100) AS expected_loss_cny, control_group, "
