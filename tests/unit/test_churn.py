@@ -318,6 +318,10 @@ def test_fit_refuses_too_few_churners():
     data.loc[:2, "label"] = 1
     with pytest.raises(ValueError, match="3 churners"):
         fit_models(data, data["label"], PARAMS)
+    data.loc[:9, "label"] = 1
+    data.loc[:9, "subscriber_id"] = ["S0", "S1", "S2", "S3"] * 2 + ["S0", "S1"]  # 10 churner rows, 4 subscribers
+    with pytest.raises(ValueError, match=r"10 churners \(4 subscribers\)"):
+        fit_models(data, data["label"], PARAMS)
 
 
 def test_boosting_learns_a_non_monotone_effect_the_logistic_baseline_cannot():

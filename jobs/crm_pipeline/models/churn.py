@@ -146,9 +146,10 @@ def fit_models(x: pd.DataFrame, y: pd.Series, params: ChurnParams, features=FEAT
 
     `x` carries `subscriber_id` (the folds of the boosting are drawn by subscriber). Gradient
     boosting: `fit_boosting`, shallow trees, the number of trees, the depth and the feature
-    sampling chosen on held-out subscribers. Logistic regression: median imputation with missing-value indicators,
-    standardised features, L2 penalty C. Both are deterministic (fixed seeds). Raises
-    TooFewChurners with fewer than `min_positives` churners, or with fewer churners than folds.
+    sampling chosen on held-out subscribers. Logistic regression: median imputation with
+    missing-value indicators, standardised features, L2 penalty C. Both are deterministic (fixed
+    seeds). Raises TooFewChurners with fewer than `min_positives` churner rows, or fewer churning
+    subscribers than the boosting has folds.
     """
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
@@ -156,9 +157,11 @@ def fit_models(x: pd.DataFrame, y: pd.Series, params: ChurnParams, features=FEAT
     from sklearn.preprocessing import StandardScaler
 
     positives, folds = int(y.sum()), int(params.gradient_boosting["folds"])
-    if positives < max(params.min_positives, folds) or positives == len(y):
-        raise TooFewChurners(f"churn model: {positives} churners in {len(y)} training rows; fitting needs at least "
-                             f"{max(params.min_positives, folds)} churners and some non-churners")
+    churning = x.loc[np.asarray(y) == 1, "subscriber_id"].nunique()
+    if positives < params.min_positives or churning < folds or positives == len(y):
+        raise TooFewChurners(f"churn model: {positives} churners ({churning} subscribers) in {len(y)} training rows; "
+                             f"fitting needs at least {params.min_positives} churners, {folds} churning subscribers "
+                             "(one per fold) and some non-churners")
     logistic = make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
                              StandardScaler(), LogisticRegression(C=params.logistic_c, max_iter=5000))
     xs = x[list(features)].astype("float64")
