@@ -28,7 +28,7 @@ class SparkSettings:
     master: str = "local[2]"
     app_name: str = "crm-pipeline"
     jar_dir: Path = REPO_ROOT / "infra" / "jars" / "lib"
-    shuffle_partitions: int = 8
+    shuffle_partitions: int | None = None  # None: 4 per core of the cluster (adaptive execution coalesces)
     driver_memory: str = "6g"
     extra_conf: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
@@ -39,7 +39,8 @@ class SparkSettings:
         return cls(
             master=os.environ.get("CRM_SPARK_MASTER", d.master),
             jar_dir=Path(os.environ.get("CRM_JAR_DIR", d.jar_dir)),
-            shuffle_partitions=int(os.environ.get("CRM_SHUFFLE_PARTITIONS", d.shuffle_partitions)),
+            shuffle_partitions=int(os.environ["CRM_SHUFFLE_PARTITIONS"]) if os.environ.get("CRM_SHUFFLE_PARTITIONS")
+            else d.shuffle_partitions,
             driver_memory=os.environ.get("CRM_DRIVER_MEMORY", d.driver_memory),
         )
 

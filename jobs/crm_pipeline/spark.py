@@ -39,8 +39,6 @@ def build_session(settings: SparkSettings | None = None) -> SparkSession:
         .config("spark.sql.session.timeZone", "Asia/Shanghai")
         # BOSS times are local wall-clock times without a zone: keep them that way end to end.
         .config("spark.sql.timestampType", "TIMESTAMP_NTZ")
-        .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
-        .config("spark.default.parallelism", str(settings.shuffle_partitions))
         .config("spark.driver.memory", settings.driver_memory)
         .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J}")
         .config("spark.ui.enabled", "false")
@@ -53,7 +51,13 @@ def build_session(settings: SparkSettings | None = None) -> SparkSession:
     )
     for key, value in settings.extra_conf:
         builder = builder.config(key, value)
+    if settings.shuffle_partitions:
+        builder = builder.config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    if not settings.shuffle_partitions:
+        # Parallelism follows the cluster: 4 shuffle partitions per core; adaptive query execution
+        # (on by default) coalesces small ones and splits skewed ones.
+        spark.conf.set("spark.sql.shuffle.partitions", str(4 * spark.sparkContext.defaultParallelism))
     log.info("spark session %s on %s", spark.version, settings.master)
     return spark

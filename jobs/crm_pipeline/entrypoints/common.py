@@ -17,16 +17,21 @@ def iso_date(text: str) -> date:
 
 def add_landing_arguments(parser: argparse.ArgumentParser) -> None:
     """--landing, --lake and the business-date range of the deliveries to ingest."""
-    from pathlib import Path
-
-    parser.add_argument("--landing", required=True, type=Path, help="landing zone root (<feed>/<YYYYMMDD>/...)")
+    parser.add_argument("--landing", required=True,
+                        help="landing zone root (<feed>/<YYYYMMDD>/...): local path or file://, s3a://, hdfs:// URI")
     parser.add_argument("--lake", required=True, help="Delta Lake root (local path or Hadoop URI)")
     parser.add_argument("--from", dest="date_from", type=iso_date, help="first business date to ingest (YYYY-MM-DD)")
     parser.add_argument("--to", dest="date_to", type=iso_date, help="last business date to ingest (YYYY-MM-DD)")
 
 
-def check_landing(command: str, landing) -> None:
-    if not landing.is_dir():
+def check_landing(command: str, landing: str) -> None:
+    from crm_pipeline.ingest.landing import is_directory
+
+    try:
+        found = is_directory(landing)
+    except (OSError, ValueError) as exc:  # unknown scheme, unreachable file system
+        raise SystemExit(f"crm {command}: cannot open landing zone {landing}: {exc}") from exc
+    if not found:
         raise SystemExit(f"crm {command}: landing zone {landing} is not a directory")
 
 

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
                         args.date_from, args.date_to)
 
 
-def run_pipeline(spark, landing: Path, lake: LakeLayout, warehouse: str, ctx: ops.RunContext, key: str,
+def run_pipeline(spark, landing: str | Path, lake: LakeLayout, warehouse: str, ctx: ops.RunContext, key: str,
                  date_from=None, date_to=None) -> int:
     """Ingest, roll up, analyse every complete month, train the churn models they allow, rescore the
     months a new model may score, publish. Exit 1 if a delivery failed."""

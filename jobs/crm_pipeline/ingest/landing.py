@@ -8,10 +8,15 @@ Layout (boss-exports.md):
 from __future__ import annotations
 
 import hashlib
+import os
+import posixpath
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from pathlib import Path
+
+from pyarrow import fs as pafs
+
+from crm_pipeline.ingest.reader import join, resolve
 
 ENCODINGS = {"UTF-8": "utf-8", "GBK": "gbk"}
 _DATE_DIR = re.compile(r"^\d{8}$")
@@ -20,7 +25,7 @@ _DATE_DIR = re.compile(r"^\d{8}$")
 class ControlFileError(ValueError):
     """A control file that cannot be trusted; the whole delivery fails."""
 
-    def __init__(self, path: Path, line_no: int | None, check: str, detail: str):
+    def __init__(self, path: str, line_no: int | None, check: str, detail: str):
         where = f"{path}:{line_no}" if line_no else str(path)
         super().__init__(f"{where}: check {check} failed: {detail}")
         self.path, self.line_no, self.check, self.detail = path, line_no, check, detail
@@ -55,24 +60,47 @@ class Delivery:
 
     feed: str
     business_date: date
-    directory: Path
-    control_file: Path
+    directory: str  # local path or URI of <landing>/<feed>/<YYYYMMDD>
+    control_file: str
     delivery_id: str
     entries: tuple[ControlEntry, ...] = field(default_factory=tuple)
     control_error: str | None = None  # set when the control file itself is unusable
     unlisted_files: tuple[str, ...] = field(default_factory=tuple)
 
-    def path_of(self, entry: ControlEntry) -> Path:
-        return self.directory / entry.file_name
+    @property
+    def control_name(self) -> str:
+        return posixpath.basename(self.control_file)
+
+    def path_of(self, entry: ControlEntry) -> str:
+        return join(self.directory, entry.file_name)
 
 
-def parse_control_file(path: Path, feed: str, business_date: date) -> list[ControlEntry]:
+def read_bytes(location: str | os.PathLike) -> bytes:
+    filesystem, path = resolve(location)
+    with filesystem.open_input_stream(path, compression=None) as stream:
+        return stream.read()
+
+
+def is_directory(location: str | os.PathLike) -> bool:
+    filesystem, path = resolve(location)
+    return filesystem.get_file_info(path).type == pafs.FileType.Directory
+
+
+def _listing(location: str) -> dict[str, pafs.FileType]:
+    filesystem, path = resolve(location)
+    return {posixpath.basename(i.path.rstrip("/")): i.type
+            for i in filesystem.get_file_info(pafs.FileSelector(path, allow_not_found=True))}
+
+
+def parse_control_file(path: str | os.PathLike, feed: str, business_date: date,
+                       content: bytes | None = None) -> list[ControlEntry]:
     """Parse `<file name>|<row count>|<byte size>|<md5>|<encoding>` lines; raise on any defect."""
     prefix = f"{feed.upper()}_{business_date:%Y%m%d}_"
     entries: list[ControlEntry] = []
     seen: set[str] = set()
+    path = str(path)
     try:
-        text = path.read_text(encoding="ascii")
+        text = (read_bytes(path) if content is None else content).decode("ascii")
     except UnicodeDecodeError as exc:
         raise ControlFileError(path, None, "control_format", f"not ASCII text ({exc.reason})") from exc
     for line_no, line in enumerate(text.splitlines(), start=1):
@@ -100,7 +128,7 @@ def parse_control_file(path: Path, feed: str, business_date: date) -> list[Contr
 
 
 def discover(
-    landing: Path,
+    landing: str | os.PathLike,
     feeds: list[str],
     date_from: date | None = None,
     date_to: date | None = None,
@@ -110,30 +138,32 @@ def discover(
     Folders without a control file are still being written and are not returned.
     """
     out: list[Delivery] = []
+    landing = str(landing)
     for feed in feeds:
-        feed_dir = landing / feed
-        if not feed_dir.is_dir():
-            continue
-        for day_dir in sorted(p for p in feed_dir.iterdir() if p.is_dir() and _DATE_DIR.match(p.name)):
+        feed_dir = join(landing, feed)
+        days = _listing(feed_dir)
+        for day in sorted(n for n, t in days.items() if t == pafs.FileType.Directory and _DATE_DIR.match(n)):
             try:
-                business_date = datetime.strptime(day_dir.name, "%Y%m%d").date()
+                business_date = datetime.strptime(day, "%Y%m%d").date()
             except ValueError:
                 continue
             if (date_from and business_date < date_from) or (date_to and business_date > date_to):
                 continue
-            ctl = day_dir / f"{feed.upper()}_{day_dir.name}.ctl"
-            if not ctl.is_file():
+            day_dir = join(feed_dir, day)
+            names = _listing(day_dir)
+            ctl_name = f"{feed.upper()}_{day}.ctl"
+            if names.get(ctl_name) != pafs.FileType.File:
                 continue
-            delivery_id = f"{feed}/{day_dir.name}/{hashlib.md5(ctl.read_bytes()).hexdigest()[:16]}"
+            ctl = join(day_dir, ctl_name)
+            content = read_bytes(ctl)
+            delivery_id = f"{feed}/{day}/{hashlib.md5(content).hexdigest()[:16]}"
             try:
-                entries = tuple(parse_control_file(ctl, feed, business_date))
+                entries = tuple(parse_control_file(ctl, feed, business_date, content))
                 error = None
             except ControlFileError as exc:
                 entries, error = (), str(exc)
             listed = {e.file_name for e in entries}
-            unlisted = tuple(
-                sorted(p.name for p in day_dir.iterdir() if p.name != ctl.name and p.name not in listed)
-            )
+            unlisted = tuple(sorted(n for n in names if n != ctl_name and n not in listed))
             out.append(Delivery(feed, business_date, day_dir, ctl, delivery_id, entries, error, unlisted))
     out.sort(key=lambda d: (d.business_date, d.feed))
     return out

@@ -1,14 +1,18 @@
 """Landing -> bronze -> silver for a batch of complete deliveries, with exact per-file accounting.
 
-Per feed, one Spark pass over all of the batch's files:
+Per feed:
 
-1. verify every file against its control line; a delivery with any failed check loads nothing;
-2. read numbered lines, split them; structurally bad lines go to the quarantine;
-3. bronze: replace the batch's business dates (a re-delivery replaces its day atomically);
-4. silver: rebuild every partition date the batch touches (and that the replaced delivery
-   touched) from bronze: type, validate, map numbers to subscriptions, latest delivery wins;
-5. quarantine the batch's rejects; count each file's records as loaded, quarantined or
-   duplicate, and check that the counts add up to the lines read.
+1. bronze, in one pass over each file: verify it against its control line while reading, split
+   numbered lines into string fields (structurally bad lines keep their raw text and reason) and
+   replace the batch's business dates in one transaction. A file failing a check aborts the
+   write; its delivery is dropped and the others are written again, so a delivery loads whole
+   or not at all;
+2. silver, from the batch's bronze rows: type, validate, map numbers to subscriptions, keep the
+   latest delivery's version of each record. A first delivery of its days is merged into silver
+   (appended, or upserted where it supersedes stored versions); a re-delivered day, bills and
+   tickets rebuild the partitions they touch from bronze, so withdrawn records disappear;
+3. quarantine the batch's rejects; count each file's records as loaded, quarantined or
+   duplicate, and check that the counts add up to the lines the control file declared.
 """
 
 from __future__ import annotations
@@ -28,11 +32,12 @@ from pyspark.sql import functions as F
 from crm_pipeline import ops
 from crm_pipeline.feeds import FeedSpec, load_feeds
 from crm_pipeline.ingest.landing import Delivery, discover
-from crm_pipeline.ingest.spark_io import read_lines, source_file, verify_deliveries
+from crm_pipeline.ingest.spark_io import failed_check, read_lines, source_file, verify_deliveries
 from crm_pipeline.io import delta
 from crm_pipeline.quality import gx
 from crm_pipeline.settings import LakeLayout
-from crm_pipeline.transforms.staging.parse import LATE_DAYS, LINEAGE, split_raw_lines, type_and_validate
+from crm_pipeline.stages import stage
+from crm_pipeline.transforms.staging.parse import LATE_DAYS, LINEAGE, type_and_validate
 from crm_pipeline.transforms.staging.silver import (
     holders_by_day,
     latest_version_wins,
@@ -45,6 +50,7 @@ from crm_pipeline.transforms.staging.silver import (
 log = logging.getLogger(__name__)
 
 QUARANTINE_COLUMNS = ["feed", *LINEAGE, "reject_reason", "reject_detail", "raw_line", "run_id"]
+REJECT = ["raw_line", "reject_reason", "reject_detail"]
 
 
 class AccountingError(RuntimeError):
@@ -87,7 +93,7 @@ def _row(ctx: ops.RunContext, d: Delivery, file_name: str, started, status: str,
 
 def ingest(
     spark: SparkSession,
-    landing: Path,
+    landing: str | Path,
     lake: LakeLayout,
     ctx: ops.RunContext,
     feeds: list[str] | None = None,
@@ -109,24 +115,17 @@ def ingest(
     todo = [d for d in found if loaded.get((d.feed, d.business_date)) != d.delivery_id]
     progress(f"ingest: {len(found)} complete deliveries in {landing}, {len(todo)} new or re-delivered")
 
-    verifiable = [d for d in todo if d.control_error is None]
-    checks = verify_deliveries(spark, verifiable)
-    passed: list[Delivery] = []
+    readable: list[Delivery] = []
     for d in todo:
         if d.control_error:
-            _fail(result, ctx, d, d.control_file.name, started, d.control_error)
-            continue
-        bad = [c for c in checks[d.delivery_id] if c.check]
-        if bad:
-            for c in bad:
-                _fail(result, ctx, d, c.file_name, started, f"{c.detail} (check {c.check}); delivery not loaded")
-            continue
-        passed.append(d)
+            _fail(result, ctx, d, d.control_name, started, d.control_error)
+        else:
+            readable.append(d)
 
     snapshot_days = {day for (feed, day) in loaded if feed == "subscriber"}
     delivery_log: list[tuple] = []
     for spec in specs.values():
-        batch = [d for d in passed if d.feed == spec.feed]
+        batch = [d for d in readable if d.feed == spec.feed]
         if spec.msisdn_field:
             waiting = [d for d in batch if d.business_date not in snapshot_days]
             for d in waiting:
@@ -138,24 +137,26 @@ def ingest(
             continue
         t0 = time.monotonic()
         try:
-            rows, dq_rows, touched = load_feed(
-                spark, lake, spec, batch, ctx, {c.file_name: c.rows for d in batch for c in checks[d.delivery_id]}
-            )
+            feed_load = load_feed(spark, lake, spec, batch, ctx)
         except gx.DataQualityError as exc:
             result.dq_rows.extend(getattr(exc, "rows", []))
             for d in batch:
                 _fail(result, ctx, d, "", started, str(exc))
             progress(f"  {spec.feed}: FAILED data-quality checks: {exc}")
             continue
-        result.rows.extend(rows)
-        result.dq_rows.extend(dq_rows)
-        result.changed[spec.feed] = touched
-        delivery_log.extend((d.feed, d.business_date, d.delivery_id, ctx.run_id, "LOADED") for d in batch)
+        for d, file_name, message in feed_load.failed:
+            _fail(result, ctx, d, file_name, started, message)
+        result.rows.extend(feed_load.rows)
+        result.dq_rows.extend(feed_load.dq_rows)
+        if not feed_load.loaded:
+            continue
+        result.changed[spec.feed] = feed_load.touched
+        delivery_log.extend((d.feed, d.business_date, d.delivery_id, ctx.run_id, "LOADED") for d in feed_load.loaded)
         if spec.feed == "subscriber":
-            snapshot_days |= {d.business_date for d in batch}
-        t = IngestResult(ctx.run_id, rows).totals_by_feed()[spec.feed]
+            snapshot_days |= {d.business_date for d in feed_load.loaded}
+        t = IngestResult(ctx.run_id, feed_load.rows).totals_by_feed()[spec.feed]
         progress(
-            f"  {spec.feed:<10} {len(batch):>4} deliveries {t['files']:>5} files  read {t['rows_read']:>10,}  "
+            f"  {spec.feed:<10} {len(feed_load.loaded):>4} deliveries {t['files']:>5} files  read {t['rows_read']:>10,}  "
             f"loaded {t['rows_loaded']:>10,}  quarantined {t['rows_quarantined']:>7,}  "
             f"duplicates {t['rows_duplicate']:>7,}  ({time.monotonic() - t0:.1f} s)"
         )
@@ -176,13 +177,74 @@ def _fail(result: IngestResult, ctx, d: Delivery, file_name: str, started, messa
     result.rows.append(_row(ctx, d, file_name, started, "FAILED", {}, message))
 
 
+@dataclass
+class FeedLoad:
+    """What loading one feed's batch did."""
+
+    loaded: list[Delivery]  # deliveries now in bronze and silver
+    failed: list[tuple[Delivery, str, str]]  # (delivery, file name, message): loaded nothing
+    rows: list[dict] = field(default_factory=list)  # crm_ops.pipeline_runs rows of loaded files
+    dq_rows: list[dict] = field(default_factory=list)
+    touched: set[date] = field(default_factory=set)  # silver partition dates written
+
+
 def _partition_values(typed: DataFrame, column: str) -> set:
     return {r[0] for r in typed.where(F.col(column).isNotNull()).select(column).distinct().collect()}
 
 
+def _days_in(table: DataFrame | None, days: list[date]) -> set[date]:
+    """Business dates among `days` that hold rows in a table partitioned by business_date
+    (from the Delta log's file list: no data is read)."""
+    if table is None or not days:
+        return set()
+    files = table.where(F.col("business_date").isin(days)).inputFiles()
+    return {d for d in days if any(f"business_date={d.isoformat()}" in f for f in files)}
+
+
+def _write_bronze(
+    spark: SparkSession, lake: LakeLayout, spec: FeedSpec, batch: list[Delivery], ctx: ops.RunContext
+) -> tuple[list[Delivery], list[tuple[Delivery, str, str]]]:
+    """Read, verify and split the batch's files in one pass and replace their days in bronze.
+
+    A file failing its control-line checks aborts the write; the whole batch is then verified
+    (without decoding), the failed deliveries are dropped and the rest written again.
+    Returns the deliveries written and the failures (delivery, file name, message).
+    """
+    failed: list[tuple[Delivery, str, str]] = []
+    while batch:
+        days = sorted({d.business_date for d in batch})
+        rows = read_lines(spark, batch, spec).select(
+            *LINEAGE, *spec.field_names, F.lit(ctx.run_id).alias("run_id"), *REJECT)
+        try:
+            delta.replace_where(rows, lake.bronze(spec.feed), delta.in_predicate("business_date", days),
+                                ["business_date"], optimize_write=False, merge_schema=True)
+            return batch, failed
+        except Exception as exc:  # noqa: BLE001 - a failed file check surfaces as a Spark job failure
+            if failed_check(exc) is None:
+                raise
+        checks = verify_deliveries(spark, batch)
+        keep = []
+        for d in batch:
+            bad_files = [c for c in checks[d.delivery_id] if c.check]
+            failed += [(d, c.file_name, f"{c.detail} (check {c.check}); delivery not loaded") for c in bad_files]
+            if not bad_files:
+                keep.append(d)
+        if len(keep) == len(batch):
+            raise RuntimeError(f"{spec.feed}: a file failed its checks while read but passed on verification")
+        batch = keep
+    return batch, failed
+
+
+def _incremental(spec: FeedSpec, reloaded: set[date]) -> bool:
+    """Whether the batch merges into silver (first deliveries of event days) rather than
+    rebuilding partitions from bronze (re-deliveries; bills and tickets, whose later versions
+    supersede earlier ones across partitions; snapshots stand alone either way)."""
+    return spec.kind == "event" and spec.feed != "ticket" and not reloaded
+
+
 def _other_versions(bronze: DataFrame, spec: FeedSpec, touched: set, batch_days: list[date]) -> DataFrame:
     """Bronze rows of other deliveries that can hold a version of a record in the touched partitions."""
-    outside = ~F.col("business_date").isin(batch_days)
+    outside = ~F.col("business_date").isin(batch_days) & F.col("reject_reason").isNull()
     if spec.kind == "snapshot" or not touched:  # a snapshot day stands alone
         return bronze.where(F.lit(False))
     lo = min(touched)
@@ -192,103 +254,164 @@ def _other_versions(bronze: DataFrame, spec: FeedSpec, touched: set, batch_days:
     return bronze.where(outside & F.col("business_date").between(lo, hi))
 
 
+def _valid(bronze: DataFrame) -> DataFrame:
+    """Bronze rows that passed the structural checks (the others carry their reject reason)."""
+    if "reject_reason" not in bronze.columns:  # bronze written before rejects were kept there
+        return bronze
+    return bronze.where(F.col("reject_reason").isNull())
+
+
+def _typed(bronze: DataFrame, spec: FeedSpec) -> DataFrame:
+    return with_partition_date(type_and_validate(_valid(bronze), spec), spec)
+
+
+def _existing_versions(silver: DataFrame, spec: FeedSpec, part_col: str, days: list[date]) -> DataFrame:
+    """The stored version of each key in silver partitions `days`: key, its lineage, its partition."""
+    key = list(spec.key)
+    latest = F.max(F.struct("business_date", "source_file", "line_no", part_col))
+    return (
+        silver.where(F.col(part_col).isin(days)).groupBy(*key).agg(latest.alias("_e"))
+        .select(*key, *[F.col(f"_e.{c}").alias(f"_e_{c}")
+                        for c in ("business_date", "source_file", "line_no", part_col)])
+    )
+
+
+def _against_stored(typed: DataFrame, spec: FeedSpec, part_col: str, existing: DataFrame | None) -> DataFrame:
+    """Batch winners compete with the version silver holds: a stored later version makes the batch
+    record a duplicate; an earlier one is superseded (`_supersedes`)."""
+    if existing is None:
+        return typed.withColumn("_supersedes", F.lit(False)).withColumn("_e_part", F.lit(None).cast("date"))
+    joined = typed.join(existing, list(spec.key), "left")
+    mine = F.struct("business_date", "source_file", "line_no")
+    stored = F.struct("_e_business_date", "_e_source_file", "_e_line_no")
+    stored_present = F.col("_e_business_date").isNotNull()
+    loses = F.col("is_winner") & stored_present & (stored >= mine)
+    return (
+        joined.withColumn("_supersedes", F.col("is_winner") & stored_present & (stored < mine))
+        .withColumn("is_winner", F.col("is_winner") & ~loses)
+        .withColumn("_e_part", F.col(f"_e_{part_col}"))
+        .drop("_e_business_date", "_e_source_file", "_e_line_no", f"_e_{part_col}")
+    )
+
+
 def load_feed(
     spark: SparkSession,
     lake: LakeLayout,
     spec: FeedSpec,
     batch: list[Delivery],
     ctx: ops.RunContext,
-    expected_rows: dict[str, int],
-) -> tuple[list[dict], list[dict], set[date]]:
-    """Load one feed's verified deliveries.
-
-    Returns pipeline_runs rows, data-quality rows and the silver partition dates rewritten.
-    """
+) -> FeedLoad:
+    """Load one feed's deliveries: bronze, silver, quarantine, accounting."""
     started = ops.utcnow()
-    batch_days = sorted({d.business_date for d in batch})
     part_col, _ = partition_date(spec)
+    bronze_path = lake.bronze(spec.feed)
     dq_rows: list[dict] = []
 
-    split = split_raw_lines(read_lines(spark, batch), spec).persist(StorageLevel.MEMORY_AND_DISK)
-    bronze_batch = split.where(F.col("reject_reason").isNull()).select(
-        *LINEAGE, *spec.field_names, F.lit(ctx.run_id).alias("run_id")
-    )
-    structural = split.where(F.col("reject_reason").isNotNull()).select(
-        *LINEAGE, "raw_line", "reject_reason", "reject_detail"
-    )
-    dq_rows += gx.enforce(bronze_batch, f"bronze_{spec.feed}", ctx.run_id, batch_days[-1])
-
-    bronze_path = lake.bronze(spec.feed)
-    typed_batch = with_partition_date(type_and_validate(bronze_batch, spec), spec).persist(
-        StorageLevel.MEMORY_AND_DISK
-    )
     previous = delta.read(spark, bronze_path)
-    if spec.kind == "snapshot":
-        touched = set(batch_days)
-    else:
-        touched = _partition_values(typed_batch, part_col)
-        if previous is not None:
-            replaced = previous.where(F.col("business_date").isin(batch_days))
-            touched |= _partition_values(with_partition_date(type_and_validate(replaced, spec), spec), part_col)
+    all_days = sorted({d.business_date for d in batch})
+    reloaded = _days_in(previous, all_days)
+    incremental = _incremental(spec, reloaded)
+    replaced_parts: set = set()
+    if reloaded and spec.kind != "snapshot":  # partitions the replaced delivery's records sit in
+        replaced_parts = _partition_values(
+            _typed(previous.where(F.col("business_date").isin(sorted(reloaded))), spec)
+            .where(F.col("reject_reason").isNull()), part_col)
 
-    delta.replace_where(
-        bronze_batch, bronze_path, delta.in_predicate("business_date", batch_days), ["business_date"]
-    )
+    with stage("read+bronze", spec.feed):
+        batch, failed = _write_bronze(spark, lake, spec, batch, ctx)
+    if not batch:
+        return FeedLoad([], failed)
+    batch_days = sorted({d.business_date for d in batch})
+    ids = [d.delivery_id for d in batch]
+    bronze = spark.read.format("delta").load(bronze_path)
+    batch_rows = bronze.where(F.col("business_date").isin(batch_days) & F.col("delivery_id").isin(ids))
+    with stage("bronze_checks", spec.feed):
+        dq_rows += gx.enforce(_valid(batch_rows), f"bronze_{spec.feed}", ctx.run_id, batch_days[-1])
 
-    # Versions from other deliveries come from bronze; the batch is reused as already typed.
-    typed = typed_batch
-    if previous is not None:
-        others = _other_versions(spark.read.format("delta").load(bronze_path), spec, touched, batch_days)
-        typed = typed.unionByName(with_partition_date(type_and_validate(others, spec), spec))
-    if spec.msisdn_field:
-        subscribers = delta.read(spark, lake.silver("subscriber"))
-        if subscribers is None:
-            raise RuntimeError("msisdn-keyed feeds need the silver subscriber snapshot; load `subscriber` first")
-        holders = holders_by_day(subscribers.where(F.col("snapshot_date").isin(sorted(touched)) if touched else F.lit(False)))
-        typed = map_to_subscribers(typed, holders, spec)
-    typed = latest_version_wins(typed, spec).withColumn("outcome", outcome()).persist(StorageLevel.MEMORY_AND_DISK)
+    with stage("silver", spec.feed):
+        typed = _typed(batch_rows, spec)
+        if spec.kind == "snapshot":
+            touched = set(batch_days)
+        elif incremental:
+            lo = batch_days[0] - timedelta(days=LATE_DAYS)
+            touched = {lo + timedelta(days=i) for i in range((batch_days[-1] - lo).days + 1)}  # the window
+        else:
+            touched = _partition_values(typed.where(F.col("reject_reason").isNull()), part_col) | replaced_parts
+            typed = typed.unionByName(_typed(_other_versions(bronze, spec, touched, batch_days), spec))
+        if spec.msisdn_field:
+            subscribers = delta.read(spark, lake.silver("subscriber"))
+            if subscribers is None:
+                raise RuntimeError("msisdn-keyed feeds need the silver subscriber snapshot; load `subscriber` first")
+            holders = holders_by_day(subscribers.where(F.col("snapshot_date").isin(sorted(touched))))
+            typed = map_to_subscribers(typed, holders, spec)
+        typed = latest_version_wins(typed, spec)
+        silver_table = delta.read(spark, lake.silver(spec.feed))
+        if incremental:
+            existing = (_existing_versions(silver_table, spec, part_col, sorted(touched))
+                        if silver_table is not None else None)
+            typed = _against_stored(typed, spec, part_col, existing)
+        typed = typed.withColumn("outcome", outcome()).persist(StorageLevel.MEMORY_AND_DISK)
 
-    silver_cols = [part_col, *spec.field_names] + (["subscriber_id"] if spec.msisdn_field else []) + LINEAGE
+        batch_records = typed.where(F.col("business_date").isin(batch_days)) if not incremental else typed
+        structural = batch_rows.where(F.col("reject_reason").isNotNull()) if "reject_reason" in batch_rows.columns \
+            else batch_rows.where(F.lit(False))
+        counted = (
+            structural.select("source_file", F.lit("quarantined").alias("outcome"),
+                              F.lit(None).cast("date").alias("_part"), F.lit(False).alias("_supersedes"),
+                              F.lit(None).cast("date").alias("_e_part"))
+            .unionByName(batch_records.select(
+                "source_file", "outcome", F.when(F.col("outcome") == "loaded", F.col(part_col)).alias("_part"),
+                F.col("_supersedes") if incremental else F.lit(False).alias("_supersedes"),
+                F.col("_e_part") if incremental else F.lit(None).cast("date").alias("_e_part")))
+            .groupBy("source_file", "outcome", "_part", "_supersedes", "_e_part")
+            .count()
+            .collect()
+        )
+        if incremental:
+            touched = {r["_part"] for r in counted if r["_part"] is not None}
+            touched |= {r["_e_part"] for r in counted if r["_supersedes"] and r["_e_part"] is not None}
+        supersedes = any(r["_supersedes"] for r in counted)
+
+        silver_cols = [part_col, *spec.field_names] + (["subscriber_id"] if spec.msisdn_field else []) + LINEAGE
+        if incremental:
+            silver_new = typed.where(F.col("is_winner")).select(*silver_cols)
+        else:
+            silver_new = typed.where(F.col("is_winner") & F.col(part_col).isin(sorted(touched))).select(*silver_cols)
     if touched:
-        silver_new = typed.where(F.col("is_winner") & F.col(part_col).isin(sorted(touched))).select(*silver_cols)
-        dq_rows += gx.enforce(silver_new, f"silver_{spec.feed}", ctx.run_id, batch_days[-1])
+        with stage("silver_checks", spec.feed):
+            dq_rows += gx.enforce(silver_new, f"silver_{spec.feed}", ctx.run_id, batch_days[-1])
+        with stage("silver_write", spec.feed):
+            path = lake.silver(spec.feed)
+            if not incremental or silver_table is None:
+                delta.replace_where(silver_new, path, delta.in_predicate(part_col, touched), [part_col])
+            elif supersedes:
+                key = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
+                delta.upsert(silver_new, path, f"t.{delta.in_predicate(part_col, touched)} AND {key}")
+            else:
+                delta.append(silver_new, path, [part_col], optimize_write=True)
+
+    with stage("quarantine", spec.feed):
+        rejects = structural.select(*LINEAGE, *REJECT).unionByName(
+            batch_records.where(F.col("outcome") == "quarantined").select(*LINEAGE, *REJECT)
+        )
+        quarantine = rejects.select(F.lit(spec.feed).alias("feed"), *rejects.columns, F.lit(ctx.run_id).alias("run_id"))
         delta.replace_where(
-            silver_new, lake.silver(spec.feed), delta.in_predicate(part_col, touched), [part_col]
+            quarantine.select(*QUARANTINE_COLUMNS),
+            lake.quarantine,
+            f"feed = {delta.sql_literal(spec.feed)} AND " + delta.in_predicate("business_date", batch_days),
+            ["feed", "business_date"],
         )
-
-    batch_records = typed.where(F.col("business_date").isin(batch_days))
-    rejects = structural.unionByName(
-        batch_records.where(F.col("outcome") == "quarantined").select(
-            *LINEAGE, "raw_line", "reject_reason", "reject_detail"
-        )
-    )
-    quarantine = rejects.select(F.lit(spec.feed).alias("feed"), *rejects.columns, F.lit(ctx.run_id).alias("run_id"))
-    delta.replace_where(
-        quarantine.select(*QUARANTINE_COLUMNS),
-        lake.quarantine,
-        f"feed = {delta.sql_literal(spec.feed)} AND " + delta.in_predicate("business_date", batch_days),
-        ["feed", "business_date"],
-    )
-
-    counted = (
-        structural.select("source_file", F.lit("quarantined").alias("outcome"))
-        .unionByName(batch_records.select("source_file", "outcome"))
-        .groupBy("source_file", "outcome")
-        .count()
-        .collect()
-    )
-    split.unpersist()
-    typed_batch.unpersist()
     typed.unpersist()
-    per_file: dict[str, dict[str, int]] = defaultdict(dict)
+
+    per_file: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for r in counted:
-        per_file[r.source_file][r.outcome] = r["count"]
+        per_file[r.source_file][r.outcome] += r["count"]
     rows = []
     for d in batch:
         for e in d.entries:
             name = source_file(d, e.file_name)
-            counts = per_file.get(name, {})
-            counts["read"] = expected_rows[e.file_name]
+            counts = dict(per_file.get(name, {}))
+            counts["read"] = e.row_count  # verified equal to the lines read
             accounted = sum(counts.get(k, 0) for k in ("loaded", "quarantined", "duplicate"))
             if accounted != counts["read"]:
                 raise AccountingError(
@@ -297,4 +420,4 @@ def load_feed(
                 )
             note = f"; ignored unlisted files {', '.join(d.unlisted_files)}" if d.unlisted_files else ""
             rows.append(_row(ctx, d, e.file_name, started, "SUCCESS", counts, f"loaded{note}"))
-    return rows, dq_rows, touched
+    return FeedLoad(batch, failed, rows, dq_rows, touched)

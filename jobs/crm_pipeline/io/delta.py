@@ -31,24 +31,45 @@ def in_predicate(column: str, values: Iterable) -> str:
     return f"{column} IN ({', '.join(sql_literal(v) for v in values)})"
 
 
-def replace_where(df: DataFrame, path: str, predicate: str, partition_by: list[str]) -> None:
+def _writer(df: DataFrame, optimize_write: bool, merge_schema: bool):
+    # Optimized writes bin-pack each partition value's rows into files of about
+    # spark.databricks.delta.optimizeWrite.binSize, over as many tasks as that takes: no task gets a
+    # whole partition value, and late records do not leave a small file per task and day.
+    return (df.write.format("delta").option("mergeSchema", str(merge_schema).lower())
+            .option("optimizeWrite", str(optimize_write).lower()))
+
+
+def replace_where(df: DataFrame, path: str, predicate: str, partition_by: list[str],
+                  optimize_write: bool = True, merge_schema: bool = False) -> None:
     """Replace the rows matching `predicate` with `df` in one transaction (creating the table if new).
 
     Every row of `df` must match the predicate (Delta enforces it). An empty `df` deletes the
-    matching rows, which is what a re-delivery without those records means.
+    matching rows, which is what a re-delivery without those records means. `optimize_write=False`
+    writes each task's rows as they are (for input that is already one partition value per task).
+    `merge_schema` lets a write add columns (tables written by an older version gain them).
     """
-    spark = df.sparkSession
-    # Whole partitions per task: one file per partition value instead of one per task and value.
-    writer = df.repartition(*partition_by).write.format("delta").option("mergeSchema", "false")
-    if not exists(spark, path):
+    writer = _writer(df, optimize_write, merge_schema)
+    if not exists(df.sparkSession, path):
         writer.mode("overwrite").partitionBy(*partition_by).save(path)
         return
     writer.mode("overwrite").option("replaceWhere", predicate).save(path)
 
 
-def append(df: DataFrame, path: str, partition_by: list[str] | None = None) -> None:
-    """Append (ops history only: run logs gain the new run's rows)."""
-    writer = df.write.format("delta").mode("append")
+def append(df: DataFrame, path: str, partition_by: list[str] | None = None, optimize_write: bool = False) -> None:
+    """Append rows in one transaction (run logs; silver records new to the table)."""
+    writer = _writer(df, optimize_write, False).mode("append")
     if partition_by and not exists(df.sparkSession, path):
         writer = writer.partitionBy(*partition_by)
     writer.save(path)
+
+
+def upsert(df: DataFrame, path: str, condition: str) -> None:
+    """Merge `df` (alias `s`) into the table (alias `t`): matched rows are replaced, others inserted.
+
+    Each target row may match at most one source row. One transaction; only files holding
+    matched rows are rewritten.
+    """
+    from delta.tables import DeltaTable
+
+    (DeltaTable.forPath(df.sparkSession, path).alias("t").merge(df.alias("s"), condition)
+     .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())

@@ -10,6 +10,9 @@ record has exactly one reason:
 
 from __future__ import annotations
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -34,32 +37,64 @@ LINEAGE = ["business_date", "delivery_id", "source_file", "line_no"]
 LATE_DAYS = 3
 
 
-def split_raw_lines(lines: DataFrame, spec: FeedSpec) -> DataFrame:
-    """Raw numbered lines -> one string column per contract field, or a structural rejection.
+def bronze_schema(spec: FeedSpec) -> str:
+    """Columns of the split lines: lineage, the feed's fields as strings, and for structurally
+    rejected lines their raw text and reason (NULL on accepted lines)."""
+    fields = ", ".join(f"{f.name} string" for f in spec.fields)
+    return (f"business_date date, delivery_id string, source_file string, line_no long, {fields}, "
+            "raw_line string, reject_reason string, reject_detail string")
 
-    Input grain: one row per non-blank delivered line (LINEAGE + raw_line + decode_ok).
-    Output: the same rows with the feed's fields as strings (empty -> NULL), `reject_reason`
-    (bad_encoding / field_count or NULL) and `reject_detail`.
+
+def split_fields(texts: pa.Array, decode_ok: pa.Array, spec: FeedSpec) -> list[pa.Array]:
+    """Split lines on `|` into the feed's fields (Arrow compute, no Python object per line).
+
+    Returns one string array per field (empty -> NULL; all NULL on a rejected line), then
+    `raw_line` (rejected lines only), `reject_reason` (bad_encoding / field_count or NULL) and
+    `reject_detail`.
     """
-    parts = F.split(F.col("raw_line"), r"\|", -1)
-    n = F.size(parts)
-    reason = (
-        F.when(~F.col("decode_ok"), F.lit("bad_encoding"))
-        .when(n != spec.n_fields, F.lit("field_count"))
-    )
-    detail = (
-        F.when(~F.col("decode_ok"), F.lit("bytes not valid in the declared encoding"))
-        .when(n != spec.n_fields, F.format_string(f"expected {spec.n_fields} fields, found %d", n))
-    )
-    fields = [F.nullif(parts.getItem(i), F.lit("")).alias(f.name) for i, f in enumerate(spec.fields)]
-    structural_ok = F.col("decode_ok") & (n == spec.n_fields)
-    return lines.select(
-        *LINEAGE,
-        "raw_line",
-        *[F.when(structural_ok, c).alias(f.name) for c, f in zip(fields, spec.fields)],
-        reason.alias("reject_reason"),
-        detail.alias("reject_detail"),
-    )
+    n, nf = len(texts), spec.n_fields
+    parts = pc.split_pattern(texts, "|")
+    found = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+    ok = decode_ok.to_numpy(zero_copy_only=False).astype(bool)
+    good = ok & (found == nf)
+    flat = pc.list_flatten(parts if good.all() else pc.filter(parts, pa.array(good)))
+    at = None if good.all() else pa.array(np.cumsum(good) - 1, mask=~good)
+    out = []
+    for i in range(nf):
+        column = flat.take(pa.array(np.arange(i, len(flat), nf, dtype=np.int64)))
+        if at is not None:
+            column = column.take(at)
+        out.append(pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column))
+    if good.all():
+        nulls = pa.nulls(n, pa.string())
+        return [*out, nulls, nulls, nulls]
+    reasons, details = [None] * n, [None] * n
+    for i in np.flatnonzero(~good):
+        if not ok[i]:
+            reasons[i], details[i] = "bad_encoding", "bytes not valid in the declared encoding"
+        else:
+            reasons[i], details[i] = "field_count", f"expected {nf} fields, found {found[i]}"
+    raw = pc.if_else(pa.array(good), pa.scalar(None, pa.string()), texts)
+    return [*out, raw, pa.array(reasons, pa.string()), pa.array(details, pa.string())]
+
+
+def split_raw_lines(lines: DataFrame, spec: FeedSpec) -> DataFrame:
+    """Raw numbered lines (LINEAGE + raw_line + decode_ok) -> `bronze_schema(spec)` rows.
+
+    The delivery reader splits the same way inside its tasks; this form serves frames of lines.
+    """
+    names = ["business_date", "delivery_id", "source_file", "line_no"]
+
+    def split(batches):
+        for b in batches:
+            cols = split_fields(b.column("raw_line"), b.column("decode_ok"), spec)
+            yield pa.RecordBatch.from_arrays([b.column(c) for c in names] + cols,
+                                             names=names + [f.name for f in spec.fields] + REJECT_COLUMNS)
+
+    return lines.select(*names, "raw_line", "decode_ok").mapInArrow(split, bronze_schema(spec))
+
+
+REJECT_COLUMNS = ["raw_line", "reject_reason", "reject_detail"]
 
 
 def raw_line(spec: FeedSpec) -> Column:
@@ -139,32 +174,47 @@ def type_and_validate(bronze: DataFrame, spec: FeedSpec) -> DataFrame:
 
     Input: bronze rows (LINEAGE + the feed's fields as strings). Output: LINEAGE, `raw_line`
     (the line rebuilt from its fields, for the quarantine), typed fields, reject reason and detail.
+
+    The checks yield the index of the first one failing; reason and detail text are looked up
+    from it, so a valid record pays for the checks and nothing else.
     """
     typed_cols, conditions = [], []
     for f in spec.fields:
         typed, checks = _field_checks(f, F.col(f.name))
         typed_cols.append(typed.alias(f.name))
-        conditions.extend((cond, reason, F.concat(F.lit(f"{f.name}="), F.coalesce(shown, F.lit("<null>"))))
-                          for cond, reason, shown in checks)
-    reason = F.coalesce(*[F.when(c, F.lit(r)) for c, r, _ in conditions])
-    detail = F.coalesce(*[F.when(c, d) for c, _, d in conditions])
-    out = bronze.select(
+        conditions.extend((cond, reason) for cond, reason, _ in checks)
+    failed = F.coalesce(*[F.when(c, F.lit(i)) for i, (c, _) in enumerate(conditions)]) if conditions \
+        else F.lit(None).cast("int")
+    stage1 = bronze.select(
         *LINEAGE,
         raw_line(spec).alias("raw_line"),
         *typed_cols,
-        reason.cast(T.StringType()).alias("reject_reason"),
-        detail.cast(T.StringType()).alias("reject_detail"),
+        failed.alias("_failed"),
     )
+    parts = F.split(F.col("raw_line"), r"\|", -1)
+    strings = {f.name: F.nullif(parts.getItem(i), F.lit("")) for i, f in enumerate(spec.fields)}
+    details = [F.concat(F.lit(f"{f.name}="), F.coalesce(shown, F.lit("<null>")))
+               for f in spec.fields for _, _, shown in _field_checks(f, strings[f.name])[1]]
+    reason_of = F.lit(None).cast(T.StringType())
+    detail_of = F.lit(None).cast(T.StringType())
+    if conditions:
+        failing = F.col("_failed")
+        reason_of, detail_of = F.when(F.lit(False), F.lit(None)), F.when(F.lit(False), F.lit(None))
+        for i, ((_, reason), detail) in enumerate(zip(conditions, details)):
+            reason_of = reason_of.when(failing == i, F.lit(reason))
+            detail_of = detail_of.when(failing == i, detail)
+        reason_of, detail_of = F.when(failing.isNotNull(), reason_of), F.when(failing.isNotNull(), detail_of)
     window = window_violation(spec)
     if window is not None:
         bad, shown = window
-        out = out.withColumn(
-            "reject_detail",
-            F.when(F.col("reject_reason").isNull() & bad,
-                   F.concat(F.lit("event time "), F.coalesce(shown, F.lit("<null>")),
-                            F.lit(" outside the delivery window"))).otherwise(F.col("reject_detail")),
-        ).withColumn(
-            "reject_reason",
-            F.when(F.col("reject_reason").isNull() & bad, F.lit("outside_window")).otherwise(F.col("reject_reason")),
-        )
-    return out
+        outside = F.col("_failed").isNull() & bad
+        reason_of = F.when(outside, F.lit("outside_window")).otherwise(reason_of)
+        detail_of = F.when(outside, F.concat(F.lit("event time "), F.coalesce(shown, F.lit("<null>")),
+                                             F.lit(" outside the delivery window"))).otherwise(detail_of)
+    return stage1.select(
+        *LINEAGE,
+        "raw_line",
+        *[f.name for f in spec.fields],
+        reason_of.cast(T.StringType()).alias("reject_reason"),
+        detail_of.cast(T.StringType()).alias("reject_detail"),
+    )

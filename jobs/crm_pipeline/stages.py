@@ -1,0 +1,40 @@
+"""Wall time per pipeline stage (verify+read, bronze, silver, rollups, monthly, publish).
+
+Stages nest nowhere: each `stage(...)` block is one Spark action or a short run of them, so the
+times add up to the run. They feed the progress lines (`--verbose`) and the benchmark harness,
+which sets `CRM_STAGE_EVENTS` to a file and gets one JSON line per stage (name, feed, wall-clock
+start and end in epoch seconds, rows) to attribute memory samples and rows/s to stages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+log = logging.getLogger(__name__)
+
+#: stage name -> seconds spent in this process (all feeds together)
+totals: dict[str, float] = defaultdict(float)
+
+
+@contextmanager
+def stage(name: str, feed: str | None = None) -> Iterator[dict]:
+    """Time a block; the yielded dict may receive `rows` (records the stage handled)."""
+    info: dict = {}
+    start = time.time()
+    try:
+        yield info
+    finally:
+        end = time.time()
+        totals[name] += end - start
+        log.info("stage %s%s: %.2f s", name, f" ({feed})" if feed else "", end - start)
+        path = os.environ.get("CRM_STAGE_EVENTS")
+        if path:
+            event = dict(stage=name, feed=feed, start=start, end=end, rows=info.get("rows"))
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(event) + "\n")
