@@ -46,7 +46,7 @@ $(AIRFLOW_HOME)/.migrated: $(VENV)/.installed
 	touch $@
 
 bench: setup
-	$(BIN)/python bench/ingest_throughput.py
+	$(BIN)/python bench/daily_stage.py --section $(BENCH_ARGS)
 	$(BIN)/python bench/generator_throughput.py
 
 clean:

@@ -223,8 +223,8 @@ def _write_gold(spark: SparkSession, lake: LakeLayout, name: str, df: DataFrame,
             raise RuntimeError(
                 f"gold/{name} was written by another version of the pipeline (its columns differ): "
                 "run `crm analyse` without --month to rebuild every complete month")
-        df.repartition(partition).write.format("delta").mode("overwrite").option("overwriteSchema", "true") \
-            .partitionBy(partition).save(path)
+        df.write.format("delta").mode("overwrite").option("overwriteSchema", "true") \
+            .option("optimizeWrite", "true").partitionBy(partition).save(path)
         return
     delta.replace_where(df, path, delta.in_predicate(partition, targets), [partition])
 
