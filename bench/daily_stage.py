@@ -80,6 +80,14 @@ def pipeline_child(landing: str, lake: str, day: str | None = None, only: bool =
                       "rows_loaded": sum(r["rows_loaded"] for r in result.rows)}))
 
 
+#: contract time types -> their parsed value in DuckDB SQL (NULL when unparsable)
+_PARSED = {
+    "timestamp": "try_strptime({c}, '%Y%m%d%H%M%S')",
+    "date": "CAST(try_strptime({c}, '%Y%m%d') AS DATE)",
+    "month": "CAST(try_strptime({c} || '01', '%Y%m%d') AS DATE)",
+}
+
+
 def _sql_checks(spec) -> tuple[str, str]:
     """(typed select list, reason CASE) of a feed, the pipeline's rules in DuckDB SQL."""
     typed, checks = [], []
@@ -95,15 +103,10 @@ def _sql_checks(spec) -> tuple[str, str]:
             checks.append((f"{c} IS NOT NULL AND (NOT regexp_matches({c}, '^-?\\d{{1,18}}$') OR "
                            f"try_cast({c} AS BIGINT) IS NULL)", "bad_number"))
             typed.append(f"try_cast({c} AS BIGINT) AS {c}")
-        elif f.type == "timestamp":
-            checks.append((f"{c} IS NOT NULL AND try_strptime({c}, '%Y%m%d%H%M%S') IS NULL", "bad_timestamp"))
-            typed.append(f"try_strptime({c}, '%Y%m%d%H%M%S') AS {c}")
-        elif f.type == "date":
-            checks.append((f"{c} IS NOT NULL AND try_strptime({c}, '%Y%m%d') IS NULL", "bad_timestamp"))
-            typed.append(f"CAST(try_strptime({c}, '%Y%m%d') AS DATE) AS {c}")
-        elif f.type == "month":
-            checks.append((f"{c} IS NOT NULL AND try_strptime({c} || '01', '%Y%m%d') IS NULL", "bad_timestamp"))
-            typed.append(f"CAST(try_strptime({c} || '01', '%Y%m%d') AS DATE) AS {c}")
+        elif f.type in _PARSED:
+            value = _PARSED[f.type].format(c=c)
+            checks.append((f"{c} IS NOT NULL AND {value} IS NULL", "bad_timestamp"))
+            typed.append(f"{value} AS {c}")
         elif f.type == "flag":
             checks.append((f"{c} IS NOT NULL AND {c} NOT IN ('0', '1')", "bad_code"))
             typed.append(f"{c} = '1' AS {c}")
