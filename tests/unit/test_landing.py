@@ -72,3 +72,4 @@ def test_discover_honours_the_date_range(tmp_path):
         write_delivery(tmp_path, "ticket", day, [["x"]])
     found = discover(tmp_path, ["ticket"], date(2026, 3, 2), date(2026, 3, 2))
     assert [d.business_date for d in found] == [date(2026, 3, 2)]
+

@@ -1,4 +1,4 @@
-"""The file reader and verifier: plain Python, no Spark."""
+"""The file reader, verifier and field splitter: plain Python, no Spark."""
 
 from __future__ import annotations
 
@@ -89,3 +89,58 @@ def test_blank_lines_are_what_bytes_strip_removes_across_tiny_chunks(tmp_path):
     got = list(iter_records(p, "utf-8", True, chunk_bytes=7))
     assert got == [(1, "a|1", True), (4, "b|王", True), (5, "bad|\\xff", False), (6, "c|3", True), (7, "\u3000", True)]
     assert count_data_lines(p, True) == 5  # a line of U+3000 is data, as the control file counts it
+
+
+def test_a_multi_member_gzip_reads_whole_and_verifies(tmp_path):
+    body = gzip.compress(b"a|1\nb|2\n", mtime=0) + gzip.compress(b"c|3\n", mtime=0)
+    p, size, md5 = _write(tmp_path / "A_20260301_001.dat.gz", body)
+    assert [t for _, t, _ in iter_records(p, "utf-8", True)] == ["a|1", "b|2", "c|3"]
+    assert verify_file(p, p.name, 3, size, md5, gzipped=True).check is None
+
+
+def test_a_truncated_gzip_with_a_wrong_md5_reports_the_md5_first(tmp_path):
+    full = gzip.compress(b"".join(b"record|%d\n" % i for i in range(5000)), mtime=0)
+    p, size, _ = _write(tmp_path / "A_20260301_001.dat.gz", full[: len(full) // 2])
+    assert verify_file(p, p.name, 5000, size, "0" * 32, gzipped=True).check == "md5"
+
+
+def test_a_scan_yields_the_lines_and_then_knows_the_check(tmp_path):
+    from crm_pipeline.ingest.reader import FileScan
+
+    p, size, md5 = _write(tmp_path / "A_20260301_001.dat", b"a|1\nb|2\n")
+    scan = FileScan(str(p), p.name, 3, size, md5, "utf-8", False)
+    assert scan.check is None
+    lines = [t for _, texts, _ in scan.batches() for t in texts.to_pylist()]
+    assert lines == ["a|1", "b|2"] and scan.check.check == "row_count"
+
+
+def test_files_are_read_through_file_uris(tmp_path):
+    p, size, md5 = _write(tmp_path / "A_20260301_001.dat", b"a|1\n")
+    assert verify_file(f"file://{p}", p.name, 1, size, md5, gzipped=False).check is None
+
+
+def test_a_failed_check_is_recovered_from_the_spark_error_text():
+    from crm_pipeline.ingest.spark_io import CHECK_FAILED, failed_check
+
+    text = ('py4j error ... DeliveryCheckFailed: ' + CHECK_FAILED +
+            '{"delivery_id": "cdr_voice/20260301/ab", "file": "F_001.dat", "check": "md5", "detail": "x} y"}\n  at ...')
+    assert failed_check(RuntimeError(text)) == {"delivery_id": "cdr_voice/20260301/ab", "file": "F_001.dat",
+                                                "check": "md5", "detail": "x} y"}
+    assert failed_check(RuntimeError("OutOfMemoryError")) is None
+
+
+def test_split_fields_in_arrow_names_structural_rejects():
+    import pyarrow as pa
+
+    from crm_pipeline.feeds import feed_spec
+    from crm_pipeline.transforms.staging.parse import split_fields
+
+    spec = feed_spec("cdr_sms")
+    good = "S1|13800000001|13900000002|MO|20260301100000|P2P|CMCC|10"
+    cols = split_fields(pa.array([good, "a|b", good.replace("|P2P|", "||")]), pa.array([True, True, False]), spec)
+    fields, (raw, reason, detail) = cols[: spec.n_fields], cols[spec.n_fields:]
+    assert [c[0].as_py() for c in fields] == good.split("|")
+    assert [c[1].as_py() for c in fields] == [None] * spec.n_fields
+    assert reason.to_pylist() == [None, "field_count", "bad_encoding"]
+    assert detail.to_pylist()[1] == f"expected {spec.n_fields} fields, found 2"
+    assert raw.to_pylist() == [None, "a|b", good.replace("|P2P|", "||")]
