@@ -37,7 +37,7 @@ from crm_pipeline.io import delta
 from crm_pipeline.quality import gx
 from crm_pipeline.settings import LakeLayout
 from crm_pipeline.stages import stage
-from crm_pipeline.transforms.staging.parse import LATE_DAYS, LINEAGE, type_and_validate
+from crm_pipeline.transforms.staging.parse import LATE_DAYS, LINEAGE, REJECT_COLUMNS, type_and_validate
 from crm_pipeline.transforms.staging.silver import (
     holders_by_day,
     latest_version_wins,
@@ -50,7 +50,6 @@ from crm_pipeline.transforms.staging.silver import (
 log = logging.getLogger(__name__)
 
 QUARANTINE_COLUMNS = ["feed", *LINEAGE, "reject_reason", "reject_detail", "raw_line", "run_id"]
-REJECT = ["raw_line", "reject_reason", "reject_detail"]
 
 
 class AccountingError(RuntimeError):
@@ -214,7 +213,7 @@ def _write_bronze(
     while batch:
         days = sorted({d.business_date for d in batch})
         rows = read_lines(spark, batch, spec).select(
-            *LINEAGE, *spec.field_names, F.lit(ctx.run_id).alias("run_id"), *REJECT)
+            *LINEAGE, *spec.field_names, F.lit(ctx.run_id).alias("run_id"), *REJECT_COLUMNS)
         try:
             delta.replace_where(rows, lake.bronze(spec.feed), delta.in_predicate("business_date", days),
                                 ["business_date"], optimize_write=False, merge_schema=True)
@@ -329,32 +328,33 @@ def load_feed(
         dq_rows += gx.enforce(_valid(batch_rows), f"bronze_{spec.feed}", ctx.run_id, batch_days[-1])
 
     with stage("silver", spec.feed):
+        # scope: partitions read (snapshot days for the mapping, stored versions); touched: written.
         typed = _typed(batch_rows, spec)
         if spec.kind == "snapshot":
-            touched = set(batch_days)
-        elif incremental:
+            scope = touched = set(batch_days)
+        elif incremental:  # the delivery window; what is written is known once the batch is counted
             lo = batch_days[0] - timedelta(days=LATE_DAYS)
-            touched = {lo + timedelta(days=i) for i in range((batch_days[-1] - lo).days + 1)}  # the window
+            scope = {lo + timedelta(days=i) for i in range((batch_days[-1] - lo).days + 1)}
         else:
-            touched = _partition_values(typed.where(F.col("reject_reason").isNull()), part_col) | replaced_parts
+            scope = touched = (_partition_values(typed.where(F.col("reject_reason").isNull()), part_col)
+                               | replaced_parts)
             typed = typed.unionByName(_typed(_other_versions(bronze, spec, touched, batch_days), spec))
         if spec.msisdn_field:
             subscribers = delta.read(spark, lake.silver("subscriber"))
             if subscribers is None:
                 raise RuntimeError("msisdn-keyed feeds need the silver subscriber snapshot; load `subscriber` first")
-            holders = holders_by_day(subscribers.where(F.col("snapshot_date").isin(sorted(touched))))
+            holders = holders_by_day(subscribers.where(F.col("snapshot_date").isin(sorted(scope))))
             typed = map_to_subscribers(typed, holders, spec)
         typed = latest_version_wins(typed, spec)
         silver_table = delta.read(spark, lake.silver(spec.feed))
         if incremental:
-            existing = (_existing_versions(silver_table, spec, part_col, sorted(touched))
+            existing = (_existing_versions(silver_table, spec, part_col, sorted(scope))
                         if silver_table is not None else None)
             typed = _against_stored(typed, spec, part_col, existing)
         typed = typed.withColumn("outcome", outcome()).persist(StorageLevel.MEMORY_AND_DISK)
 
         batch_records = typed.where(F.col("business_date").isin(batch_days)) if not incremental else typed
-        structural = batch_rows.where(F.col("reject_reason").isNotNull()) if "reject_reason" in batch_rows.columns \
-            else batch_rows.where(F.lit(False))
+        structural = batch_rows.where(F.col("reject_reason").isNotNull())
         counted = (
             structural.select("source_file", F.lit("quarantined").alias("outcome"),
                               F.lit(None).cast("date").alias("_part"), F.lit(False).alias("_supersedes"),
@@ -391,8 +391,8 @@ def load_feed(
                 delta.append(silver_new, path, [part_col], optimize_write=True)
 
     with stage("quarantine", spec.feed):
-        rejects = structural.select(*LINEAGE, *REJECT).unionByName(
-            batch_records.where(F.col("outcome") == "quarantined").select(*LINEAGE, *REJECT)
+        rejects = structural.select(*LINEAGE, *REJECT_COLUMNS).unionByName(
+            batch_records.where(F.col("outcome") == "quarantined").select(*LINEAGE, *REJECT_COLUMNS)
         )
         quarantine = rejects.select(F.lit(spec.feed).alias("feed"), *rejects.columns, F.lit(ctx.run_id).alias("run_id"))
         delta.replace_where(

@@ -281,7 +281,8 @@ def iter_record_batches(
     path: str | Path, codec: str, gzipped: bool, chunk_bytes: int = CHUNK_BYTES
 ) -> Iterator[tuple[pa.Array, pa.Array, pa.Array]]:
     """Numbered non-blank lines of a file, unverified: (line numbers, texts, decoded cleanly)."""
-    size = resolve(str(path))[0].get_file_info(resolve(str(path))[1]).size
+    filesystem, location = resolve(str(path))
+    size = filesystem.get_file_info(location).size
     yield from FileScan(str(path), Path(path).name, -1, size, "", codec, gzipped, chunk_bytes).batches()
 
 

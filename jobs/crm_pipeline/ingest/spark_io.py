@@ -28,6 +28,7 @@ _ARROW_LINES = pa.schema([
 ])
 _FILES_SCHEMA = ("business_date date, delivery_id string, source_file string, location string, file_name string, "
                  "row_count long, byte_size long, md5 string, codec string, gzipped boolean")
+_FILE_FIELDS = [column.split()[0] for column in _FILES_SCHEMA.split(", ")]
 CHECK_FAILED = "CRM-DELIVERY-CHECK-FAILED:"
 
 
@@ -40,24 +41,25 @@ def source_file(delivery: Delivery, file_name: str) -> str:
     return f"{delivery.feed}/{delivery.business_date:%Y%m%d}/{file_name}"
 
 
-def _files(deliveries: list[Delivery]) -> list[tuple]:
+def _files(deliveries: list[Delivery]) -> list[dict]:
+    """One description per listed file (the fields of `_FILES_SCHEMA`)."""
     return [
-        (d.business_date, d.delivery_id, source_file(d, e.file_name), d.path_of(e), e.file_name,
-         e.row_count, e.byte_size, e.md5, e.python_codec, e.gzipped)
+        dict(zip(_FILE_FIELDS, (d.business_date, d.delivery_id, source_file(d, e.file_name), d.path_of(e),
+                                e.file_name, e.row_count, e.byte_size, e.md5, e.python_codec, e.gzipped)))
         for d in deliveries
         for e in d.entries
     ]
 
 
-def _deal(spark: SparkSession, files: list[tuple]):
-    """An RDD of the files, dealt over as many tasks as the cluster has cores, balanced by bytes
-    (largest first onto the lightest task)."""
+def _deal(spark: SparkSession, files: list[dict]):
+    """An RDD of the file descriptions, dealt over as many tasks as the cluster has cores, balanced
+    by bytes (largest first onto the lightest task)."""
     slots = max(1, min(len(files), spark.sparkContext.defaultParallelism))
     loads = [0] * slots
-    groups: list[list[tuple]] = [[] for _ in range(slots)]
-    for f in sorted(files, key=lambda f: -f[6]):
+    groups: list[list[dict]] = [[] for _ in range(slots)]
+    for f in sorted(files, key=lambda f: -f["byte_size"]):
         i = loads.index(min(loads))
-        loads[i] += max(f[6], 1)
+        loads[i] += max(f["byte_size"], 1)
         groups[i].append(f)
     return spark.sparkContext.parallelize(groups, slots).flatMap(lambda group: group)
 
@@ -102,7 +104,8 @@ def read_lines(spark: SparkSession, deliveries: list[Delivery], spec: FeedSpec |
     schema = bronze_schema(spec) if spec else LINES_SCHEMA
     if not files:
         return spark.createDataFrame([], schema)
-    return spark.createDataFrame(_deal(spark, files), _FILES_SCHEMA).mapInArrow(
+    rows = _deal(spark, files).map(lambda f: tuple(f[k] for k in _FILE_FIELDS))
+    return spark.createDataFrame(rows, _FILES_SCHEMA).mapInArrow(
         lambda batches: _read_files(batches, spec), schema)
 
 
@@ -125,11 +128,11 @@ def verify_deliveries(spark: SparkSession, deliveries: list[Delivery]) -> dict[s
     if not files:
         return out
 
-    def check(f: tuple) -> tuple[str, FileCheck]:
-        scan = FileScan(f[3], f[4], f[5], f[6], f[7], f[8], f[9])
+    def check(f: dict) -> tuple[str, FileCheck]:
+        scan = _scan(f)
         for _ in scan.batches(decode=False):
             pass
-        return f[1], scan.check
+        return f["delivery_id"], scan.check
 
     for delivery_id, result in _deal(spark, files).map(check).collect():
         out[delivery_id].append(result)

@@ -35,6 +35,8 @@ REASONS = (
 
 LINEAGE = ["business_date", "delivery_id", "source_file", "line_no"]
 LATE_DAYS = 3
+#: what a structurally rejected line keeps (NULL on accepted lines)
+REJECT_COLUMNS = ["raw_line", "reject_reason", "reject_detail"]
 
 
 def bronze_schema(spec: FeedSpec) -> str:
@@ -83,18 +85,13 @@ def split_raw_lines(lines: DataFrame, spec: FeedSpec) -> DataFrame:
 
     The delivery reader splits the same way inside its tasks; this form serves frames of lines.
     """
-    names = ["business_date", "delivery_id", "source_file", "line_no"]
-
     def split(batches):
         for b in batches:
             cols = split_fields(b.column("raw_line"), b.column("decode_ok"), spec)
-            yield pa.RecordBatch.from_arrays([b.column(c) for c in names] + cols,
-                                             names=names + [f.name for f in spec.fields] + REJECT_COLUMNS)
+            yield pa.RecordBatch.from_arrays([b.column(c) for c in LINEAGE] + cols,
+                                             names=LINEAGE + spec.field_names + REJECT_COLUMNS)
 
-    return lines.select(*names, "raw_line", "decode_ok").mapInArrow(split, bronze_schema(spec))
-
-
-REJECT_COLUMNS = ["raw_line", "reject_reason", "reject_detail"]
+    return lines.select(*LINEAGE, "raw_line", "decode_ok").mapInArrow(split, bronze_schema(spec))
 
 
 def raw_line(spec: FeedSpec) -> Column:
