@@ -47,6 +47,7 @@ $(AIRFLOW_HOME)/.migrated: $(VENV)/.installed
 
 bench: setup
 	$(BIN)/python bench/daily_stage.py --section $(BENCH_ARGS)
+	$(BIN)/python bench/monthly_stage.py --section
 	$(BIN)/python bench/generator_throughput.py
 
 clean:

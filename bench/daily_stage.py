@@ -225,11 +225,12 @@ def _tree_rss(proc) -> int:
     return total
 
 
-def run_child(args: list[str], env: dict) -> tuple[float, list[tuple[float, int]], str]:
-    """Run a child process; return its wall time, (time, tree RSS) samples and stdout."""
+def run_child(args: list[str], env: dict, script: str = __file__) -> tuple[float, list[tuple[float, int]], str]:
+    """Run `script` with `args` in a child process; return its wall time, (time, tree RSS) samples
+    and stdout."""
     samples: list[tuple[float, int]] = []
     t0 = time.time()
-    proc = subprocess.Popen([sys.executable, __file__, *args], env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, script, *args], env=env, stdout=subprocess.PIPE, text=True)
     done = threading.Event()
 
     def sample():

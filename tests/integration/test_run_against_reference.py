@@ -9,21 +9,16 @@ from __future__ import annotations
 import math
 import stat
 from datetime import date
-from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
-from crm_pipeline import ops
-from crm_pipeline.entrypoints.run import run_pipeline
-from crm_pipeline.generate import GeneratorConfig, generate
-from crm_pipeline.settings import LakeLayout
-from tests.reference.recompute import clv_given_model, load_config, recompute
+from tests.integration.conftest import KEY
+from tests.reference.recompute import clv_given_model, load_config
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
-KEY = "integration-test-key"
 CONTRACT_TABLES = ("subscriber_month", "kpi_month", "segment_summary", "segment_migration", "revenue_concentration",
                    "revenue_lorenz", "key_account_month", "clv_model")
 # doubles agree to 1e-9 (relative or absolute); the component scores and the indices built from logarithms to 1e-6
@@ -32,36 +27,6 @@ SCORE_TOLERANCE = 1e-6
 SCORE_COLUMNS = ("cv_revenue", "cv_margin", "cv_payment", "pv_revenue_growth", "pv_data_growth", "pv_tenure",
                  "pv_data_adoption", "pv_network", "pv_life_stage", "pv_calling_circle", "pv_on_net_share",
                  "current_value_index", "potential_value_index")
-
-
-def _crm_tables(path: Path) -> dict[str, pd.DataFrame]:
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        names = [r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'crm' ORDER BY 1").fetchall()]
-        out = {}
-        for n in names:
-            df = con.execute(f'SELECT * FROM "crm"."{n}"').fetchdf()
-            out[n] = df.sort_values(list(df.columns)).reset_index(drop=True)
-        return out
-    finally:
-        con.close()
-
-
-@pytest.fixture(scope="module")
-def published(spark, tmp_path_factory):
-    root = tmp_path_factory.mktemp("run")
-    landing, lake = root / "landing", LakeLayout(str(root / "lake"))
-    warehouse = root / "wh" / "warehouse.duckdb"
-    # 95 days from January 1st: January and February complete (March lacks its bill run).
-    generate(GeneratorConfig(landing=landing, subscribers=300, start=date(2026, 1, 1), days=95, seed=3,
-                             progress="none"))
-    code = run_pipeline(spark, landing, lake, f"duckdb:///{warehouse}", ops.RunContext("run-1"), KEY)
-    first = _crm_tables(warehouse)
-    code2 = run_pipeline(spark, landing, lake, f"duckdb:///{warehouse}", ops.RunContext("run-2"), KEY)
-    second = _crm_tables(warehouse)
-    return dict(code=code, code2=code2, first=first, second=second, ref=recompute(landing, KEY),
-                warehouse=warehouse)
 
 
 def test_run_succeeds_twice(published):

@@ -35,6 +35,7 @@ from crm_pipeline.models.churn import (
 )
 from crm_pipeline.models.registry import ModelCard, Registry, utc_now_iso
 from crm_pipeline.months import add_months
+from crm_pipeline.stages import stage
 from crm_pipeline.settings import LakeLayout
 
 MODEL_NAME = "churn"
@@ -377,7 +378,8 @@ def churn_marts(spark: SparkSession, lake: LakeLayout, rows: DataFrame, every: D
     )
 
     usage, contacts, tickets = churn_inputs(spark, lake, months)
-    features = churn_features(rows, every, usage, contacts, tickets).localCheckpoint(eager=True)
+    with stage("churn_features"):
+        features = churn_features(rows, every, usage, contacts, tickets).localCheckpoint(eager=True)
     registry = Registry(lake.root, MODEL_NAME)
     plan = scoring_plan(registry.cards(), months, spec_hash(config))
     unscored = [m for m in months if m not in plan]

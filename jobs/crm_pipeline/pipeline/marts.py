@@ -13,6 +13,7 @@ from crm_pipeline.feeds import conform, table_spec
 from crm_pipeline.pipeline.settings import AnalyticsSettings
 from crm_pipeline.pipeline.tables import silver
 from crm_pipeline.settings import LakeLayout
+from crm_pipeline.stages import stage
 from crm_pipeline.transforms.marts.clv import (
     CLV_MODEL_SCHEMA,
     clv_exposures,
@@ -94,6 +95,7 @@ def build_marts(
     out = {}
     for name in MART_TABLES:
         df = tables[name] if name == "subscriber_month" else conform(tables[name], table_spec(name))
-        out[name] = df.localCheckpoint(eager=True)
+        with stage("marts", name):
+            out[name] = df.localCheckpoint(eager=True)
     spark.catalog.clearCache()  # the intermediates above; the checkpoints stay
     return out

@@ -17,6 +17,7 @@ from crm_pipeline.months import add_months
 from crm_pipeline.pipeline.tables import silver
 from crm_pipeline.quality import gx
 from crm_pipeline.settings import LakeLayout
+from crm_pipeline.stages import stage
 from crm_pipeline.transforms.marts.kpi_month import kpi_month
 from crm_pipeline.transforms.marts.subscriber_month import (
     month_frame,
@@ -229,6 +230,30 @@ def _write_gold(spark: SparkSession, lake: LakeLayout, name: str, df: DataFrame,
     delta.replace_where(df, path, delta.in_predicate(partition, targets), [partition])
 
 
+def _replace_gold(spark: SparkSession, lake: LakeLayout, ctx: ops.RunContext, name: str, new: DataFrame,
+                  targets: list[date], every_month: bool, rescore: bool, restated: list[tuple],
+                  unchanged: list[str], progress: Callable[[str], None]) -> None:
+    """Write one mart's target months unless their content is unchanged (then append its name to
+    `unchanged`); append a restatement row to `restated` for every month whose content moved."""
+    from crm_pipeline.feeds import table_spec
+
+    partition = table_spec(name).partition
+    old = delta.read(spark, lake.gold(name))
+    same_shape = old is not None and old.schema.simpleString() == new.schema.simpleString()
+    before = fingerprints(old.where(F.col(partition).isin(targets)), partition) if same_shape else {}
+    after = fingerprints(new, partition)
+    if same_shape and before == after:
+        unchanged.append(name)  # same content: no new table version
+        return
+    if rescore and before and not changed_beyond_scores(name, old, new, partition, targets):
+        before = {}  # only the churn scores moved: a new model, not a restatement
+    for m in targets:
+        if before.get(m) and before[m] != after.get(m):
+            restated.append((m, name, ctx.run_id, before[m][0], after.get(m, (0, None))[0], ops.utcnow()))
+            progress(f"  {m:%Y-%m}: {name} restated ({before[m][0]:,} -> {after.get(m, (0,))[0]:,} rows)")
+    _write_gold(spark, lake, name, new, partition, targets, every_month)
+
+
 def analyse(
     spark: SparkSession,
     lake: LakeLayout,
@@ -245,7 +270,6 @@ def analyse(
     recorded in gold subscriber_month (a model trained since); changes to the score columns alone
     are not recorded as restatements, changes to anything else (a re-delivery since) are.
     """
-    from crm_pipeline.feeds import table_spec
     from crm_pipeline.pipeline.marts import MART_TABLES
     from crm_pipeline.pipeline.summary import print_summary
 
@@ -278,28 +302,16 @@ def analyse(
     counts = {"months": n, "months_x4": 4 * n, "months_x8": 8 * n, "months_x101": 101 * n}
     for name in MART_TABLES:
         frame = consistency_checks(tables[name]) if name == "kpi_month" else tables[name]
-        dq += gx.enforce(frame, f"gold_{name}", ctx.run_id, targets[-1], counts)
+        with stage("validate", name):
+            dq += gx.enforce(frame, f"gold_{name}", ctx.run_id, targets[-1], counts)
         progress(f"  gold/{name}: built and validated ({time.monotonic() - clock:.1f} s)")
         clock = time.monotonic()
     restated: list[tuple] = []
-    every_month = targets == complete
-    unchanged = []
+    unchanged: list[str] = []
     for name in MART_TABLES:
-        new, partition = tables[name], table_spec(name).partition
-        old = delta.read(spark, lake.gold(name))
-        same_shape = old is not None and old.schema.simpleString() == new.schema.simpleString()
-        before = fingerprints(old.where(F.col(partition).isin(targets)), partition) if same_shape else {}
-        after = fingerprints(new, partition)
-        if same_shape and before == after:
-            unchanged.append(name)  # same content: no new table version
-            continue
-        if rescore and before and not changed_beyond_scores(name, old, new, partition, targets):
-            before = {}  # only the churn scores moved: a new model, not a restatement
-        for m in targets:
-            if before.get(m) and before[m] != after.get(m):
-                restated.append((m, name, ctx.run_id, before[m][0], after.get(m, (0, None))[0], ops.utcnow()))
-                progress(f"  {m:%Y-%m}: {name} restated ({before[m][0]:,} -> {after.get(m, (0,))[0]:,} rows)")
-        _write_gold(spark, lake, name, new, partition, targets, every_month)
+        with stage("gold_write", name):
+            _replace_gold(spark, lake, ctx, name, tables[name], targets, targets == complete, rescore, restated,
+                          unchanged, progress)
     if unchanged:
         progress(f"analyse: unchanged, not rewritten: {', '.join(unchanged)}")
     progress(f"analyse: gold written ({time.monotonic() - clock:.1f} s)")

@@ -14,6 +14,7 @@ from deltalake.exceptions import TableNotFoundError
 
 from crm_pipeline.publish.warehouse import open_warehouse
 from crm_pipeline.settings import LakeLayout
+from crm_pipeline.stages import stage
 
 log = logging.getLogger(__name__)
 
@@ -64,22 +65,26 @@ def publish(
     wh = open_warehouse(warehouse_url)
     if months:
         for schema, name, cols, partition in published_tables():
-            try:
-                data = read_gold_months(lake, name, months, cols, partition)
-            except TableNotFoundError:
-                progress(f"publish: gold/{name} not built yet; run `crm analyse` (or `crm train`) first")
-                continue
-            wh.replace_partitions(schema, name, data, partition, months)
+            with stage("publish", name):
+                try:
+                    data = read_gold_months(lake, name, months, cols, partition)
+                except TableNotFoundError:
+                    progress(f"publish: gold/{name} not built yet; run `crm analyse` (or `crm train`) first")
+                    continue
+                wh.replace_partitions(schema, name, data, partition, months)
             progress(f"publish: {schema}.{name} {len(months)} months, {data.num_rows:,} rows")
     for name in ("pipeline_runs", "data_quality", "restatements"):
-        try:
-            data = _delta_dataset(lake.ops(name)).to_table()
-        except TableNotFoundError:  # no run of that kind so far
-            continue
-        wh.replace_table("crm_ops", name, data)
-    contact = _latest_contacts(lake)
+        with stage("publish", name):
+            try:
+                data = _delta_dataset(lake.ops(name)).to_table()
+            except TableNotFoundError:  # no run of that kind so far
+                continue
+            wh.replace_table("crm_ops", name, data)
+    with stage("publish", "contact"):
+        contact = _latest_contacts(lake)
+        if contact is not None:
+            wh.replace_table("crm_restricted", "contact", contact)
     if contact is not None:
-        wh.replace_table("crm_restricted", "contact", contact)
         progress(f"publish: crm_restricted.contact {contact.num_rows:,} rows -> {wh.target.restricted_path} (mode 0600)")
 
 

@@ -1,0 +1,133 @@
+"""`crm run` on a real Spark standalone cluster publishes what the local-mode run publishes.
+
+The cluster is the one infra/spark/standalone.sh starts: a master and two workers, separate JVM
+processes bound to 127.0.0.1, from the pyspark distribution's `bin/spark-class`. `crm run` is the
+command line in its own process (its driver), pointed at the master with CRM_SPARK_MASTER, on the
+landing zone of the session's local-mode run (tests/integration/conftest.py).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.integration.conftest import KEY, warehouse_tables
+
+pytestmark = [pytest.mark.spark, pytest.mark.integration]
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "infra" / "spark" / "standalone.sh"
+TOLERANCE = 1e-9  # doubles summed in another order on other executors
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    state = tmp_path_factory.mktemp("spark-cluster")
+    env = dict(os.environ, CRM_CLUSTER_DIR=str(state), CRM_CLUSTER_PORT=str(_free_port()),
+               CRM_WORKER_CORES="1", CRM_WORKER_MEMORY="1536m", SPARK_LOCAL_IP="127.0.0.1")
+    started = subprocess.run([str(SCRIPT), "start", "2"], env=env, capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, f"cluster did not start:\n{started.stderr}"
+    try:
+        yield dict(url=started.stdout.strip().splitlines()[-1], state=state, env=env)
+    finally:
+        subprocess.run([str(SCRIPT), "stop"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def cluster_run(cluster, published, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cluster-run")
+    warehouse = root / "warehouse.duckdb"
+    env = dict(os.environ, CRM_SPARK_MASTER=cluster["url"], CRM_DRIVER_MEMORY="1g", CRM_MSISDN_HMAC_KEY=KEY,
+               SPARK_LOCAL_IP="127.0.0.1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "crm_pipeline.cli", "run", "--landing", str(published["landing"]),
+         "--lake", str(root / "lake"), "--warehouse", f"duckdb:///{warehouse}"],
+        env=env, capture_output=True, text=True, timeout=1500,
+    )
+    return dict(proc=proc, warehouse=warehouse)
+
+
+def test_the_cluster_has_a_master_and_two_workers(cluster):
+    status = subprocess.run([str(SCRIPT), "status"], env=cluster["env"], capture_output=True, text=True)
+    assert status.returncode == 0
+    assert status.stdout.splitlines()[0] == cluster["url"]
+    pids = [int(line.split("pid")[1]) for line in status.stdout.splitlines()[1:]]
+    assert len(set(pids)) == 3 and os.getpid() not in pids
+
+
+def test_crm_run_succeeds_against_the_cluster(cluster_run):
+    proc = cluster_run["proc"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "publish: crm.subscriber_month" in proc.stdout
+
+
+def test_both_workers_ran_the_pipelines_tasks(cluster, cluster_run):
+    """Each worker launched an executor for the run, and each executor finished tasks: the work
+    was spread over the cluster, not done in the driver."""
+    for worker in ("worker-1", "worker-2"):
+        logs = list((cluster["state"] / worker).glob("app-*/*/stderr"))
+        assert logs, f"{worker} launched no executor"
+        finished = sum(p.read_text(errors="replace").count("Finished task") for p in logs)
+        assert finished > 0, f"{worker}'s executors finished no task"
+
+
+def _is_null(x) -> bool:
+    return x is None or x is pd.NA or x is pd.NaT or (isinstance(x, (float, np.floating)) and math.isnan(x))
+
+
+def _aligned(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows in an order that does not depend on doubles' last bits: by every non-double column."""
+    exact = [c for c in df.columns if not pd.api.types.is_float_dtype(df[c])]
+    return df.sort_values(exact or list(df.columns), kind="stable").reset_index(drop=True)
+
+
+def _differences(local: pd.DataFrame, cluster: pd.DataFrame) -> list:
+    if list(local.columns) != list(cluster.columns):
+        return [("columns", list(local.columns), list(cluster.columns))]
+    if len(local) != len(cluster):
+        return [("rows", len(local), len(cluster))]
+    local, cluster = _aligned(local), _aligned(cluster)
+    out = []
+    for col in local.columns:
+        for i, (x, y) in enumerate(zip(local[col], cluster[col])):
+            if _is_null(x) or _is_null(y):
+                same = _is_null(x) and _is_null(y)
+            elif isinstance(x, (float, np.floating)):
+                same = math.isclose(float(x), float(y), rel_tol=TOLERANCE, abs_tol=TOLERANCE)
+            else:
+                same = x == y
+            if not same:
+                out.append((col, i, x, y))
+    return out
+
+
+def test_the_cluster_publishes_what_local_mode_publishes(published, cluster_run):
+    assert cluster_run["proc"].returncode == 0
+    local, remote = published["second"], warehouse_tables(cluster_run["warehouse"])
+    assert sorted(remote) == sorted(local)
+    assert sum(len(df) for df in local.values()) > 0
+    differing = {name: diffs[:5] for name in local if (diffs := _differences(local[name], remote[name]))}
+    assert not differing, differing
+
+
+def test_the_cluster_publishes_the_same_restricted_contacts(published, cluster_run):
+    def contacts(warehouse: Path) -> pd.DataFrame:
+        restricted = warehouse.with_name(warehouse.stem + "_restricted.duckdb")
+        return warehouse_tables(restricted, "crm_restricted")["contact"]
+
+    local, remote = contacts(published["warehouse"]), contacts(cluster_run["warehouse"])
+    assert len(local) > 0
+    pd.testing.assert_frame_equal(local, remote)
