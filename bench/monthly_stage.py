@@ -48,7 +48,8 @@ from report import machine, replace_section  # noqa: E402
 BASE = dict(subscribers=1000, start="2026-01-01", days=246, seed=7)
 MONTH = "2026-08-01"
 #: stages in the order they run; `marts` and `validate` are summed over the tables
-STAGES = ("startup", "churn_features", "marts", "validate", "gold_write", "publish")
+STAGES = ("startup", "subscriber_month", "clv", "churn_features", "churn_scoring", "migration", "marts", "validate",
+          "gold_write", "publish")
 
 
 # --- scaling the base lake ---------------------------------------------------------------------
@@ -285,9 +286,12 @@ def main() -> int:
             f"{r['subscribers']:,} subscribers = {r['copies']:,} copies, {r['rows']:,} subscriber-months, "
             f"{r['rollup_rows']:,} daily usage and contact rows in reach" for r in results) + ".",
         "Rows/s = subscriber-months of the month / stage seconds; peak = resident memory of the whole process "
-        "tree (driver, JVM, Python workers) while the stage ran. `marts` materialises each gold table once "
-        "(subscriber_month with value indices, segments, CLV and churn scores, then the marts built from it); "
-        "`churn_features` is its own stage inside it.",
+        "tree (driver, JVM, Python workers) while the stage ran. Stages: `subscriber_month` the month's "
+        "subscriber rows with value components, indices and segments (from snapshots, rollups, bills, payments "
+        "and the gold history); `clv` the sBG fits and lifetime values; `churn_features` and `churn_scoring` "
+        "(scikit-learn models applied in Spark); `migration` the 5G upgrade models; `marts` materialises every "
+        "gold table (watch list, lost customers, KPIs, segments, concentration, key accounts, ...); `validate` "
+        "the GX suites; `gold_write` fingerprints and Delta writes; `publish` the DuckDB warehouse.",
         "",
         table(results),
         "",

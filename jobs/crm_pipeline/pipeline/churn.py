@@ -388,10 +388,11 @@ def churn_marts(spark: SparkSession, lake: LakeLayout, rows: DataFrame, every: D
                  "registry whose labels were all known by that month's end (`crm train` fits what the complete "
                  "months allow, then `crm analyse --rescore`; `crm run` does both)")
     models = {c.version: registry.load(c.version)[c.algorithm] for c in {c.version: c for c in plan.values()}.values()}
-    scores = score_in_spark(features, models, {m: c.version for m, c in plan.items()})
-    bands = [(float(c), str(n)) for c, n in config["risk_bands"]["bands"]]
-    scored = rows.join(scores, ["month", "subscriber_id"], "left").withColumn(
-        "churn_risk_band", risk_band(F.col("churn_score"), bands)).localCheckpoint(eager=True)
+    with stage("churn_scoring"):
+        scores = score_in_spark(features, models, {m: c.version for m, c in plan.items()})
+        bands = [(float(c), str(n)) for c, n in config["risk_bands"]["bands"]]
+        scored = rows.join(scores, ["month", "subscriber_id"], "left").withColumn(
+            "churn_risk_band", risk_band(F.col("churn_score"), bands)).localCheckpoint(eager=True)
 
     w = config["watchlist"]
     listed = watchlist_candidates(scored, w)

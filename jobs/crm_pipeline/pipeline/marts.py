@@ -69,7 +69,12 @@ def build_marts(
 
     from crm_pipeline.pipeline.churn import churn_marts
 
-    rows, clv_model = with_lifetime_value(spark, rows.persist(), every, months, settings)
+    with stage("subscriber_month"):  # value components, indices and segments
+        # cached, not checkpointed: `every` holds the same plan and reads the cache too
+        rows = rows.persist()
+        rows.count()
+    with stage("clv"):
+        rows, clv_model = with_lifetime_value(spark, rows, every, months, settings)
     progress("analyse: churn features, scores, watch list and lost customers")
     rows, churn = churn_marts(spark, lake, rows, every, months, settings.churn, progress)
     spec = table_spec("subscriber_month")
@@ -86,7 +91,9 @@ def build_marts(
     tables["clv_model"] = clv_model
     tables.update(churn)
     progress("analyse: migration candidates (one upgrade model per month, trained on earlier months)")
-    tables["migration_candidates"], tables["migration_model"] = migration_tables(sm, every, months, settings.migration)
+    with stage("migration"):
+        tables["migration_candidates"], tables["migration_model"] = migration_tables(
+            sm, every, months, settings.migration)
     surveys = silver(spark, lake, "survey")
     tables["satisfaction_drivers"] = satisfaction_drivers_frame(
         survey_moments(surveys, months), int(settings.satisfaction["min_respondents"]))

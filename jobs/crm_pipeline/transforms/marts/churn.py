@@ -110,8 +110,9 @@ def circle_stats(contacts: DataFrame, history: DataFrame, months: DataFrame) -> 
     m = F.broadcast(months.select("month", "month_end"))
     c = contacts.select("subscriber_id", "usage_date", "other_party_key")
     j = c.join(m, c.usage_date.between(F.add_months(m.month, -2), m.month_end))
+    # one row per subscriber, day and other party (the table's grain): rows count the distinct days
     frequent = j.groupBy("subscriber_id", "month", "other_party_key").agg(
-        F.countDistinct("usage_date").alias("days"), F.min("usage_date").alias("first_day")).where(
+        F.count(F.lit(1)).alias("days"), F.min("usage_date").alias("first_day")).where(
         F.col("days") >= FREQUENT_CONTACT_DAYS)
     left = history.where(F.col("churned_in_month")).select(
         F.col("msisdn_key").alias("other_party_key"), F.col("month").alias("churn_month")).distinct()
