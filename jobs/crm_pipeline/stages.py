@@ -1,4 +1,6 @@
-"""Wall time per pipeline stage (verify+read, bronze, silver, rollups, monthly, publish).
+"""Wall time per pipeline stage: read+bronze, bronze_checks, silver, silver_checks, silver_write,
+quarantine (per feed) of the daily stage; subscriber_month, clv, churn_features, churn_scoring,
+migration, marts, validate, gold_write (per table) of the monthly stage; publish (per table).
 
 Stages nest nowhere: each `stage(...)` block is one Spark action or a short run of them, so the
 times add up to the run. They feed the progress lines (`--verbose`) and the benchmark harness,

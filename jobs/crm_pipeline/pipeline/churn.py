@@ -35,8 +35,8 @@ from crm_pipeline.models.churn import (
 )
 from crm_pipeline.models.registry import ModelCard, Registry, utc_now_iso
 from crm_pipeline.months import add_months
-from crm_pipeline.stages import stage
 from crm_pipeline.settings import LakeLayout
+from crm_pipeline.stages import stage
 
 MODEL_NAME = "churn"
 DEPLOYED, BASELINE = "gradient_boosting", "logistic_regression"
