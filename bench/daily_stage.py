@@ -246,6 +246,18 @@ def run_child(args: list[str], env: dict, script: str = __file__) -> tuple[float
     return time.time() - t0, samples, out
 
 
+def stage_totals(events: Path, samples: list[tuple[float, int]]) -> dict[str, dict]:
+    """Per stage name: seconds summed over its events (feeds, tables) and the peak tree RSS sampled
+    while any of them ran."""
+    stages: dict[str, dict] = defaultdict(lambda: dict(seconds=0.0, peak=0))
+    for line in events.read_text().splitlines():
+        e = json.loads(line)
+        s = stages[e["stage"]]
+        s["seconds"] += e["end"] - e["start"]
+        s["peak"] = max([s["peak"], *[rss for t, rss in samples if e["start"] <= t <= e["end"]]])
+    return dict(stages)
+
+
 def generate_day(n: int) -> Path:
     landing = ROOT / "var" / "bench" / f"day-{n}" / "landing"
     if not (landing / "_generator" / "truth.json").is_file():
@@ -267,16 +279,11 @@ def measure(n: int) -> dict:
     counts = json.loads(p_out.strip().splitlines()[-1])
     print(f"[bench] {n:,} subscribers: duckdb reference ...", flush=True)
     d_wall, d_samples, d_out = run_child(["--duckdb-child", str(landing), str(work / "duckdb")], env)
-    stages: dict[str, dict] = defaultdict(lambda: dict(seconds=0.0, peak=0))
-    for line in events.read_text().splitlines():
-        e = json.loads(line)
-        s = stages[e["stage"]]
-        s["seconds"] += e["end"] - e["start"]
-        s["peak"] = max([s["peak"], *[rss for t, rss in p_samples if e["start"] <= t <= e["end"]]])
+    stages = stage_totals(events, p_samples)
     shutil.rmtree(work, ignore_errors=True)
     return dict(subscribers=n, rows=counts["rows_read"], loaded=counts["rows_loaded"], mib=data_bytes / 2**20,
                 pipeline=p_wall, pipeline_peak=max(r for _, r in p_samples), duckdb=d_wall,
-                duckdb_peak=max(r for _, r in d_samples), stages=dict(stages))
+                duckdb_peak=max(r for _, r in d_samples), stages=stages)
 
 
 def steady(n: int, days: int = 11) -> dict:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import shutil
@@ -36,13 +35,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from datetime import date, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from daily_stage import run_child  # noqa: E402
+from daily_stage import run_child, stage_totals  # noqa: E402
 from report import machine, replace_section  # noqa: E402
 
 BASE = dict(subscribers=1000, start="2026-01-01", days=246, seed=7)
@@ -216,16 +214,11 @@ def measure(volume: int, base: Path) -> dict:
     wall, samples, out = run_child(["--monthly-child", str(work / "lake"), str(work / "wh.duckdb"), MONTH], env,
                                    script=__file__)
     rows = json.loads(out.strip().splitlines()[-1])["subscriber_months"]
-    stages: dict[str, dict] = defaultdict(lambda: dict(seconds=0.0, peak=0))
-    for line in events.read_text().splitlines():
-        e = json.loads(line)
-        s = stages[e["stage"]]
-        s["seconds"] += e["end"] - e["start"]
-        s["peak"] = max([s["peak"], *[rss for t, rss in samples if e["start"] <= t <= e["end"]]])
+    stages = stage_totals(events, samples)
     usage_rows = _rows(lake, "gold/daily_usage_by_subscriber") + _rows(lake, "gold/daily_contacts")
     shutil.rmtree(work, ignore_errors=True)
     return dict(subscribers=volume, rows=rows, copies=info["copies"], rollup_rows=usage_rows, wall=wall,
-                peak=max(r for _, r in samples), stages=dict(stages))
+                peak=max(r for _, r in samples), stages=stages)
 
 
 def _rows(lake: Path, table: str) -> int:

@@ -15,6 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from crm_pipeline import ops
+from crm_pipeline.entrypoints.run import run_pipeline
+from crm_pipeline.settings import LakeLayout
 from tests.integration.conftest import KEY
 from tests.reference.recompute import clv_given_model, load_config
 
