@@ -16,7 +16,9 @@ from a real one:
    Copy c > 0 gets its own identities: ids get a `-c` suffix, subscription numbers a new 11-digit
    number, and the keyed hashes (msisdn_key, other_party_key) the hash of that number, so calling
    circles stay inside each copy and joins see as many distinct keys as real data would. Plans,
-   the model registry and the ops tables are copied once. Kept under var/bench/monthly-<n>/;
+   the model registry and the ops tables are copied once. The monthly contact pairs of June and
+   July (gold contact_months) are then built from the copied daily contacts, as the analyses of
+   those months would have left them. Kept under var/bench/monthly-<n>/;
 3. measured: one child process runs `crm analyse --month 2026-08` and `crm publish --month 2026-08`
    on the scaled lake (DuckDB warehouse), with wall time per stage from `crm_pipeline.stages`
    and the resident memory of its whole process tree sampled 5 times a second.
@@ -136,6 +138,12 @@ def scale_child(base: str, out: str, volume: int, month: str) -> None:
     ]
     for name, part, where, ids, keys in gold:
         write(clone(delta.read(spark, src.gold(name)).where(where), ids, keys=keys), dst.gold(name), part)
+    # the monthly contact pairs of M-2 and M-1, as the analyses of those months left them
+    from crm_pipeline.pipeline.rollups import monthly_contact_pairs
+
+    t0 = time.monotonic()
+    n = monthly_contact_pairs(spark, dst, [lo2, _add_months(m, -1)]).count()
+    print(f"[scale] gold/contact_months: {n:,} rows ({time.monotonic() - t0:.0f} s)", flush=True)
     for layer in ("ops", "models"):
         shutil.copytree(Path(base) / layer, Path(out) / layer, dirs_exist_ok=True)
     (Path(out) / "_SCALED").write_text(json.dumps(dict(active=active, copies=k, volume=volume)))
@@ -215,19 +223,21 @@ def measure(volume: int, base: Path) -> dict:
                                    script=__file__)
     rows = json.loads(out.strip().splitlines()[-1])["subscriber_months"]
     stages = stage_totals(events, samples)
-    usage_rows = _rows(lake, "gold/daily_usage_by_subscriber") + _rows(lake, "gold/daily_contacts")
+    # what the stage reads: daily usage M-3..M, daily contacts of M, the stored pairs of M-2 and M-1
+    usage_rows = (_rows(lake, "gold/daily_usage_by_subscriber") + _rows(lake, "gold/contact_months")
+                  + _rows(lake, "gold/daily_contacts", lambda p: p["usage_date"] >= MONTH))
     shutil.rmtree(work, ignore_errors=True)
     return dict(subscribers=volume, rows=rows, copies=info["copies"], rollup_rows=usage_rows, wall=wall,
                 peak=max(r for _, r in samples), stages=stages)
 
 
-def _rows(lake: Path, table: str) -> int:
-    """Rows of a Delta table from its log (no data read)."""
+def _rows(lake: Path, table: str, keep=lambda partition: True) -> int:
+    """Rows of a Delta table from its log (no data read), of the files whose partition values `keep`."""
     total = 0
     for f in sorted((lake / table / "_delta_log").glob("*.json")):
         for line in f.read_text().splitlines():
             action = json.loads(line)
-            if "add" in action and action["add"].get("stats"):
+            if "add" in action and action["add"].get("stats") and keep(action["add"]["partitionValues"]):
                 total += json.loads(action["add"]["stats"])["numRecords"]
             if "remove" in action:
                 raise SystemExit(f"{table}: log has removes; count rows another way")
@@ -277,7 +287,8 @@ def main() -> int:
         "scaled up by copies with their own identities (see the harness docstring); the month built is "
         f"{MONTH[:7]}, with its gold history, daily rollups and churn models. " + "; ".join(
             f"{r['subscribers']:,} subscribers = {r['copies']:,} copies, {r['rows']:,} subscriber-months, "
-            f"{r['rollup_rows']:,} daily usage and contact rows in reach" for r in results) + ".",
+            f"{r['rollup_rows']:,} daily usage and contact rows read (usage of M-3..M, daily contacts of M, "
+            "monthly contact pairs of M-2 and M-1)" for r in results) + ".",
         "Rows/s = subscriber-months of the month / stage seconds; peak = resident memory of the whole process "
         "tree (driver, JVM, Python workers) while the stage ran. Stages: `subscriber_month` the month's "
         "subscriber rows with value components, indices and segments (from snapshots, rollups, bills, payments "

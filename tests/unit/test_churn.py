@@ -179,6 +179,8 @@ HISTORY_DDL = ("subscriber_id string, month date, msisdn_key string, voice_mou d
 def _leakage_inputs(spark, seed: int, future_seed: int):
     """Subscriber months Nov..Apr and daily data Oct..May for 12 subscribers; everything dated after
     February's end drawn from `future_seed`, the rest from `seed`."""
+    from crm_pipeline.transforms.intermediate.daily_rollups import contact_months
+
     subs = [f"s{i:02d}" for i in range(12)]
     cut = date(2026, 2, 28)
 
@@ -203,7 +205,7 @@ def _leakage_inputs(spark, seed: int, future_seed: int):
                 daily.append((s, day, int(r.integers(0, 2)) * 60, int(r.integers(0, 2)), int(r.integers(0, 2)),
                               int(r.random() < 0.1), int(r.random() < 0.05)))
             if r.random() < 0.3:
-                contacts.append((s, day, f"k{int(r.integers(0, 12)):02d}"))
+                contacts.append((s, day, f"k{int(r.integers(0, 12)):02d}", "ON_NET", int(r.integers(0, 3))))
             if r.random() < 0.05:
                 resolved = (pd.Timestamp(day) + pd.Timedelta(days=int(r.integers(0, 10)), hours=9)).to_pydatetime()
                 # delivered with its rating on the day of resolution, or (one in three) days later
@@ -216,7 +218,8 @@ def _leakage_inputs(spark, seed: int, future_seed: int):
     h = spark.createDataFrame(hist, HISTORY_DDL)
     d = spark.createDataFrame(daily, "subscriber_id string, usage_date date, voice_mo_sec long, sms_mo_count long, "
                                      "data_sessions long, recharge_count long, regulator_complaints long")
-    c = spark.createDataFrame(contacts, "subscriber_id string, usage_date date, other_party_key string")
+    c = contact_months(spark.createDataFrame(
+        contacts, "subscriber_id string, usage_date date, other_party_key string, other_operator string, calls long"))
     t = spark.createDataFrame(tickets, "subscriber_id string, event_date date, resolved_time timestamp_ntz, "
                                        "satisfaction int, business_date date")
     return h, d, c, t

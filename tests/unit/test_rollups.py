@@ -64,3 +64,45 @@ def test_daily_contacts_aggregate_calls_and_sms_per_hashed_other_party(spark):
     rows = daily_contacts(voice, sms, "k").where("subscriber_id = 'S1'").orderBy("calls").collect()
     key = hmac.new(b"k", b"13900000001", hashlib.sha256).hexdigest()
     assert [(r.other_party_key == key, r.calls, r.sms, r.voice_sec) for r in rows] == [(False, 0, 1, 0), (True, 2, 0, 120)]
+
+
+CONTACTS_DDL = "subscriber_id string, usage_date date, other_party_key string, other_operator string, calls long"
+
+
+def test_contact_months_add_up_the_days_of_each_month(spark):
+    from crm_pipeline.transforms.intermediate.daily_rollups import contact_months
+
+    rows = [("S1", date(2026, 3, 9), "k1", "CUCC", 0), ("S1", date(2026, 3, 2), "k1", "ON_NET", 2),
+            ("S1", date(2026, 3, 30), "k1", "CUCC", 1), ("S1", date(2026, 4, 1), "k1", "CUCC", 0),
+            ("S1", date(2026, 3, 2), "k2", "CTCC", 0)]
+    got = {(r.month, r.other_party_key): (r.days, r.first_day, r.calls, r.call_operator)
+           for r in contact_months(spark.createDataFrame(rows, CONTACTS_DDL)).collect()}
+    assert got == {
+        (date(2026, 3, 1), "k1"): (3, date(2026, 3, 2), 3, "ON_NET"),
+        (date(2026, 4, 1), "k1"): (1, date(2026, 4, 1), 0, None),
+        (date(2026, 3, 1), "k2"): (1, date(2026, 3, 2), 0, None),
+    }
+
+
+def test_monthly_pairs_follow_a_rewritten_day_of_their_month(spark, tmp_path):
+    from crm_pipeline.io import delta
+    from crm_pipeline.pipeline.rollups import monthly_contact_pairs, replace_daily_contacts
+    from crm_pipeline.settings import LakeLayout
+
+    lake = LakeLayout(str(tmp_path / "lake"))
+    march, april = date(2026, 3, 1), date(2026, 4, 1)
+    days = [date(2026, 3, 2), date(2026, 4, 2)]
+    replace_daily_contacts(spark, lake, spark.createDataFrame(
+        [("S1", days[0], "k1", "CUCC", 1), ("S1", days[1], "k1", "CUCC", 1)], CONTACTS_DDL), days)
+
+    def pairs():
+        return sorted((r.month, r.other_party_key, r.days)
+                      for r in monthly_contact_pairs(spark, lake, [march, april]).collect())
+
+    assert pairs() == [(march, "k1", 1), (april, "k1", 1)]
+    stored = delta.read(spark, lake.gold("contact_months")).count()
+    # a late record for March 2 adds a party: March's pairs are rebuilt, April's kept as stored
+    replace_daily_contacts(spark, lake, spark.createDataFrame(
+        [("S1", days[0], "k1", "CUCC", 1), ("S1", days[0], "k2", "ON_NET", 0)], CONTACTS_DDL), days[:1])
+    assert delta.read(spark, lake.gold("contact_months")).count() == stored - 1
+    assert pairs() == [(march, "k1", 1), (march, "k2", 1), (april, "k1", 1)]

@@ -353,15 +353,16 @@ def write_model_tables(spark: SparkSession, lake: LakeLayout, registry: Registry
 
 
 def churn_inputs(spark: SparkSession, lake: LakeLayout, months: list[date]) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """Gold daily usage (M-3..M), gold daily contacts and silver tickets (M-2..M) for `months`."""
+    """Gold daily usage (M-3..M), gold contact_months and silver tickets (M-2..M) for `months`."""
     from crm_pipeline.pipeline.monthly import month_days
+    from crm_pipeline.pipeline.rollups import monthly_contact_pairs
     from crm_pipeline.pipeline.tables import silver
 
     hi = max(month_days(max(months)))
     usage = delta.read(spark, lake.gold("daily_usage_by_subscriber"))
-    contacts = delta.read(spark, lake.gold("daily_contacts"))
     usage = usage.where(F.col("usage_date").between(add_months(min(months), -3), hi))
-    contacts = contacts.where(F.col("usage_date").between(add_months(min(months), -2), hi))
+    spans = sorted({add_months(m, -k) for m in months for k in range(3)})
+    contacts = monthly_contact_pairs(spark, lake, spans)
     tickets = silver(spark, lake, "ticket").where(F.col("event_date").between(add_months(min(months), -2), hi))
     return usage, contacts, tickets
 

@@ -14,6 +14,7 @@ from crm_pipeline import ops
 from crm_pipeline.feeds import load_feeds
 from crm_pipeline.io import delta
 from crm_pipeline.months import add_months
+from crm_pipeline.pipeline.rollups import monthly_contact_pairs
 from crm_pipeline.pipeline.tables import silver
 from crm_pipeline.quality import gx
 from crm_pipeline.settings import LakeLayout
@@ -117,8 +118,7 @@ def build_subscriber_months(
     frame = month_frame(spark, months, snapshot_days)
     base = subscriber_month_base(snaps, frame)
     usage = delta.read(spark, lake.gold("daily_usage_by_subscriber"))
-    contacts = delta.read(spark, lake.gold("daily_contacts"))
-    if usage is None or contacts is None:
+    if usage is None:
         raise RuntimeError("gold daily rollups are missing: run the rollup step first")
     usage = monthly_usage(usage.where(F.col("usage_date").between(min(months), hi)))
     revenue = monthly_revenue(silver(spark, lake, "bill").where(F.col("bill_month").isin(months)))
@@ -136,7 +136,7 @@ def build_subscriber_months(
     payment = payment_behaviour(account_bills(bills), payments, frame.select("month", "month_end"))
     month_ends = [max(month_days(m)) for m in months]
     plans = silver(spark, lake, "plan").where(F.col("snapshot_date").isin(month_ends))
-    contacts = monthly_contacts(contacts.where(F.col("usage_date").between(min(months), hi)))
+    contacts = monthly_contacts(monthly_contact_pairs(spark, lake, months))
     rows = with_value_components(rows, payment, contacts, plan_allowances(plans), settings.value)
     rows = with_value_segments(rows, settings.value).withColumn("age", F.year("month") - F.col("birth_year"))
 

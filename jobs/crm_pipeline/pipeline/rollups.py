@@ -1,18 +1,24 @@
-"""Gold daily rollups, rebuilt for exactly the days whose silver partitions changed."""
+"""Gold daily rollups, rebuilt for exactly the days whose silver partitions changed, and the monthly
+contact pairs derived from them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crm_pipeline import ops
 from crm_pipeline.io import delta
+from crm_pipeline.months import add_months
 from crm_pipeline.pipeline.tables import silver
 from crm_pipeline.settings import LakeLayout
-from crm_pipeline.transforms.intermediate.daily_rollups import daily_contacts, daily_usage_by_subscriber
+from crm_pipeline.transforms.intermediate.daily_rollups import (
+    contact_months,
+    daily_contacts,
+    daily_usage_by_subscriber,
+)
 
 EVENT_FEEDS = ("cdr_voice", "cdr_sms", "cdr_data", "recharge", "ticket")
 
@@ -46,11 +52,40 @@ def build_daily_rollups(
     usage = daily_usage_by_subscriber(*(events[f] for f in EVENT_FEEDS))
     where = delta.in_predicate("usage_date", days)
     delta.replace_where(usage, lake.gold("daily_usage_by_subscriber"), where, ["usage_date"])
-    contacts = daily_contacts(events["cdr_voice"], events["cdr_sms"], hmac_key)
-    delta.replace_where(contacts, lake.gold("daily_contacts"), where, ["usage_date"])
+    replace_daily_contacts(spark, lake, daily_contacts(events["cdr_voice"], events["cdr_sms"], hmac_key), days)
     wm = spark.createDataFrame([(mark, ctx.run_id, ops.utcnow())],
                                "changed_through timestamp_ntz, run_id string, rolled_at timestamp_ntz")
     delta.append(wm, lake.ops("rollup_watermark"))
     ops.record_step(spark, lake, ctx, started, f"rebuilt {len(days)} days {days[0]}..{days[-1]}", max(days))
     progress(f"rollups: rebuilt {len(days)} days ({days[0]} .. {days[-1]})")
     return days
+
+
+def replace_daily_contacts(spark: SparkSession, lake: LakeLayout, contacts: DataFrame, days: list[date]) -> None:
+    """Replace `days` of gold daily_contacts with `contacts`, and forget the monthly pairs of their
+    months first (rebuilt from the daily rows when next read): a crash between the two writes then
+    leaves those pairs missing, never stale."""
+    delta.delete_where(spark, lake.gold("contact_months"), delta.in_predicate("month", {d.replace(day=1) for d in days}))
+    delta.replace_where(contacts, lake.gold("daily_contacts"), delta.in_predicate("usage_date", days), ["usage_date"])
+
+
+def monthly_contact_pairs(spark: SparkSession, lake: LakeLayout, months: list[date]) -> DataFrame:
+    """gold contact_months for `months`, built from gold daily_contacts for the months it lacks.
+
+    A month's pairs are written once and read by every later month whose calling circle spans it;
+    `build_daily_rollups` deletes a month's pairs whenever it rewrites one of its days, so the
+    stored pairs always equal what the current daily rows give.
+    """
+    path = lake.gold("contact_months")
+    stored = delta.read(spark, path)
+    have = {r[0] for r in stored.select("month").distinct().collect()} if stored is not None else set()
+    missing = sorted(set(months) - have)
+    if missing:
+        daily = delta.read(spark, lake.gold("daily_contacts"))
+        if daily is None:
+            raise RuntimeError("gold daily rollups are missing: run the rollup step first")
+        spans = F.lit(False)
+        for m in missing:
+            spans = spans | F.col("usage_date").between(m, add_months(m, 1) - timedelta(days=1))
+        delta.replace_where(contact_months(daily.where(spans)), path, delta.in_predicate("month", missing), ["month"])
+    return delta.read(spark, path).where(F.col("month").isin(months))

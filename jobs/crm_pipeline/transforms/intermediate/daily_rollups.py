@@ -108,3 +108,22 @@ def daily_contacts(voice: DataFrame, sms: DataFrame, hmac_key: str) -> DataFrame
             F.sum("mo").cast("long").alias("mo_events"),
         )
     )
+
+
+def contact_months(contacts: DataFrame) -> DataFrame:
+    """gold daily_contacts -> one row per subscriber, month and other party.
+
+    Grain: subscriber_id x month x other_party_key. `days`: days with any call or SMS between them;
+    `first_day`: the first of those days; `calls`: calls in the month; `call_operator`: the largest
+    `other_operator` code of the days with a call (NULL without calls). The months' rows add up
+    exactly to what the daily rows of a span of months give (day counts of different months never
+    overlap), so the monthly stage reads these instead of every day's rows again.
+    """
+    return contacts.groupBy(
+        "subscriber_id", F.trunc("usage_date", "month").alias("month"), "other_party_key"
+    ).agg(
+        F.count(F.lit(1)).alias("days"),
+        F.min("usage_date").alias("first_day"),
+        F.sum("calls").cast("long").alias("calls"),
+        F.max(F.when(F.col("calls") > 0, F.col("other_operator"))).alias("call_operator"),
+    )

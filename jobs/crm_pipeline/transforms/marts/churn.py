@@ -104,15 +104,15 @@ def ticket_stats(tickets: DataFrame, months: DataFrame) -> DataFrame:
     )
 
 
-def circle_stats(contacts: DataFrame, history: DataFrame, months: DataFrame) -> DataFrame:
-    """Calling-circle churn exposure: frequent contacts in M-2..M (gold daily_contacts) and how many of
+def circle_stats(pairs: DataFrame, history: DataFrame, months: DataFrame) -> DataFrame:
+    """Calling-circle churn exposure: frequent contacts in M-2..M (gold contact_months) and how many of
     them are own-network subscriptions terminated in M-2..M (matched on the keyed number)."""
-    m = F.broadcast(months.select("month", "month_end"))
-    c = contacts.select("subscriber_id", "usage_date", "other_party_key")
-    j = c.join(m, c.usage_date.between(F.add_months(m.month, -2), m.month_end))
-    # one row per subscriber, day and other party (the table's grain): rows count the distinct days
-    frequent = j.groupBy("subscriber_id", "month", "other_party_key").agg(
-        F.count(F.lit(1)).alias("days"), F.min("usage_date").alias("first_day")).where(
+    m = F.broadcast(months.select(F.col("month").alias("_m"), "month_end"))
+    c = pairs.select("subscriber_id", F.col("month").alias("pair_month"), "other_party_key", "days", "first_day")
+    j = c.join(m, c.pair_month.between(F.add_months(m._m, -2), m._m))
+    # the months' day counts never overlap, so their sum is the distinct days in M-2..M
+    frequent = j.groupBy("subscriber_id", F.col("_m").alias("month"), "other_party_key").agg(
+        F.sum("days").alias("days"), F.min("first_day").alias("first_day")).where(
         F.col("days") >= FREQUENT_CONTACT_DAYS)
     left = history.where(F.col("churned_in_month")).select(
         F.col("msisdn_key").alias("other_party_key"), F.col("month").alias("churn_month")).distinct()
@@ -137,8 +137,8 @@ def churn_features(rows: DataFrame, history: DataFrame, daily_usage: DataFrame, 
 
     `rows`: the batch's subscriber_month rows (with the gold extra columns and activation_date);
     `history`: CHURN_HISTORY_COLUMNS of every month at hand up to the batch's last (earlier ones
-    included); `daily_usage`, `contacts`: gold rollups covering M-3..M; `tickets`: silver ticket rows
-    created in M-2..M. Units and definitions: docs/churn.md.
+    included); `daily_usage`: gold daily rollups covering M-3..M; `contacts`: gold contact_months
+    of M-2..M; `tickets`: silver ticket rows created in M-2..M. Units and definitions: docs/churn.md.
     """
     months = rows.select("month").distinct().withColumn("month_end", F.last_day("month"))
     base = rows.where(F.col("closing")).join(F.broadcast(months), "month")

@@ -74,18 +74,16 @@ def with_margin(rows: DataFrame, cost: dict) -> DataFrame:
     return rows.withColumn("margin_fen", F.round(F.col("revenue_fen") - serve, 2))
 
 
-def monthly_contacts(contacts: DataFrame) -> DataFrame:
-    """gold daily_contacts -> per subscriber and month: distinct voice contacts and how many are on-net.
+def monthly_contacts(pairs: DataFrame) -> DataFrame:
+    """gold contact_months -> per subscriber and month: distinct voice contacts and how many are on-net.
 
     A party counts when the subscriber had at least one call with it (either direction) in the month;
-    it is on-net when any of those days says ON_NET (the largest operator code, so `max` finds it).
+    it is on-net when any of those days says ON_NET (the largest operator code, so the pairs'
+    `call_operator`, the max over the days with a call, says it).
     """
-    per_party = contacts.where(F.col("calls") > 0).groupBy(
-        "subscriber_id", F.trunc("usage_date", "month").alias("month"), "other_party_key"
-    ).agg(F.max("other_operator").alias("other_operator"))
-    return per_party.groupBy("subscriber_id", "month").agg(
+    return pairs.where(F.col("calls") > 0).groupBy("subscriber_id", "month").agg(
         F.count(F.lit(1)).alias("voice_contacts"),
-        F.sum((F.col("other_operator") == "ON_NET").cast("long")).alias("on_net_contacts"),
+        F.sum((F.col("call_operator") == "ON_NET").cast("long")).alias("on_net_contacts"),
     )
 
 
