@@ -4,14 +4,6 @@ from __future__ import annotations
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
-
-MSISDN_PATTERN = r"^\d{11}$"
-
-
-def normalise_msisdn(col: Column) -> Column:
-    """Drop a `+86` / `86` country prefix in front of an 11-digit number; keep anything else as is."""
-    return F.regexp_replace(col, r"^(\+86|86)(?=\d{11}$)", "")
 
 
 def mask_value(col: Column) -> Column:
@@ -20,13 +12,6 @@ def mask_value(col: Column) -> Column:
     return F.when(col.isNull(), F.lit(None)).when(
         n <= 5, F.lit("*****")
     ).otherwise(F.concat(F.substring(col, 1, 3), F.repeat(F.lit("*"), n - 5), F.substring(col, -2, 2)))
-
-
-def day_start(date_col: Column) -> Column:
-    """Midnight of a DATE as a local wall-clock TIMESTAMP_NTZ (how BOSS times are stored)."""
-    return date_col.cast(T.TimestampNTZType())
-
-
 
 
 def _hmac_pads(key: bytes) -> tuple[str, str]:
