@@ -48,8 +48,8 @@ from report import machine, replace_section  # noqa: E402
 BASE = dict(subscribers=1000, start="2026-01-01", days=246, seed=7)
 MONTH = "2026-08-01"
 #: stages in the order they run; `marts` and `validate` are summed over the tables
-STAGES = ("startup", "subscriber_month", "clv", "churn_features", "churn_scoring", "migration", "marts", "validate",
-          "gold_write", "publish")
+STAGES = ("startup", "contact_pairs", "subscriber_month", "clv", "churn_features", "churn_scoring", "migration",
+          "marts", "validate", "gold_write", "publish")
 
 
 # --- scaling the base lake ---------------------------------------------------------------------
@@ -290,7 +290,8 @@ def main() -> int:
             f"{r['rollup_rows']:,} daily usage and contact rows read (usage of M-3..M, daily contacts of M, "
             "monthly contact pairs of M-2 and M-1)" for r in results) + ".",
         "Rows/s = subscriber-months of the month / stage seconds; peak = resident memory of the whole process "
-        "tree (driver, JVM, Python workers) while the stage ran. Stages: `subscriber_month` the month's "
+        "tree (driver, JVM, Python workers) while the stage ran. Stages: `contact_pairs` the month's calling-circle "
+        "pairs (gold contact_months) from its daily contacts, built once per month; `subscriber_month` the month's "
         "subscriber rows with value components, indices and segments (from snapshots, rollups, bills, payments "
         "and the gold history); `clv` the sBG fits and lifetime values; `churn_features` and `churn_scoring` "
         "(scikit-learn models applied in Spark); `migration` the 5G upgrade models; `marts` materialises every "

@@ -1,5 +1,5 @@
 """Wall time per pipeline stage: read+bronze, bronze_checks, silver, silver_checks, silver_write,
-quarantine (per feed) of the daily stage; subscriber_month, clv, churn_features, churn_scoring,
+quarantine (per feed) of the daily stage; contact_pairs, subscriber_month, clv, churn_features, churn_scoring,
 migration, marts, validate, gold_write (per table) of the monthly stage; publish (per table).
 
 Stages nest nowhere: each `stage(...)` block is one Spark action or a short run of them, so the

@@ -345,7 +345,9 @@ def load_feed(
                 raise RuntimeError("msisdn-keyed feeds need the silver subscriber snapshot; load `subscriber` first")
             holders = holders_by_day(subscribers.where(F.col("snapshot_date").isin(sorted(scope))))
             typed = map_to_subscribers(typed, holders, spec)
-        typed = latest_version_wins(typed, spec)
+        # only quarantined records keep their line: the rest need not carry it through the dedup
+        typed = latest_version_wins(
+            typed.withColumn("raw_line", F.when(F.col("reject_reason").isNotNull(), F.col("raw_line"))), spec)
         silver_table = delta.read(spark, lake.silver(spec.feed))
         if incremental:
             existing = (_existing_versions(silver_table, spec, part_col, sorted(scope))

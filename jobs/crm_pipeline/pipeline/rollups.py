@@ -14,6 +14,7 @@ from crm_pipeline.io import delta
 from crm_pipeline.months import add_months
 from crm_pipeline.pipeline.tables import silver
 from crm_pipeline.settings import LakeLayout
+from crm_pipeline.stages import stage
 from crm_pipeline.transforms.intermediate.daily_rollups import (
     contact_months,
     daily_contacts,
@@ -87,5 +88,7 @@ def monthly_contact_pairs(spark: SparkSession, lake: LakeLayout, months: list[da
         spans = F.lit(False)
         for m in missing:
             spans = spans | F.col("usage_date").between(m, add_months(m, 1) - timedelta(days=1))
-        delta.replace_where(contact_months(daily.where(spans)), path, delta.in_predicate("month", missing), ["month"])
+        with stage("contact_pairs"):
+            delta.replace_where(contact_months(daily.where(spans)), path, delta.in_predicate("month", missing),
+                                ["month"])
     return delta.read(spark, path).where(F.col("month").isin(months))
