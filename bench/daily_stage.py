@@ -392,7 +392,7 @@ def main() -> int:
         "",
         *(_steady_lines(state, args.steady) if state else []),
         "Command: `.venv/bin/python bench/daily_stage.py --subscribers "
-        f"{args.subscribers} --section`.",
+        f"{args.subscribers}{f' --steady {args.steady}' if args.steady else ''} --section`.",
     ])
     print(body)
     if args.section:

@@ -89,6 +89,8 @@ def monthly_contact_pairs(spark: SparkSession, lake: LakeLayout, months: list[da
         for m in missing:
             spans = spans | F.col("usage_date").between(m, add_months(m, 1) - timedelta(days=1))
         with stage("contact_pairs"):
+            # written as the aggregation's tasks hold them (hashed over every task, one month each
+            # per task): no second shuffle to bin-pack
             delta.replace_where(contact_months(daily.where(spans)), path, delta.in_predicate("month", missing),
-                                ["month"])
+                                ["month"], optimize_write=False)
     return delta.read(spark, path).where(F.col("month").isin(months))
