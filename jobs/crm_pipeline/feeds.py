@@ -102,6 +102,9 @@ def _load(path) -> FeedSpec:
     unknown = {f.type for f in fields} - SPARK_TYPES.keys()
     if unknown:
         raise ValueError(f"{path}: unknown field types {sorted(unknown)}")
+    bounded = [f.name for f in fields if (f.min is not None or f.max is not None) and f.type not in ("int", "long")]
+    if bounded:
+        raise ValueError(f"{path}: min and max apply to int and long fields only, not to {', '.join(bounded)}")
     return FeedSpec(
         feed=raw["feed"],
         kind=raw["kind"],

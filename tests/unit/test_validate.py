@@ -77,3 +77,17 @@ def test_arrow_typing_equals_the_column_expression_rules(spark, feed):
     assert not mismatches, mismatches[:3]
     reasons = {r.reject_reason for r in got_rows}
     assert None in reasons and len(reasons) >= 3  # the cases reach valid records and several reasons
+
+
+def test_a_feed_schema_bounding_a_non_numeric_field_is_refused(tmp_path):
+    import json
+
+    from crm_pipeline.feeds import _load
+
+    spec = dict(feed="x", kind="event", cadence="daily", key=["id"], event_time="t",
+                fields=[dict(name="id", type="string", nullable=False),
+                        dict(name="t", type="timestamp", nullable=False, min=0)])
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="min and max apply to int and long fields only, not to t"):
+        _load(path)
