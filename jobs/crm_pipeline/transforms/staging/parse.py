@@ -31,6 +31,7 @@ REASONS = (
     "unknown_subscriber",
 )
 
+_LINEAGE_DDL = "business_date date, delivery_id string, source_file string, line_no long"
 #: what a structurally rejected line keeps (NULL on accepted lines)
 REJECT_COLUMNS = ["raw_line", "reject_reason", "reject_detail"]
 
@@ -39,8 +40,7 @@ def bronze_schema(spec: FeedSpec) -> str:
     """Columns of the split lines: lineage, the feed's fields as strings, and for structurally
     rejected lines their raw text and reason (NULL on accepted lines)."""
     fields = ", ".join(f"{f.name} string" for f in spec.fields)
-    return (f"business_date date, delivery_id string, source_file string, line_no long, {fields}, "
-            "raw_line string, reject_reason string, reject_detail string")
+    return f"{_LINEAGE_DDL}, {fields}, raw_line string, reject_reason string, reject_detail string"
 
 
 def split_fields(texts: pa.Array, decode_ok: pa.Array, spec: FeedSpec) -> list[pa.Array]:
@@ -93,8 +93,7 @@ def split_raw_lines(lines: DataFrame, spec: FeedSpec) -> DataFrame:
 def typed_schema(spec: FeedSpec) -> str:
     """Columns of `type_and_validate`'s output, as a Spark DDL string."""
     fields = ", ".join(f"{f.name} {f.spark_type.simpleString()}" for f in spec.fields)
-    return (f"business_date date, delivery_id string, source_file string, line_no long, raw_line string, {fields}, "
-            "reject_reason string, reject_detail string")
+    return f"{_LINEAGE_DDL}, raw_line string, {fields}, reject_reason string, reject_detail string"
 
 
 def type_and_validate(bronze: DataFrame, spec: FeedSpec) -> DataFrame:

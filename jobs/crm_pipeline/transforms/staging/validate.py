@@ -58,7 +58,7 @@ def _matches(arr: pa.Array, pattern: str) -> np.ndarray:
 
 
 def _normalise_msisdn(arr: pa.Array) -> pa.Array:
-    """Drop a `+86` / `86` country prefix in front of an 11-digit number (`columns.normalise_msisdn`)."""
+    """Drop a `+86` / `86` country prefix in front of an 11-digit number; keep anything else as is."""
     return pc.replace_substring_regex(arr, _COUNTRY_PREFIX, r"\1")
 
 
@@ -134,7 +134,7 @@ def field_checks(f: FieldSpec, raw: pa.Array) -> tuple[pa.Array, list[tuple[np.n
         storage = pa.int64() if f.type == "timestamp" else pa.int32()
         typed = pa.array(np.where(valid, values, 0), mask=~valid, type=storage)
     elif f.type == "flag":
-        yes, no = _matches(raw, r"^1$"), _matches(raw, r"^0$")
+        yes, no = _flags(pc.equal(raw, "1")), _flags(pc.equal(raw, "0"))
         valid = yes | no
         checks.append((present & ~valid, "bad_code", _shown(raw, False)))
         typed = pa.array(yes, mask=~valid, type=pa.bool_())
