@@ -51,12 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit codes (crm_pipeline.errors): 0 success; 1 a delivery or check failed, or a task crashed,
+    each on record in crm_ops; 2 usage error (argparse exits 2 itself for bad arguments)."""
     args = build_parser().parse_args(argv)
     module_name, func_name = args.handler.split(":")
     import importlib
 
+    from crm_pipeline.errors import EXIT_FAILED, EXIT_USAGE, TaskFailed, UsageError
+
     handler = getattr(importlib.import_module(module_name), func_name)
-    return int(handler(args) or 0)
+    try:
+        return int(handler(args) or 0)
+    except UsageError as exc:
+        print(f"crm {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except TaskFailed as exc:
+        print(f"crm {args.command}: FAILED: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

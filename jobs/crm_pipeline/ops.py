@@ -1,17 +1,26 @@
-"""Run bookkeeping: run ids, the per-file accounting rows (crm_ops.pipeline_runs) and the delivery log."""
+"""Run bookkeeping: run ids, the per-file accounting rows (crm_ops.pipeline_runs), the delivery log,
+and the record of every failed task (exit codes: crm_pipeline.errors)."""
 
 from __future__ import annotations
 
+import logging
+import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from crm_pipeline.errors import PipelineError, TaskFailed, UsageError
 from crm_pipeline.feeds import table_spec
 from crm_pipeline.io import delta
 from crm_pipeline.settings import LakeLayout
+
+
+log = logging.getLogger(__name__)
 
 
 def new_run_id(prefix: str = "crm") -> str:
@@ -45,15 +54,87 @@ def write_pipeline_runs(spark: SparkSession, lake: LakeLayout, rows: list[dict])
     _append_rows(spark, lake, "pipeline_runs", rows)
 
 
+def step_row(ctx: RunContext, started: datetime, message: str, business_date: date | None = None,
+             status: str = "SUCCESS") -> dict:
+    """The crm_ops.pipeline_runs row of a step that reads no delivery file (rollups, analyse, train,
+    publish, or a failed task): no feed or file, zero record counts, what happened in `message`."""
+    return dict(
+        run_id=ctx.run_id, dag_id=ctx.dag_id, task_id=ctx.task_id, feed=None, business_date=business_date,
+        source_file=None, delivery_id=None, started_at=started, finished_at=utcnow(), status=status,
+        rows_read=0, rows_loaded=0, rows_quarantined=0, rows_duplicate=0, message=message,
+    )
+
+
 def record_step(spark: SparkSession, lake: LakeLayout, ctx: RunContext, started: datetime,
                 message: str, business_date: date | None = None) -> None:
-    """Append the one crm_ops.pipeline_runs row of a successful step that reads no delivery file
-    (rollups, analyse, train): no feed or file, zero record counts, what it did in `message`."""
-    write_pipeline_runs(spark, lake, [dict(
-        run_id=ctx.run_id, dag_id=ctx.dag_id, task_id=ctx.task_id, feed=None, business_date=business_date,
-        source_file=None, delivery_id=None, started_at=started, finished_at=utcnow(), status="SUCCESS",
-        rows_read=0, rows_loaded=0, rows_quarantined=0, rows_duplicate=0, message=message,
-    )])
+    """Append the one crm_ops.pipeline_runs row of a successful step."""
+    write_pipeline_runs(spark, lake, [step_row(ctx, started, message, business_date)])
+
+
+# --- writes without Spark: failures (the JVM may be gone) and the publish step ----------------
+
+
+def _arrow_type(kind: str):
+    import pyarrow as pa
+
+    return {"string": pa.string(), "int": pa.int32(), "long": pa.int64(), "double": pa.float64(),
+            "boolean": pa.bool_(), "date": pa.date32(), "timestamp": pa.timestamp("us")}[kind]
+
+
+def append_rows_arrow(lake: LakeLayout, table: str, rows: list[dict]) -> None:
+    """Append rows to an ops table through delta-rs (no Spark session needed); same table and
+    schema (`schemas/tables/<table>.json`) as `_append_rows`."""
+    if not rows:
+        return
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    spec = table_spec(table)
+    schema = pa.schema([pa.field(c.name, _arrow_type(c.type)) for c in spec.columns])
+    data = pa.Table.from_pylist([{c: r.get(c) for c in spec.column_names} for r in rows], schema=schema)
+    write_deltalake(lake.ops(table), data, mode="append")
+
+
+_NUMBER = re.compile(r"(?<!\d)(?:\+?86)?(1\d{2})\d{6}(\d{2})(?!\d)")
+
+
+def failure_message(exc: BaseException, limit: int = 2000) -> str:
+    """What failed, for crm_ops and the console: the exception's own message (a JVM error's first
+    lines, not its stack trace), with anything shaped like a mobile number masked."""
+    text = str(exc).strip() or type(exc).__name__
+    first = [ln for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("at ")][:3]
+    text = " ".join(ln.strip() for ln in first)
+    if not isinstance(exc, PipelineError):
+        text = f"{type(exc).__name__}: {text}"
+    text = _NUMBER.sub(lambda m: f"{m.group(1)}******{m.group(2)}", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def record_failure(lake: LakeLayout, ctx: RunContext, started: datetime, message: str,
+                   dq_rows: list[dict] | None = None, business_date: date | None = None) -> None:
+    """Put a failed task on record: its data-quality results and a FAILED pipeline_runs row.
+    Never raises: a failure to record is logged next to the original error."""
+    try:
+        append_rows_arrow(lake, "data_quality", dq_rows or [])
+        append_rows_arrow(lake, "pipeline_runs", [step_row(ctx, started, message, business_date, "FAILED")])
+    except Exception:  # noqa: BLE001 - the original failure must still surface
+        log.exception("could not record the failure of %s/%s in %s", ctx.run_id, ctx.task_id, lake.ops("pipeline_runs"))
+
+
+@contextmanager
+def recorded(lake: LakeLayout, ctx: RunContext, what: str) -> Iterator[None]:
+    """Run a task; if it raises, put the failure on record (`record_failure`) and raise TaskFailed
+    with a message naming the task and what failed (the table and check, the file, the error)."""
+    started = utcnow()
+    try:
+        yield
+    except (TaskFailed, UsageError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure goes on record
+        message = f"{what} failed: {failure_message(exc)}"
+        log.error(message)
+        record_failure(lake, ctx, started, message, getattr(exc, "rows", None))
+        raise TaskFailed(message) from exc
 
 
 DELIVERY_LOG_COLUMNS = "feed string, business_date date, delivery_id string, run_id string, status string, logged_at timestamp_ntz"

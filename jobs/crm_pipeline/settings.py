@@ -89,7 +89,10 @@ def msisdn_hmac_key(allow_demo: bool = False) -> str:
         )
         print("WARNING: CRM_MSISDN_HMAC_KEY not set; msisdn_key uses the public demo key", flush=True)
         return DEMO_HMAC_KEY
-    raise RuntimeError("CRM_MSISDN_HMAC_KEY is not set: it keys msisdn_key; set it in the environment")
+    from crm_pipeline.errors import UsageError
+
+    raise UsageError("CRM_MSISDN_HMAC_KEY is not set: it keys msisdn_key; set it in the environment "
+                     "(or pass --demo-key to use the public demo key)")
 
 
 def load_analytics_config(path: Path | None = None) -> dict:

@@ -47,4 +47,4 @@ def published(spark, tmp_path_factory):
     code2 = run_pipeline(spark, landing, lake, f"duckdb:///{warehouse}", ops.RunContext("run-2"), KEY)
     second = warehouse_tables(warehouse)
     return dict(code=code, code2=code2, first=first, second=second, ref=recompute(landing, KEY),
-                warehouse=warehouse, landing=landing)
+                warehouse=warehouse, landing=landing, lake=lake)

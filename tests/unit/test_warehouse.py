@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from crm_pipeline.errors import UsageError
 from crm_pipeline.publish.warehouse import WarehouseTarget, open_warehouse
 
 JAN, FEB = date(2026, 1, 1), date(2026, 2, 1)
@@ -18,7 +19,7 @@ def test_urls_follow_sqlalchemy_slashes():
     assert WarehouseTarget("duckdb:///var/w.duckdb").duckdb_path == Path("var/w.duckdb")
     assert WarehouseTarget("duckdb:////tmp/w.duckdb").duckdb_path == Path("/tmp/w.duckdb")
     assert WarehouseTarget("duckdb:////tmp/w.duckdb").restricted_path == Path("/tmp/w_restricted.duckdb")
-    with pytest.raises(ValueError, match="unsupported warehouse URL"):
+    with pytest.raises(UsageError, match="unsupported warehouse URL"):
         open_warehouse("mysql://x/y")
 
 

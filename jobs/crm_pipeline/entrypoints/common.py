@@ -24,15 +24,33 @@ def add_landing_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", dest="date_to", type=iso_date, help="last business date to ingest (YYYY-MM-DD)")
 
 
-def check_landing(command: str, landing: str) -> None:
+def check_landing(landing: str) -> None:
+    """UsageError unless the landing zone is a readable directory."""
+    from crm_pipeline.errors import UsageError
     from crm_pipeline.ingest.landing import is_directory
 
     try:
         found = is_directory(landing)
     except (OSError, ValueError) as exc:  # unknown scheme, unreachable file system
-        raise SystemExit(f"crm {command}: cannot open landing zone {landing}: {exc}") from exc
+        raise UsageError(f"cannot open landing zone {landing}: {exc}") from exc
     if not found:
-        raise SystemExit(f"crm {command}: landing zone {landing} is not a directory")
+        raise UsageError(f"landing zone {landing} is not a directory")
+
+
+def run_context(args: argparse.Namespace, task: str):
+    from crm_pipeline import ops
+
+    return ops.RunContext(args.run_id or ops.new_run_id(), args.dag_id, args.task_id or task)
+
+
+def spark_session(lake, ctx):
+    """The Spark session of a command; a failure to start it (no Java, no cluster) goes on record."""
+    from crm_pipeline import ops
+    from crm_pipeline.settings import SparkSettings
+    from crm_pipeline.spark import build_session
+
+    with ops.recorded(lake, ctx, "starting Spark"):
+        return build_session(SparkSettings.from_env())
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from crm_pipeline import ops
-from crm_pipeline.entrypoints.common import iso_date, progress, setup_logging
-from crm_pipeline.settings import REPO_ROOT, LakeLayout, SparkSettings
+from crm_pipeline.entrypoints.common import iso_date, progress, setup_logging, spark_session
+from crm_pipeline.settings import REPO_ROOT, LakeLayout
 
 DEFAULT_DIR = REPO_ROOT / "var" / "demo"
 
@@ -59,7 +59,6 @@ def run(args: argparse.Namespace) -> int:
     from crm_pipeline.entrypoints.run import run_pipeline
     from crm_pipeline.generate import GeneratorConfig, generate
     from crm_pipeline.settings import msisdn_hmac_key
-    from crm_pipeline.spark import build_session
 
     landing, lake, wh = args.dir / "landing", args.dir / "lake", args.dir / "warehouse.duckdb"
     t0 = time.monotonic()
@@ -70,9 +69,9 @@ def run(args: argparse.Namespace) -> int:
         generate(GeneratorConfig(landing=landing, subscribers=args.subscribers, start=args.start,
                                  days=args.days, seed=args.seed, progress="month"))
     key = msisdn_hmac_key(allow_demo=True)
-    spark = build_session(SparkSettings.from_env())
-    code = run_pipeline(spark, landing, LakeLayout(str(lake)), f"duckdb:///{wh}",
-                        ops.RunContext(ops.new_run_id("demo"), "cli", "run"), key)
+    layout, ctx = LakeLayout(str(lake)), ops.RunContext(ops.new_run_id("demo"), "cli", "run")
+    spark = spark_session(layout, ctx)
+    code = run_pipeline(spark, landing, layout, f"duckdb:///{wh}", ctx, key)
     spark.stop()
     show(wh, time.monotonic() - t0, lake)
     return code

@@ -10,9 +10,12 @@ from crm_pipeline.entrypoints.common import (
     add_run_arguments,
     check_landing,
     progress,
+    run_context,
     setup_logging,
+    spark_session,
 )
-from crm_pipeline.settings import LakeLayout, SparkSettings
+from crm_pipeline.errors import EXIT_FAILED, EXIT_OK, UsageError
+from crm_pipeline.settings import LakeLayout
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,27 +25,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser)
 
 
+def check_feeds(text: str | None) -> list[str] | None:
+    """The --feeds list; UsageError naming any feed the contract does not know."""
+    if not text:
+        return None
+    from crm_pipeline.feeds import load_feeds
+
+    feeds = [f.strip() for f in text.split(",") if f.strip()]
+    unknown = sorted(set(feeds) - load_feeds().keys())
+    if unknown or not feeds:
+        raise UsageError(f"unknown feeds {unknown or text!r}; known: {', '.join(load_feeds())}")
+    return feeds
+
+
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when every delivery loaded; 1 when any failed its checks (the others still load)."""
     setup_logging(args.verbose)
-    check_landing("ingest", args.landing)
+    check_landing(args.landing)
+    feeds = check_feeds(args.feeds)
     from crm_pipeline.ingest.load import ingest
-    from crm_pipeline.spark import build_session
 
-    ctx = ops.RunContext(args.run_id or ops.new_run_id(), args.dag_id, args.task_id or "ingest")
-    spark = build_session(SparkSettings.from_env())
-    result = ingest(
-        spark,
-        args.landing,
-        LakeLayout(str(args.lake)),
-        ctx,
-        feeds=args.feeds.split(",") if args.feeds else None,
-        date_from=args.date_from,
-        date_to=args.date_to,
-        progress=progress,
-    )
+    lake, ctx = LakeLayout(str(args.lake)), run_context(args, "ingest")
+    spark = spark_session(lake, ctx)
+    with ops.recorded(lake, ctx, "ingest"):
+        result = ingest(spark, args.landing, lake, ctx, feeds=feeds, date_from=args.date_from,
+                        date_to=args.date_to, progress=progress)
     print_summary(result)
-    return 0 if result.ok else 1
+    return EXIT_OK if result.ok else EXIT_FAILED
 
 
 def print_summary(result) -> None:

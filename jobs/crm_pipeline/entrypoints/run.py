@@ -11,9 +11,13 @@ from crm_pipeline.entrypoints.common import (
     add_run_arguments,
     check_landing,
     progress,
+    run_context,
     setup_logging,
+    spark_session,
 )
-from crm_pipeline.settings import LakeLayout, SparkSettings
+from crm_pipeline.errors import EXIT_FAILED, EXIT_OK, TaskFailed
+from crm_pipeline.publish.warehouse import check_url
+from crm_pipeline.settings import LakeLayout
 
 DEFAULT_WAREHOUSE = "duckdb:///var/warehouse/warehouse.duckdb"
 
@@ -30,35 +34,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
-    check_landing("run", args.landing)
+    check_landing(args.landing)
+    check_url(args.warehouse)
     from crm_pipeline.settings import msisdn_hmac_key
 
     key = msisdn_hmac_key(allow_demo=args.demo_key)
-    from crm_pipeline.spark import build_session
-
-    spark = build_session(SparkSettings.from_env())
-    ctx = ops.RunContext(args.run_id or ops.new_run_id(), args.dag_id, args.task_id or "run")
-    return run_pipeline(spark, args.landing, LakeLayout(str(args.lake)), args.warehouse, ctx, key,
-                        args.date_from, args.date_to)
+    lake, ctx = LakeLayout(str(args.lake)), run_context(args, "run")
+    spark = spark_session(lake, ctx)
+    return run_pipeline(spark, args.landing, lake, args.warehouse, ctx, key, args.date_from, args.date_to)
 
 
 def run_pipeline(spark, landing: str | Path, lake: LakeLayout, warehouse: str, ctx: ops.RunContext, key: str,
                  date_from=None, date_to=None) -> int:
     """Ingest, roll up, analyse every complete month, train the churn models they allow, rescore the
-    months a new model may score, publish. Exit 1 if a delivery failed."""
+    months a new model may score, publish. Return 1 if a delivery failed (the rest still loads and is
+    published), else 0. A failed step (a blocking data-quality check, a crash) stops the run before
+    anything later is published: it goes on record, crm_ops is published, and TaskFailed is raised."""
     from crm_pipeline.entrypoints.ingest import print_summary
     from crm_pipeline.ingest.load import ingest
     from crm_pipeline.pipeline.churn import train_step
     from crm_pipeline.pipeline.monthly import analyse, analytics_settings
     from crm_pipeline.pipeline.rollups import build_daily_rollups
-    from crm_pipeline.publish.publish import gold_months, publish
+    from crm_pipeline.publish.publish import gold_months, publish, publish_ops_after_failure
 
-    result = ingest(spark, landing, lake, ctx, date_from=date_from, date_to=date_to, progress=progress)
-    print_summary(result)
-    build_daily_rollups(spark, lake, ctx, key, progress=progress)
-    settings = analytics_settings()
-    analyse(spark, lake, ctx, settings, key, progress=progress)
-    if train_step(spark, lake, ctx, settings, progress=progress):
-        analyse(spark, lake, ctx, settings, key, rescore=True, progress=progress)
-    publish(lake, warehouse, gold_months(lake), progress=progress)
-    return 0 if result.ok else 1
+    try:
+        with ops.recorded(lake, ctx, "ingest"):
+            result = ingest(spark, landing, lake, ctx, date_from=date_from, date_to=date_to, progress=progress)
+        print_summary(result)
+        with ops.recorded(lake, ctx, "rollup"):
+            build_daily_rollups(spark, lake, ctx, key, progress=progress)
+        settings = analytics_settings()
+        with ops.recorded(lake, ctx, "analyse"):
+            analyse(spark, lake, ctx, settings, key, progress=progress)
+        with ops.recorded(lake, ctx, "train"):
+            trained = train_step(spark, lake, ctx, settings, progress=progress)
+        if trained:
+            with ops.recorded(lake, ctx, "rescore"):
+                analyse(spark, lake, ctx, settings, key, rescore=True, progress=progress)
+        with ops.recorded(lake, ctx, "publish"):
+            publish(lake, warehouse, gold_months(lake), progress=progress, ctx=ctx)
+    except TaskFailed:
+        publish_ops_after_failure(lake, warehouse)
+        raise
+    return EXIT_OK if result.ok else EXIT_FAILED

@@ -5,8 +5,17 @@ from __future__ import annotations
 import argparse
 
 from crm_pipeline import ops
-from crm_pipeline.entrypoints.common import add_run_arguments, iso_date, progress, setup_logging
-from crm_pipeline.settings import LakeLayout, SparkSettings
+from crm_pipeline.entrypoints.common import (
+    add_run_arguments,
+    iso_date,
+    progress,
+    run_context,
+    setup_logging,
+    spark_session,
+)
+from crm_pipeline.errors import EXIT_OK, TaskFailed
+from crm_pipeline.publish.warehouse import check_url
+from crm_pipeline.settings import LakeLayout
 
 
 def _common(parser: argparse.ArgumentParser, warehouse: bool = False) -> None:
@@ -45,51 +54,56 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
                         help="month to publish; repeatable (default: every month in gold)")
 
 
-def _context(args, task: str) -> ops.RunContext:
-    return ops.RunContext(args.run_id or ops.new_run_id(), args.dag_id, args.task_id or task)
-
-
 def rollup(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
     from crm_pipeline.pipeline.rollups import build_daily_rollups
     from crm_pipeline.settings import msisdn_hmac_key
-    from crm_pipeline.spark import build_session
 
     key = msisdn_hmac_key(allow_demo=args.demo_key)
-    spark = build_session(SparkSettings.from_env())
-    build_daily_rollups(spark, LakeLayout(args.lake), _context(args, "rollup"), key, progress=progress)
-    return 0
+    lake, ctx = LakeLayout(args.lake), run_context(args, "rollup")
+    spark = spark_session(lake, ctx)
+    with ops.recorded(lake, ctx, "rollup"):
+        build_daily_rollups(spark, lake, ctx, key, progress=progress)
+    return EXIT_OK
 
 
 def analyse(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
     from crm_pipeline.pipeline.monthly import analyse as build, analytics_settings
     from crm_pipeline.settings import msisdn_hmac_key
-    from crm_pipeline.spark import build_session
 
     key = msisdn_hmac_key(allow_demo=args.demo_key)
-    spark = build_session(SparkSettings.from_env())
-    build(spark, LakeLayout(args.lake), _context(args, "analyse"), analytics_settings(), key,
-          months=args.months, rescore=args.rescore, progress=progress)
-    return 0
+    settings = analytics_settings()
+    lake, ctx = LakeLayout(args.lake), run_context(args, "analyse")
+    spark = spark_session(lake, ctx)
+    with ops.recorded(lake, ctx, "rescore" if args.rescore else "analyse"):
+        build(spark, lake, ctx, settings, key, months=args.months, rescore=args.rescore, progress=progress)
+    return EXIT_OK
 
 
 def train(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
     from crm_pipeline.pipeline.churn import train_step
     from crm_pipeline.pipeline.monthly import analytics_settings
-    from crm_pipeline.spark import build_session
 
-    spark = build_session(SparkSettings.from_env())
-    train_step(spark, LakeLayout(args.lake), _context(args, "train"), analytics_settings(), retrain=args.retrain,
-               progress=progress)
-    return 0
+    settings = analytics_settings()
+    lake, ctx = LakeLayout(args.lake), run_context(args, "train")
+    spark = spark_session(lake, ctx)
+    with ops.recorded(lake, ctx, "train"):
+        train_step(spark, lake, ctx, settings, retrain=args.retrain, progress=progress)
+    return EXIT_OK
 
 
 def publish(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
-    from crm_pipeline.publish.publish import gold_months, publish as do_publish
+    check_url(args.warehouse)
+    from crm_pipeline.publish.publish import gold_months, publish as do_publish, publish_ops_after_failure
 
-    lake = LakeLayout(args.lake)
-    do_publish(lake, args.warehouse, args.months or gold_months(lake), progress=progress)
-    return 0
+    lake, ctx = LakeLayout(args.lake), run_context(args, "publish")
+    try:
+        with ops.recorded(lake, ctx, "publish"):
+            do_publish(lake, args.warehouse, args.months or gold_months(lake), progress=progress, ctx=ctx)
+    except TaskFailed:
+        publish_ops_after_failure(lake, args.warehouse)
+        raise
+    return EXIT_OK

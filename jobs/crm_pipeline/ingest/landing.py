@@ -71,8 +71,25 @@ class Delivery:
     def control_name(self) -> str:
         return posixpath.basename(self.control_file)
 
+    @property
+    def unlisted_data_files(self) -> tuple[str, ...]:
+        """Unlisted files named like this delivery's data files: the control file does not match
+        the folder, so the delivery fails. Other names (notes, markers) are only mentioned."""
+        pattern = re.compile(rf"{self.feed.upper()}_{self.business_date:%Y%m%d}_\d{{3}}\.dat(\.gz)?")
+        return tuple(n for n in self.unlisted_files if pattern.fullmatch(n))
+
     def path_of(self, entry: ControlEntry) -> str:
         return join(self.directory, entry.file_name)
+
+
+@dataclass(frozen=True)
+class IncompleteFolder:
+    """A delivery folder without its control file: still being written (or abandoned); not read."""
+
+    feed: str
+    business_date: date
+    directory: str
+    files: tuple[str, ...]
 
 
 def read_bytes(location: str | os.PathLike) -> bytes:
@@ -132,10 +149,12 @@ def discover(
     feeds: list[str],
     date_from: date | None = None,
     date_to: date | None = None,
+    incomplete: list[IncompleteFolder] | None = None,
 ) -> list[Delivery]:
     """Every complete delivery (control file present) of the given feeds, oldest first.
 
-    Folders without a control file are still being written and are not returned.
+    Folders without a control file are still being written and are not returned; they are
+    appended to `incomplete` when given.
     """
     out: list[Delivery] = []
     landing = str(landing)
@@ -153,6 +172,8 @@ def discover(
             names = _listing(day_dir)
             ctl_name = f"{feed.upper()}_{day}.ctl"
             if names.get(ctl_name) != pafs.FileType.File:
+                if incomplete is not None:
+                    incomplete.append(IncompleteFolder(feed, business_date, day_dir, tuple(sorted(names))))
                 continue
             ctl = join(day_dir, ctl_name)
             content = read_bytes(ctl)

@@ -30,8 +30,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crm_pipeline import ops
+from crm_pipeline.errors import PipelineError
 from crm_pipeline.feeds import FeedSpec, load_feeds
-from crm_pipeline.ingest.landing import Delivery, discover
+from crm_pipeline.ingest.landing import Delivery, IncompleteFolder, discover
+from crm_pipeline.ingest.reader import join
 from crm_pipeline.ingest.spark_io import failed_check, read_lines, source_file, verify_deliveries
 from crm_pipeline.io import delta
 from crm_pipeline.quality import gx
@@ -52,7 +54,7 @@ log = logging.getLogger(__name__)
 QUARANTINE_COLUMNS = ["feed", *LINEAGE, "reject_reason", "reject_detail", "raw_line", "run_id"]
 
 
-class AccountingError(RuntimeError):
+class AccountingError(PipelineError):
     """Records read != loaded + quarantined + duplicates: never expected; stops the run."""
 
 
@@ -63,6 +65,7 @@ class IngestResult:
     dq_rows: list[dict] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
+    gaps: list[str] = field(default_factory=list)  # INCOMPLETE folders and MISSING feed days
     changed: dict[str, set[date]] = field(default_factory=dict)  # feed -> silver partitions rewritten
 
     @property
@@ -72,6 +75,8 @@ class IngestResult:
     def totals_by_feed(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for r in self.rows:
+            if r["status"] in ("INCOMPLETE", "MISSING"):  # nothing delivered to count
+                continue
             t = out[r["feed"]]
             t["files"] += 1
             for k in ("rows_read", "rows_loaded", "rows_quarantined", "rows_duplicate"):
@@ -109,15 +114,22 @@ def ingest(
         specs = {k: v for k, v in specs.items() if k in feeds}
     result = IngestResult(ctx.run_id)
     started = ops.utcnow()
-    found = discover(landing, list(specs), date_from, date_to)
+    incomplete: list[IncompleteFolder] = []
+    found = discover(landing, list(specs), date_from, date_to, incomplete)
     loaded = ops.loaded_deliveries(spark, lake)
     todo = [d for d in found if loaded.get((d.feed, d.business_date)) != d.delivery_id]
     progress(f"ingest: {len(found)} complete deliveries in {landing}, {len(todo)} new or re-delivered")
+    _note_gaps(result, ctx, specs, found, incomplete, loaded, started)
 
     readable: list[Delivery] = []
     for d in todo:
         if d.control_error:
-            _fail(result, ctx, d, d.control_name, started, d.control_error)
+            _fail(result, ctx, d, d.control_name, started, d.control_error, "control_format")
+        elif d.unlisted_data_files:
+            for name in d.unlisted_data_files:
+                _fail(result, ctx, d, name, started,
+                      f"{join(d.directory, name)}: check unlisted_file failed: a data file of this delivery is "
+                      f"not in its control file {d.control_name}; delivery not loaded", "unlisted_file")
         else:
             readable.append(d)
 
@@ -140,11 +152,17 @@ def ingest(
         except gx.DataQualityError as exc:
             result.dq_rows.extend(getattr(exc, "rows", []))
             for d in batch:
-                _fail(result, ctx, d, "", started, str(exc))
+                _fail(result, ctx, d, "", started, str(exc), "data_quality")
             progress(f"  {spec.feed}: FAILED data-quality checks: {exc}")
             continue
-        for d, file_name, message in feed_load.failed:
-            _fail(result, ctx, d, file_name, started, message)
+        except Exception as exc:  # noqa: BLE001 - one feed's crash fails its deliveries, not the other feeds
+            message = f"{spec.feed}: load failed: {ops.failure_message(exc)}; deliveries not loaded"
+            for d in batch:
+                _fail(result, ctx, d, "", started, message, "load")
+            progress(f"  {spec.feed}: FAILED {message}")
+            continue
+        for d, file_name, message, check in feed_load.failed:
+            _fail(result, ctx, d, file_name, started, message, check)
         result.rows.extend(feed_load.rows)
         result.dq_rows.extend(feed_load.dq_rows)
         if not feed_load.loaded:
@@ -167,13 +185,53 @@ def ingest(
         progress(f"  FAILED {msg}")
     for msg in result.waiting:
         progress(f"  WAITING {msg}")
+    for msg in result.gaps:
+        progress(f"  {msg}")
     return result
 
 
-def _fail(result: IngestResult, ctx, d: Delivery, file_name: str, started, message: str) -> None:
+def _fail(result: IngestResult, ctx, d: Delivery, file_name: str, started, message: str, check: str) -> None:
+    """A delivery that loads nothing: a FAILED run row naming the file, and a failed blocking
+    check `landing_<feed>: <check>(<file>)` in crm_ops.data_quality."""
     log.error(message)
     result.failures.append(message)
     result.rows.append(_row(ctx, d, file_name, started, "FAILED", {}, message))
+    result.dq_rows.append(dict(
+        run_id=ctx.run_id, table_name=f"landing_{d.feed}", business_date=d.business_date,
+        check_name=f"{check}({source_file(d, file_name) if file_name else d.delivery_id})", success=False,
+        unexpected_count=1, severity="blocking", validated_at=ops.utcnow()))
+
+
+def _note_gaps(result: IngestResult, ctx, specs: dict[str, FeedSpec], found: list[Delivery],
+               incomplete: list[IncompleteFolder], loaded: dict, started) -> None:
+    """Put on record what is not there to load: folders without a control file (INCOMPLETE) and
+    days a daily feed skipped while it delivered the days before and after (MISSING)."""
+    for f in incomplete:
+        msg = (f"{f.directory}: no control file {f.feed.upper()}_{f.business_date:%Y%m%d}.ctl "
+               f"({len(f.files)} files present): delivery incomplete, not read")
+        result.gaps.append(f"INCOMPLETE {msg}")
+        result.rows.append(dict(
+            run_id=ctx.run_id, dag_id=ctx.dag_id, task_id=ctx.task_id, feed=f.feed, business_date=f.business_date,
+            source_file=None, delivery_id=None, started_at=started, finished_at=ops.utcnow(), status="INCOMPLETE",
+            rows_read=0, rows_loaded=0, rows_quarantined=0, rows_duplicate=0, message=msg))
+    present: dict[str, set[date]] = defaultdict(set)
+    for feed, day in [(d.feed, d.business_date) for d in found] + [(f.feed, f.business_date) for f in incomplete]:
+        present[feed].add(day)
+    for feed, spec in specs.items():
+        days = present.get(feed)
+        if not spec.is_daily or not days:
+            continue
+        have = days | {day for (f, day) in loaded if f == feed}
+        gaps = [lo + timedelta(days=i) for lo in [min(days)] for i in range((max(days) - lo).days)
+                if lo + timedelta(days=i) not in have]
+        for day in gaps:
+            msg = (f"{feed}/{day:%Y%m%d}: no delivery, while the days before and after have one; "
+                   "the month stays incomplete until it arrives")
+            result.gaps.append(f"MISSING {msg}")
+            result.rows.append(dict(
+                run_id=ctx.run_id, dag_id=ctx.dag_id, task_id=ctx.task_id, feed=feed, business_date=day,
+                source_file=None, delivery_id=None, started_at=started, finished_at=ops.utcnow(), status="MISSING",
+                rows_read=0, rows_loaded=0, rows_quarantined=0, rows_duplicate=0, message=msg))
 
 
 @dataclass
@@ -181,7 +239,7 @@ class FeedLoad:
     """What loading one feed's batch did."""
 
     loaded: list[Delivery]  # deliveries now in bronze and silver
-    failed: list[tuple[Delivery, str, str]]  # (delivery, file name, message): loaded nothing
+    failed: list[tuple[Delivery, str, str, str]]  # (delivery, file name, message, check): loaded nothing
     rows: list[dict] = field(default_factory=list)  # crm_ops.pipeline_runs rows of loaded files
     dq_rows: list[dict] = field(default_factory=list)
     touched: set[date] = field(default_factory=set)  # silver partition dates written
@@ -202,14 +260,14 @@ def _days_in(table: DataFrame | None, days: list[date]) -> set[date]:
 
 def _write_bronze(
     spark: SparkSession, lake: LakeLayout, spec: FeedSpec, batch: list[Delivery], ctx: ops.RunContext
-) -> tuple[list[Delivery], list[tuple[Delivery, str, str]]]:
+) -> tuple[list[Delivery], list[tuple[Delivery, str, str, str]]]:
     """Read, verify and split the batch's files in one pass and replace their days in bronze.
 
     A file failing its control-line checks aborts the write; the whole batch is then verified
     (without decoding), the failed deliveries are dropped and the rest written again.
-    Returns the deliveries written and the failures (delivery, file name, message).
+    Returns the deliveries written and the failures (delivery, file name, message, check).
     """
-    failed: list[tuple[Delivery, str, str]] = []
+    failed: list[tuple[Delivery, str, str, str]] = []
     while batch:
         days = sorted({d.business_date for d in batch})
         rows = read_lines(spark, batch, spec).select(
@@ -225,7 +283,8 @@ def _write_bronze(
         keep = []
         for d in batch:
             bad_files = [c for c in checks[d.delivery_id] if c.check]
-            failed += [(d, c.file_name, f"{c.detail} (check {c.check}); delivery not loaded") for c in bad_files]
+            failed += [(d, c.file_name, f"{c.detail} (check {c.check}); delivery not loaded", c.check)
+                       for c in bad_files]
             if not bad_files:
                 keep.append(d)
         if len(keep) == len(batch):

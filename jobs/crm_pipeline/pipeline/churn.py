@@ -251,7 +251,10 @@ def train_step(spark: SparkSession, lake: LakeLayout, ctx, settings, retrain: bo
     for name in MODEL_TABLES:
         df = delta.read(spark, lake.gold(name))
         if df is not None:
-            dq += gx.enforce(df, f"gold_{name}", ctx.run_id, None)
+            dq += gx.dq_rows(gx.validate(df, f"gold_{name}"), f"gold_{name}", ctx.run_id, None)
+    blocking = gx.blocking_error(dq)
+    if blocking is not None:
+        raise blocking
     ops.write_data_quality(spark, lake, dq)
     ops.record_step(spark, lake, ctx, started,
                     f"trained {len(new)} churn model(s)" + (f": {', '.join(c.version for c in new)}" if new else ""))

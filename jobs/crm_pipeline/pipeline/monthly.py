@@ -303,9 +303,15 @@ def analyse(
     for name in MART_TABLES:
         frame = consistency_checks(tables[name]) if name == "kpi_month" else tables[name]
         with stage("validate", name):
-            dq += gx.enforce(frame, f"gold_{name}", ctx.run_id, targets[-1], counts)
-        progress(f"  gold/{name}: built and validated ({time.monotonic() - clock:.1f} s)")
+            results = gx.dq_rows(gx.validate(frame, f"gold_{name}", counts), f"gold_{name}", ctx.run_id, targets[-1])
+        dq += results
+        failed = sum(not r["success"] for r in results)
+        progress(f"  gold/{name}: built and validated{f', {failed} checks FAILED' if failed else ''} "
+                 f"({time.monotonic() - clock:.1f} s)")
         clock = time.monotonic()
+    blocking = gx.blocking_error(dq)
+    if blocking is not None:  # nothing of these months is written; the results go on record
+        raise blocking
     restated: list[tuple] = []
     unchanged: list[str] = []
     for name in MART_TABLES:

@@ -12,11 +12,15 @@ import pyarrow.dataset as ds
 
 from deltalake.exceptions import TableNotFoundError
 
-from crm_pipeline.publish.warehouse import open_warehouse
+from crm_pipeline.ops import RunContext, append_rows_arrow, step_row, utcnow
+from crm_pipeline.publish.warehouse import DuckDBWarehouse, open_warehouse
 from crm_pipeline.settings import LakeLayout
 from crm_pipeline.stages import stage
 
 log = logging.getLogger(__name__)
+
+OPS_TABLES = ("pipeline_runs", "data_quality", "restatements")
+
 
 def published_tables() -> list[tuple[str, str, list[str], str]]:
     """(warehouse schema, table, columns, partition column) of every published gold table, from
@@ -60,9 +64,16 @@ def publish(
     warehouse_url: str,
     months: list[date],
     progress: Callable[[str], None] = print,
+    ctx: RunContext | None = None,
 ) -> None:
-    """Publish `months` of the gold marts, the ops tables and the restricted contact list."""
+    """Publish `months` of the gold marts, the ops tables and the restricted contact list.
+
+    With `ctx`, the publish step's own crm_ops.pipeline_runs row is written to the lake before
+    the ops tables are copied, so the warehouse shows it.
+    """
+    started = utcnow()
     wh = open_warehouse(warehouse_url)
+    tables = rows = 0
     if months:
         for schema, name, cols, partition in published_tables():
             with stage("publish", name):
@@ -72,20 +83,41 @@ def publish(
                     progress(f"publish: gold/{name} not built yet; run `crm analyse` (or `crm train`) first")
                     continue
                 wh.replace_partitions(schema, name, data, partition, months)
+            tables, rows = tables + 1, rows + data.num_rows
             progress(f"publish: {schema}.{name} {len(months)} months, {data.num_rows:,} rows")
-    for name in ("pipeline_runs", "data_quality", "restatements"):
-        with stage("publish", name):
-            try:
-                data = _delta_dataset(lake.ops(name)).to_table()
-            except TableNotFoundError:  # no run of that kind so far
-                continue
-            wh.replace_table("crm_ops", name, data)
     with stage("publish", "contact"):
         contact = _latest_contacts(lake)
         if contact is not None:
             wh.replace_table("crm_restricted", "contact", contact)
     if contact is not None:
         progress(f"publish: crm_restricted.contact {contact.num_rows:,} rows -> {wh.target.restricted_path} (mode 0600)")
+    if ctx is not None:
+        span = f"{months[0]:%Y-%m}..{months[-1]:%Y-%m}" if months else "no month"
+        append_rows_arrow(lake, "pipeline_runs", [step_row(
+            ctx, started, f"published {span}: {tables} tables, {rows:,} rows to {wh.target.display}",
+            months[-1] if months else None)])
+    publish_ops(lake, wh)
+
+
+def publish_ops(lake: LakeLayout, warehouse: str | DuckDBWarehouse) -> None:
+    """Copy the lake's ops tables (pipeline_runs, data_quality, restatements) to crm_ops."""
+    wh = open_warehouse(warehouse) if isinstance(warehouse, str) else warehouse
+    for name in OPS_TABLES:
+        with stage("publish", name):
+            try:
+                data = _delta_dataset(lake.ops(name)).to_table()
+            except TableNotFoundError:  # no run of that kind so far
+                continue
+            wh.replace_table("crm_ops", name, data)
+
+
+def publish_ops_after_failure(lake: LakeLayout, warehouse_url: str) -> None:
+    """After a failed task: bring crm_ops up to date so the failure shows there; never raises
+    (the warehouse may be what failed)."""
+    try:
+        publish_ops(lake, warehouse_url)
+    except Exception:  # noqa: BLE001 - the original failure is what the caller reports
+        log.exception("could not publish crm_ops to %s after the failure", warehouse_url)
 
 
 def _latest_contacts(lake: LakeLayout) -> pa.Table | None:

@@ -26,6 +26,14 @@ class WarehouseTarget:
         return urlparse(self.url).scheme
 
     @property
+    def display(self) -> str:
+        """The URL without credentials (for logs and crm_ops)."""
+        parsed = urlparse(self.url)
+        if parsed.password is None:
+            return self.url
+        return self.url.replace(f":{parsed.password}@", ":***@", 1)
+
+    @property
     def duckdb_path(self) -> Path:
         """As in SQLAlchemy URLs: `duckdb:///rel/path.duckdb` is relative, `duckdb:////abs/path` absolute."""
         parsed = urlparse(self.url)
@@ -40,11 +48,22 @@ class WarehouseTarget:
         return p.with_name(p.stem + "_restricted" + p.suffix)
 
 
-def open_warehouse(url: str) -> DuckDBWarehouse:
+def check_url(url: str) -> WarehouseTarget:
+    """The target of a warehouse URL; UsageError when no adapter serves it."""
+    from crm_pipeline.errors import UsageError
+
     target = WarehouseTarget(url)
-    if target.scheme == "duckdb":
-        return DuckDBWarehouse(target)
-    raise ValueError(f"unsupported warehouse URL {url!r}: expected duckdb:///path")
+    if target.scheme != "duckdb":
+        raise UsageError(f"unsupported warehouse URL {target.display!r}: expected duckdb:///path")
+    try:
+        target.duckdb_path
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    return target
+
+
+def open_warehouse(url: str) -> DuckDBWarehouse:
+    return DuckDBWarehouse(check_url(url))
 
 
 def _quote(name: str) -> str:

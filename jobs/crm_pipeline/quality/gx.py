@@ -14,13 +14,14 @@ from functools import lru_cache
 
 from pyspark.sql import DataFrame
 
+from crm_pipeline.errors import PipelineError
 from crm_pipeline.ops import utcnow
 from crm_pipeline.settings import resource_dir
 
 log = logging.getLogger(__name__)
 
 
-class DataQualityError(RuntimeError):
+class DataQualityError(PipelineError):
     """A blocking expectation failed: the run stops before writing the table."""
 
 
@@ -117,25 +118,39 @@ def validate(df: DataFrame, table: str, params: dict | None = None) -> list[Chec
     return out
 
 
-def enforce(df: DataFrame, table: str, run_id: str, business_date: date | None,
-            params: dict | None = None) -> list[dict]:
-    """Validate, raise DataQualityError on a blocking failure, return crm_ops.data_quality rows."""
-    results = validate(df, table, params)
+def dq_rows(results: list[CheckResult], table: str, run_id: str, business_date: date | None) -> list[dict]:
+    """crm_ops.data_quality rows of one suite's results."""
     now = utcnow()
-    rows = [
+    return [
         dict(run_id=run_id, table_name=table, business_date=business_date, check_name=r.check_name,
              success=r.success, unexpected_count=r.unexpected_count, severity=r.severity, validated_at=now)
         for r in results
     ]
-    failed = [r for r in results if not r.success]
+
+
+def blocking_error(rows: list[dict]) -> DataQualityError | None:
+    """The error for the blocking failures among crm_ops.data_quality `rows` (every table's),
+    naming each table and check, with all `rows` attached; None when none failed."""
+    failed = [r for r in rows if not r["success"]]
     for r in failed:
-        log.warning("%s: %s failed (%d unexpected, %s)", table, r.check_name, r.unexpected_count, r.severity)
-    blocking = [r for r in failed if r.severity == "blocking"]
-    if blocking:
-        err = DataQualityError(
-            f"{table}: blocking data-quality checks failed: "
-            + "; ".join(f"{r.check_name} ({r.unexpected_count} unexpected)" for r in blocking)
-        )
-        err.rows = rows
+        log.warning("%s: %s failed (%s unexpected, %s)", r["table_name"], r["check_name"], r["unexpected_count"],
+                    r["severity"])
+    blocking = [r for r in failed if r["severity"] == "blocking"]
+    if not blocking:
+        return None
+    err = DataQualityError(
+        "blocking data-quality checks failed: "
+        + "; ".join(f"{r['table_name']}: {r['check_name']} ({r['unexpected_count']} unexpected)" for r in blocking)
+    )
+    err.rows = rows
+    return err
+
+
+def enforce(df: DataFrame, table: str, run_id: str, business_date: date | None,
+            params: dict | None = None) -> list[dict]:
+    """Validate, raise DataQualityError on a blocking failure, return crm_ops.data_quality rows."""
+    rows = dq_rows(validate(df, table, params), table, run_id, business_date)
+    err = blocking_error(rows)
+    if err is not None:
         raise err
     return rows

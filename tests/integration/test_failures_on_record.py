@@ -1,0 +1,87 @@
+"""Every failed task is on record: a blocking gold check stops `crm analyse` before it writes
+anything, with every suite's results and a FAILED run row in crm_ops; a crash inside `crm run`
+publishes crm_ops (and nothing else) so the warehouse shows it."""
+
+from __future__ import annotations
+
+import shutil
+
+import duckdb
+import pytest
+from deltalake import DeltaTable
+
+from crm_pipeline import cli, ops
+from crm_pipeline.entrypoints.run import run_pipeline
+from crm_pipeline.errors import EXIT_FAILED, EXIT_OK, TaskFailed
+from crm_pipeline.pipeline.marts import MART_TABLES
+from crm_pipeline.quality import gx
+from crm_pipeline.settings import LakeLayout
+from tests.integration.conftest import KEY
+
+pytestmark = [pytest.mark.spark, pytest.mark.integration]
+
+IMPOSSIBLE = {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 0, "max_value": 0},
+              "meta": {"severity": "blocking"}}
+
+
+@pytest.fixture
+def lake_copy(published, tmp_path):
+    shutil.copytree(published["lake"].root, tmp_path / "lake")
+    return LakeLayout(str(tmp_path / "lake"))
+
+
+def _rows(path: str, run_id: str) -> list[dict]:
+    return [r for r in DeltaTable(path).to_pyarrow_table().to_pylist() if r["run_id"] == run_id]
+
+
+def test_a_blocking_gold_check_writes_no_gold_and_puts_every_result_on_record(lake_copy, tmp_path, monkeypatch,
+                                                                              capsys):
+    real = gx.load_suite_definition
+    suite = real("gold_kpi_month")
+    failing = dict(suite, expectations=[*suite["expectations"], IMPOSSIBLE])
+    monkeypatch.setattr(gx, "load_suite_definition", lambda t: failing if t == "gold_kpi_month" else real(t))
+    monkeypatch.setenv("CRM_MSISDN_HMAC_KEY", KEY)
+    versions = {n: DeltaTable(lake_copy.gold(n)).version() for n in MART_TABLES}
+
+    code = cli.main(["analyse", "--lake", lake_copy.root, "--month", "2026-02-01", "--run-id", "dq-1"])
+
+    assert code == EXIT_FAILED
+    assert "gold_kpi_month: expect_table_row_count_to_be_between" in capsys.readouterr().err
+    assert {n: DeltaTable(lake_copy.gold(n)).version() for n in MART_TABLES} == versions
+    [run] = _rows(lake_copy.ops("pipeline_runs"), "dq-1")
+    assert run["status"] == "FAILED" and run["task_id"] == "analyse"
+    assert run["message"].startswith("analyse failed: blocking data-quality checks failed: gold_kpi_month: ")
+    dq = _rows(lake_copy.ops("data_quality"), "dq-1")
+    assert {r["table_name"] for r in dq} == {f"gold_{n}" for n in MART_TABLES}
+    assert [(r["table_name"], r["check_name"]) for r in dq if not r["success"]] == [
+        ("gold_kpi_month", "expect_table_row_count_to_be_between")]
+
+    # the next publish brings the failure to the warehouse's crm_ops, next to its own SUCCESS row
+    wh = tmp_path / "wh.duckdb"
+    assert cli.main(["publish", "--lake", lake_copy.root, "--warehouse", f"duckdb:///{wh}",
+                     "--run-id", "pub-1"]) == EXIT_OK
+    con = duckdb.connect(str(wh), read_only=True)
+    runs = dict(con.execute("SELECT run_id, status FROM crm_ops.pipeline_runs "
+                            "WHERE run_id IN ('dq-1', 'pub-1')").fetchall())
+    checks = con.execute("SELECT count(*) FROM crm_ops.data_quality WHERE run_id = 'dq-1' AND NOT success").fetchone()
+    con.close()
+    assert runs == {"dq-1": "FAILED", "pub-1": "SUCCESS"} and checks == (1,)
+
+
+def test_a_crash_inside_crm_run_publishes_crm_ops_and_nothing_else(spark, published, lake_copy, tmp_path,
+                                                                   monkeypatch):
+    def crash(*args, **kwargs):
+        raise RuntimeError("executor lost while reading subscriber 13800000001")
+
+    monkeypatch.setattr("crm_pipeline.pipeline.monthly.analyse", crash)
+    wh = tmp_path / "wh.duckdb"
+    with pytest.raises(TaskFailed, match="analyse failed: RuntimeError: executor lost"):
+        run_pipeline(spark, published["landing"], lake_copy, f"duckdb:///{wh}", ops.RunContext("crash-1"), KEY)
+
+    con = duckdb.connect(str(wh), read_only=True)
+    schemas = {r[0] for r in con.execute("SELECT DISTINCT table_schema FROM information_schema.tables").fetchall()}
+    [(status, message)] = con.execute("SELECT status, message FROM crm_ops.pipeline_runs "
+                                      "WHERE run_id = 'crash-1' AND status <> 'SUCCESS'").fetchall()
+    con.close()
+    assert schemas == {"crm_ops"}  # the crash stopped the run before anything of crm was published
+    assert status == "FAILED" and "138******01" in message and "13800000001" not in message
