@@ -11,8 +11,9 @@ docs/data-quality.md with that test's names.)
 
 from __future__ import annotations
 
-import gzip
+import contextlib
 import hashlib
+import io
 from datetime import date
 
 import pytest
@@ -100,10 +101,12 @@ def catalogue(spark, tmp_path_factory):
     ctl = p3 / "PLAN_20260303.ctl"
     ctl.write_text(ctl.read_text().rsplit("|", 1)[0] + "\n")  # the encoding field is gone
 
-    code = cli.main(["ingest", "--landing", str(landing), "--lake", lake.root, "--run-id", "cat-1"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(["ingest", "--landing", str(landing), "--lake", lake.root, "--run-id", "cat-1"])
     runs = DeltaTable(lake.ops("pipeline_runs")).to_pyarrow_table().to_pylist()
     dq = DeltaTable(lake.ops("data_quality")).to_pyarrow_table().to_pylist()
-    return dict(code=code, lake=lake, runs=runs, dq=dq)
+    return dict(code=code, lake=lake, runs=runs, dq=dq, out=out.getvalue())
 
 
 def _silver_ids(spark, lake, feed, key):
@@ -188,3 +191,14 @@ def test_every_loaded_file_adds_up(catalogue):
     assert len(loaded) == 3 + 3 + 1 + 1 + 1  # subscriber x3, cdr_data D1 + D2 x2, cdr_sms D1, ticket D1, plan D1
     for r in loaded:
         assert r["rows_read"] == r["rows_loaded"] + r["rows_quarantined"] + r["rows_duplicate"], r["source_file"]
+
+
+def test_the_run_prints_a_data_quality_summary(catalogue):
+    out = catalogue["out"].splitlines()
+    [head] = [ln for ln in out if ln.startswith("data quality (run cat-1): ")]
+    assert head.endswith("0 failed; 5 deliveries failed their file checks")
+    assert "  delivery  landing_plan: unlisted_file(plan/20260302/PLAN_20260302_002.dat)" in out
+    assert "  quarantined 7 records:" in out
+    assert "    cdr_data    bad_code 1, bad_timestamp 1, field_count 1, out_of_range 1" in out
+    assert "    cdr_sms     bad_msisdn 1, unknown_subscriber 1" in out
+    assert "    plan        bad_encoding 1" in out

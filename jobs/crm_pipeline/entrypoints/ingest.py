@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
         result = ingest(spark, args.landing, lake, ctx, feeds=feeds, date_from=args.date_from,
                         date_to=args.date_to, progress=progress)
     print_summary(result)
+    from crm_pipeline.quality.summary import print_data_quality_summary
+
+    print_data_quality_summary(lake, ctx.run_id, progress)
     return EXIT_OK if result.ok else EXIT_FAILED
 
 

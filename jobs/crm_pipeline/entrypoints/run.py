@@ -56,6 +56,7 @@ def run_pipeline(spark, landing: str | Path, lake: LakeLayout, warehouse: str, c
     from crm_pipeline.pipeline.monthly import analyse, analytics_settings
     from crm_pipeline.pipeline.rollups import build_daily_rollups
     from crm_pipeline.publish.publish import gold_months, publish, publish_ops_after_failure
+    from crm_pipeline.quality.summary import print_data_quality_summary
 
     try:
         with ops.recorded(lake, ctx, "ingest"):
@@ -76,4 +77,6 @@ def run_pipeline(spark, landing: str | Path, lake: LakeLayout, warehouse: str, c
     except TaskFailed:
         publish_ops_after_failure(lake, warehouse)
         raise
+    finally:
+        print_data_quality_summary(lake, ctx.run_id, progress)
     return EXIT_OK if result.ok else EXIT_FAILED
