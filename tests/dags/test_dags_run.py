@@ -96,4 +96,5 @@ def test_training_dag_runs_train_rescore_publish(monthly_run):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     tasks = dict(_query(root, 'SELECT task_id, max(message) FROM "crm_ops"."pipeline_runs" '
                               "WHERE dag_id = 'crm_churn_training' GROUP BY 1"))
+    assert tasks.pop("publish").startswith("published 2026-01..2026-01: ")
     assert tasks == {"train": "trained 0 churn model(s)", "rescore": "nothing to rescore"}
