@@ -202,6 +202,12 @@ def _fail(result: IngestResult, ctx, d: Delivery, file_name: str, started, messa
         unexpected_count=1, severity="blocking", validated_at=ops.utcnow()))
 
 
+def _gap(result: IngestResult, ctx, feed: str, day: date, started, status: str, message: str) -> None:
+    """A run row for something not there to load (no file, no counts)."""
+    result.gaps.append(f"{status} {message}")
+    result.rows.append(dict(ops.step_row(ctx, started, message, day, status), feed=feed))
+
+
 def _note_gaps(result: IngestResult, ctx, specs: dict[str, FeedSpec], found: list[Delivery],
                incomplete: list[IncompleteFolder], loaded: dict, started) -> None:
     """Put on record what is not there to load: folders without a control file (INCOMPLETE) and
@@ -209,11 +215,7 @@ def _note_gaps(result: IngestResult, ctx, specs: dict[str, FeedSpec], found: lis
     for f in incomplete:
         msg = (f"{f.directory}: no control file {f.feed.upper()}_{f.business_date:%Y%m%d}.ctl "
                f"({len(f.files)} files present): delivery incomplete, not read")
-        result.gaps.append(f"INCOMPLETE {msg}")
-        result.rows.append(dict(
-            run_id=ctx.run_id, dag_id=ctx.dag_id, task_id=ctx.task_id, feed=f.feed, business_date=f.business_date,
-            source_file=None, delivery_id=None, started_at=started, finished_at=ops.utcnow(), status="INCOMPLETE",
-            rows_read=0, rows_loaded=0, rows_quarantined=0, rows_duplicate=0, message=msg))
+        _gap(result, ctx, f.feed, f.business_date, started, "INCOMPLETE", msg)
     present: dict[str, set[date]] = defaultdict(set)
     for feed, day in [(d.feed, d.business_date) for d in found] + [(f.feed, f.business_date) for f in incomplete]:
         present[feed].add(day)
@@ -227,11 +229,7 @@ def _note_gaps(result: IngestResult, ctx, specs: dict[str, FeedSpec], found: lis
         for day in gaps:
             msg = (f"{feed}/{day:%Y%m%d}: no delivery, while the days before and after have one; "
                    "the month stays incomplete until it arrives")
-            result.gaps.append(f"MISSING {msg}")
-            result.rows.append(dict(
-                run_id=ctx.run_id, dag_id=ctx.dag_id, task_id=ctx.task_id, feed=feed, business_date=day,
-                source_file=None, delivery_id=None, started_at=started, finished_at=ops.utcnow(), status="MISSING",
-                rows_read=0, rows_loaded=0, rows_quarantined=0, rows_duplicate=0, message=msg))
+            _gap(result, ctx, feed, day, started, "MISSING", msg)
 
 
 @dataclass
