@@ -74,23 +74,18 @@ def record_step(spark: SparkSession, lake: LakeLayout, ctx: RunContext, started:
 # --- writes without Spark: failures (the JVM may be gone) and the publish step ----------------
 
 
-def _arrow_type(kind: str):
-    import pyarrow as pa
-
-    return {"string": pa.string(), "int": pa.int32(), "long": pa.int64(), "double": pa.float64(),
-            "boolean": pa.bool_(), "date": pa.date32(), "timestamp": pa.timestamp("us")}[kind]
-
-
 def append_rows_arrow(lake: LakeLayout, table: str, rows: list[dict]) -> None:
     """Append rows to an ops table through delta-rs (no Spark session needed); same table and
-    schema (`schemas/tables/<table>.json`) as `_append_rows`."""
+    schema (`schemas/tables/<table>.json`, converted by pyspark) as `_append_rows`."""
     if not rows:
         return
     import pyarrow as pa
     from deltalake import write_deltalake
+    from pyspark.sql.pandas.types import to_arrow_schema
 
     spec = table_spec(table)
-    schema = pa.schema([pa.field(c.name, _arrow_type(c.type)) for c in spec.columns])
+    # nullable as Spark writes Delta columns, so either writer may create the table
+    schema = pa.schema([f.with_nullable(True) for f in to_arrow_schema(spec.spark_schema())])
     data = pa.Table.from_pylist([{c: r.get(c) for c in spec.column_names} for r in rows], schema=schema)
     write_deltalake(lake.ops(table), data, mode="append")
 

@@ -196,10 +196,9 @@ def _fail(result: IngestResult, ctx, d: Delivery, file_name: str, started, messa
     log.error(message)
     result.failures.append(message)
     result.rows.append(_row(ctx, d, file_name, started, "FAILED", {}, message))
-    result.dq_rows.append(dict(
-        run_id=ctx.run_id, table_name=f"landing_{d.feed}", business_date=d.business_date,
-        check_name=f"{check}({source_file(d, file_name) if file_name else d.delivery_id})", success=False,
-        unexpected_count=1, severity="blocking", validated_at=ops.utcnow()))
+    target = source_file(d, file_name) if file_name else d.delivery_id
+    result.dq_rows += gx.dq_rows([gx.CheckResult(f"{check}({target})", False, 1, "blocking")],
+                                 f"landing_{d.feed}", ctx.run_id, d.business_date)
 
 
 def _gap(result: IngestResult, ctx, feed: str, day: date, started, status: str, message: str) -> None:
@@ -224,9 +223,10 @@ def _note_gaps(result: IngestResult, ctx, specs: dict[str, FeedSpec], found: lis
         if not spec.is_daily or not days:
             continue
         have = days | {day for (f, day) in loaded if f == feed}
-        gaps = [lo + timedelta(days=i) for lo in [min(days)] for i in range((max(days) - lo).days)
-                if lo + timedelta(days=i) not in have]
-        for day in gaps:
+        first = min(days)
+        for day in (first + timedelta(days=i) for i in range((max(days) - first).days)):
+            if day in have:
+                continue
             msg = (f"{feed}/{day:%Y%m%d}: no delivery, while the days before and after have one; "
                    "the month stays incomplete until it arrives")
             _gap(result, ctx, feed, day, started, "MISSING", msg)
