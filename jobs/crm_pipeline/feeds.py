@@ -34,6 +34,8 @@ class FieldSpec:
     min: int | None = None
     max: int | None = None
     pii: bool = False
+    #: plausibility bound: larger values load but fail a warning check in silver
+    warn_above: int | None = None
 
     @property
     def spark_type(self) -> T.DataType:
@@ -76,6 +78,11 @@ class FeedSpec:
         raise KeyError(f"{self.feed} has no field {name}")
 
     @property
+    def partition_column(self) -> str:
+        """Silver partition column: the snapshot date, the bill month, or the event's own date."""
+        return {"snapshot": "snapshot_date", "monthly": "bill_month_date"}.get(self.kind, "event_date")
+
+    @property
     def is_daily(self) -> bool:
         """Daily feeds deliver every day; a month is complete only when all of them have."""
         return self.cadence == "daily"
@@ -96,15 +103,18 @@ def _load(path) -> FeedSpec:
             min=f.get("min"),
             max=f.get("max"),
             pii=f.get("pii", False),
+            warn_above=f.get("warn_above"),
         )
         for f in raw["fields"]
     )
     unknown = {f.type for f in fields} - SPARK_TYPES.keys()
     if unknown:
         raise ValueError(f"{path}: unknown field types {sorted(unknown)}")
-    bounded = [f.name for f in fields if (f.min is not None or f.max is not None) and f.type not in ("int", "long")]
+    bounded = [f.name for f in fields
+               if (f.min is not None or f.max is not None or f.warn_above is not None) and f.type not in ("int", "long")]
     if bounded:
-        raise ValueError(f"{path}: min and max apply to int and long fields only, not to {', '.join(bounded)}")
+        raise ValueError(f"{path}: min, max and warn_above apply to int and long fields only, "
+                         f"not to {', '.join(bounded)}")
     return FeedSpec(
         feed=raw["feed"],
         kind=raw["kind"],

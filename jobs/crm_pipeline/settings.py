@@ -67,6 +67,18 @@ class LakeLayout:
         return self.table("ops", name)
 
     @property
+    def data_docs(self) -> str | None:
+        """Local folder of the GX validation results and the per-run Data Docs: `CRM_DATA_DOCS_DIR`,
+        else `<lake>/data_docs` when the lake is on the local file system; None (not kept) for a
+        remote lake without that setting."""
+        if os.environ.get("CRM_DATA_DOCS_DIR"):
+            return os.environ["CRM_DATA_DOCS_DIR"]
+        root = self.root.rstrip("/")
+        if root.startswith("file://"):
+            return root[len("file://"):] + "/data_docs"
+        return None if "://" in root else root + "/data_docs"
+
+    @property
     def quarantine(self) -> str:
         """Rejected records with raw lines: restricted (may hold PII)."""
         return self.table("restricted", "quarantine")

@@ -101,6 +101,12 @@ def catalogue(spark, tmp_path_factory):
     ctl = p3 / "PLAN_20260303.ctl"
     ctl.write_text(ctl.read_text().rsplit("|", 1)[0] + "\n")  # the encoding field is gone
 
+    # recharge: a UTF-8 file declared GBK (it would load as mojibake)
+    channels = ["微信支付", "支付宝", "营业厅"]
+    write_delivery(landing, "recharge", D1, [[
+        f"R{i}|A1|13800000001|20260301100000|RECHARGE|5000|{c}".encode() for i, c in enumerate(channels)]],
+        encoding="GBK")
+
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = cli.main(["ingest", "--landing", str(landing), "--lake", lake.root, "--run-id", "cat-1"])
@@ -136,8 +142,9 @@ def test_delivery_level_problems_fail_naming_file_and_check(catalogue):
         "file_missing(ticket/20260303/TICKET_20260303_001.dat)",
         "unlisted_file(plan/20260302/PLAN_20260302_002.dat)",
         "control_format(plan/20260303/PLAN_20260303.ctl)",
+        "encoding(recharge/20260301/RECHARGE_20260301_001.dat)",
     }
-    assert len(failed) == 5
+    assert len(failed) == 6
     for r in catalogue["runs"]:
         if r["status"] == "FAILED":
             file_name = r["source_file"].rsplit("/", 1)[1]
@@ -149,6 +156,8 @@ def test_failed_deliveries_load_nothing(spark, catalogue):
     for feed, day in (("cdr_sms", D3), ("ticket", D2), ("ticket", D3), ("plan", D2), ("plan", D3)):
         bronze = spark.read.format("delta").load(lake.bronze(feed)).where(f"business_date = DATE'{day}'")
         assert bronze.count() == 0, (feed, day)
+    assert not DeltaTable.is_deltatable(lake.bronze("recharge"))  # its only delivery failed: no commit
+    assert not DeltaTable.is_deltatable(lake.silver("recharge"))
     assert _silver_ids(spark, lake, "plan", "snapshot_date") == [D1]  # P1 of D1 (P2 is quarantined)
 
 
@@ -163,6 +172,17 @@ def test_record_level_problems_are_quarantined_with_file_line_and_reason(spark, 
 
 def test_a_gbk_file_declared_utf8_quarantines_its_undecodable_lines(spark, catalogue):
     assert _quarantine(spark, catalogue["lake"], "plan") == [("plan/20260301/PLAN_20260301_001.dat", 2, "bad_encoding")]
+
+
+def test_the_run_keeps_data_docs_of_every_suite_it_validated(catalogue):
+    docs = catalogue["lake"].data_docs
+    index = f"{docs}/runs/cat-1/index.html"
+    assert f"  Data Docs: {index}" in catalogue["out"].splitlines()
+    html = open(index, encoding="utf-8").read()
+    suites = {r["table_name"] for r in catalogue["dq"] if not r["table_name"].startswith("landing_")}
+    assert {"bronze_cdr_data", "silver_cdr_data", "silver_subscriber"} <= suites
+    for suite in suites:
+        assert suite in html, suite
 
 
 def test_a_file_delivered_twice_counts_its_records_once(catalogue):
@@ -196,7 +216,7 @@ def test_every_loaded_file_adds_up(catalogue):
 def test_the_run_prints_a_data_quality_summary(catalogue):
     out = catalogue["out"].splitlines()
     [head] = [ln for ln in out if ln.startswith("data quality (run cat-1): ")]
-    assert head.endswith("0 failed; 5 deliveries failed their file checks")
+    assert head.endswith("0 failed; 6 deliveries failed their file checks")
     assert "  delivery  landing_plan: unlisted_file(plan/20260302/PLAN_20260302_002.dat)" in out
     assert "  quarantined 7 records:" in out
     assert "    cdr_data    bad_code 1, bad_timestamp 1, field_count 1, out_of_range 1" in out

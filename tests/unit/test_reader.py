@@ -65,6 +65,29 @@ def test_gbk_lines_decode_to_chinese(tmp_path):
     assert list(iter_records(p, "gbk", False)) == [(1, "S1|王伟", True)]
 
 
+NAMES = ["王伟", "李娜", "张敏", "刘洋", "陈静", "杨帆", "赵磊", "黄丽", "周杰", "吴昊"]
+
+
+def test_a_utf8_file_declared_gbk_fails_its_encoding_check(tmp_path):
+    text = "".join(f"S{i}|{name}\n" for i, name in enumerate(NAMES)).encode("utf-8")
+    p, size, md5 = _write(tmp_path / "SUBSCRIBER_20260301_001.dat", text)
+    check = verify_file(p, p.name, len(NAMES), size, md5, gzipped=False, codec="gbk")
+    assert check.check == "encoding" and "declared GBK" in check.detail and p.name in check.detail
+    assert verify_file(p, p.name, len(NAMES), size, md5, gzipped=False).check is None  # declared UTF-8
+
+
+def test_genuine_gbk_and_short_ambiguous_runs_load_as_declared(tmp_path):
+    gbk = "".join(f"S{i}|{name}\n" for i, name in enumerate(NAMES)).encode("gbk")
+    p, size, md5 = _write(tmp_path / "a.dat", gbk)
+    assert verify_file(p, p.name, len(NAMES), size, md5, gzipped=False, codec="gbk").check is None
+    # one GBK character whose two bytes also happen to be UTF-8: too little to overrule the label
+    short = "S1|模\nS2|Wang\n".encode("gbk")
+    assert short.decode("utf-8")
+    p, size, md5 = _write(tmp_path / "b.dat", short)
+    assert verify_file(p, p.name, 2, size, md5, gzipped=False, codec="gbk").check is None
+    assert [t for _, t, _ in iter_records(p, "gbk", False)] == ["S1|模", "S2|Wang"]
+
+
 def test_an_undecodable_line_is_flagged_and_its_neighbours_still_decode(tmp_path):
     p = tmp_path / "f.dat"
     p.write_bytes("ok|王\n".encode() + b"bad|\xff\xfe\n" + "ok2|伟\n".encode())

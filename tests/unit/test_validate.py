@@ -89,5 +89,5 @@ def test_a_feed_schema_bounding_a_non_numeric_field_is_refused(tmp_path):
                         dict(name="t", type="timestamp", nullable=False, min=0)])
     path = tmp_path / "x.json"
     path.write_text(json.dumps(spec))
-    with pytest.raises(ValueError, match="min and max apply to int and long fields only, not to t"):
+    with pytest.raises(ValueError, match="min, max and warn_above apply to int and long fields only, not to t"):
         _load(path)

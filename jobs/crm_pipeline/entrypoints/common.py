@@ -50,7 +50,11 @@ def spark_session(lake, ctx):
     from crm_pipeline.spark import build_session
 
     with ops.recorded(lake, ctx, "starting Spark"):
-        return build_session(SparkSettings.from_env())
+        spark = build_session(SparkSettings.from_env())
+    from crm_pipeline.quality import gx
+
+    gx.keep_results(lake.data_docs)  # after the session: GX must not start one of its own
+    return spark
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:

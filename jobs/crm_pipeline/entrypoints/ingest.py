@@ -47,13 +47,15 @@ def run(args: argparse.Namespace) -> int:
 
     lake, ctx = LakeLayout(str(args.lake)), run_context(args, "ingest")
     spark = spark_session(lake, ctx)
-    with ops.recorded(lake, ctx, "ingest"):
-        result = ingest(spark, args.landing, lake, ctx, feeds=feeds, date_from=args.date_from,
-                        date_to=args.date_to, progress=progress)
-    print_summary(result)
     from crm_pipeline.quality.summary import print_data_quality_summary
 
-    print_data_quality_summary(lake, ctx.run_id, progress)
+    try:
+        with ops.recorded(lake, ctx, "ingest"):
+            result = ingest(spark, args.landing, lake, ctx, feeds=feeds, date_from=args.date_from,
+                            date_to=args.date_to, progress=progress)
+        print_summary(result)
+    finally:
+        print_data_quality_summary(lake, ctx.run_id, progress)
     return EXIT_OK if result.ok else EXIT_FAILED
 
 

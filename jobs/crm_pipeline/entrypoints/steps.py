@@ -15,6 +15,7 @@ from crm_pipeline.entrypoints.common import (
 )
 from crm_pipeline.errors import EXIT_OK, TaskFailed
 from crm_pipeline.publish.warehouse import check_url
+from crm_pipeline.quality.summary import print_data_quality_summary
 from crm_pipeline.settings import LakeLayout
 
 
@@ -76,8 +77,11 @@ def analyse(args: argparse.Namespace) -> int:
     settings = analytics_settings()
     lake, ctx = LakeLayout(args.lake), run_context(args, "analyse")
     spark = spark_session(lake, ctx)
-    with ops.recorded(lake, ctx, "rescore" if args.rescore else "analyse"):
-        build(spark, lake, ctx, settings, key, months=args.months, rescore=args.rescore, progress=progress)
+    try:
+        with ops.recorded(lake, ctx, "rescore" if args.rescore else "analyse"):
+            build(spark, lake, ctx, settings, key, months=args.months, rescore=args.rescore, progress=progress)
+    finally:
+        print_data_quality_summary(lake, ctx.run_id, progress)
     return EXIT_OK
 
 
@@ -89,8 +93,11 @@ def train(args: argparse.Namespace) -> int:
     settings = analytics_settings()
     lake, ctx = LakeLayout(args.lake), run_context(args, "train")
     spark = spark_session(lake, ctx)
-    with ops.recorded(lake, ctx, "train"):
-        train_step(spark, lake, ctx, settings, retrain=args.retrain, progress=progress)
+    try:
+        with ops.recorded(lake, ctx, "train"):
+            train_step(spark, lake, ctx, settings, retrain=args.retrain, progress=progress)
+    finally:
+        print_data_quality_summary(lake, ctx.run_id, progress)
     return EXIT_OK
 
 

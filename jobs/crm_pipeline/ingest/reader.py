@@ -5,8 +5,8 @@ by zlib, lines are cut on b"\\n" *before* decoding (0x0A never occurs inside a G
 multi-byte sequence), a whole chunk is decoded or validated in one C call and lands in an Arrow
 string array without a Python object per line. Only a chunk that holds an undecodable line goes
 line by line, to flag that line (`bad_encoding`) and keep its neighbours. The control line's
-checks (size, md5, gzip integrity, row count) are known when the file ends; whoever consumes the
-lines must not publish them before then (`FileScan.check`).
+checks (size, md5, gzip integrity, row count, a UTF-8 file declared GBK) are known when the file
+ends; whoever consumes the lines must not publish them before then (`FileScan.check`).
 
 Files are opened through `pyarrow.fs`, so the landing zone may be a local path, `file://`,
 `s3://` / `s3a://` or `hdfs://` (libhdfs) location: executors need no shared POSIX mount.
@@ -28,6 +28,10 @@ import pyarrow.compute as pc
 from pyarrow import fs as pafs
 
 CHUNK_BYTES = 16 * 1024 * 1024
+#: A file declared GBK whose text is valid UTF-8 throughout, with at least this many multi-byte
+#: characters, is a UTF-8 file under the wrong label. Chinese text in GBK passes for UTF-8 only by
+#: chance, in runs of a character or two: a short run proves nothing and loads as declared.
+UTF8_EVIDENCE = 8
 
 _BLANK = " \t\r\n\x0b\x0c"  # what bytes.strip() removes: the control file's notion of a blank line
 _BLANK_BYTE = np.zeros(256, dtype=bool)
@@ -190,6 +194,16 @@ def _decode_block(block: bytes, codec: str, n: int) -> tuple[pa.Array, pa.Array 
     return pa.array(decoded, pa.string()), pa.array(oks, pa.bool_())
 
 
+def _utf8_characters(block: bytes, so_far: int) -> int | None:
+    """`so_far` plus the multi-byte UTF-8 characters of a line-aligned block; None if the block
+    is not valid UTF-8."""
+    try:
+        block.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return so_far + int(np.count_nonzero(np.frombuffer(block, dtype=np.uint8) >= 0xC0))
+
+
 class FileScan:
     """One pass over one delivered file: numbered non-blank lines, then the control-line checks.
 
@@ -222,6 +236,7 @@ class FileScan:
             return
         line_no = rows = 0
         broken: Exception | None = None
+        utf8_chars: int | None = 0 if self.codec == "gbk" else None  # None: not UTF-8, or not asked
         with filesystem.open_input_stream(path, compression=None) as stream:
             source = _Source(stream, self.chunk_bytes)
             data = _inflate(iter(source), self.chunk_bytes) if self.gzipped else iter(source)
@@ -232,6 +247,8 @@ class FileScan:
                     keep = _non_blank(block, starts, ends)
                     kept = int(keep.sum())
                     rows += kept
+                    if utf8_chars is not None and not block.isascii():
+                        utf8_chars = _utf8_characters(block, utf8_chars)
                     if decode and kept:
                         texts, oks = _decode_block(block, self.codec, n)
                         numbers = np.arange(line_no + 1, line_no + n + 1, dtype=np.int64)
@@ -254,14 +271,18 @@ class FileScan:
             self._fail("gzip_integrity", f"not a complete gzip stream ({broken})")
         elif rows != self.row_count:
             self._fail("row_count", f"{rows} data lines, control file says {self.row_count}", rows)
+        elif utf8_chars is not None and utf8_chars >= UTF8_EVIDENCE:
+            self._fail("encoding", f"declared GBK, but the file is valid UTF-8 throughout ({utf8_chars} multi-byte "
+                                   "characters): the control file names the wrong encoding", rows)
         else:
             self.check = FileCheck(self.file_name, None, "ok", rows)
 
 
 def verify_file(path: str | Path, file_name: str, row_count: int, byte_size: int, md5: str,
-                gzipped: bool) -> FileCheck:
-    """Check existence, size, md5, gzip integrity and row count, in that order (no decoding)."""
-    scan = FileScan(str(path), file_name, row_count, byte_size, md5, "utf-8", gzipped)
+                gzipped: bool, codec: str = "utf-8") -> FileCheck:
+    """Check existence, size, md5, gzip integrity, row count and a UTF-8 file declared GBK, in that
+    order (no decoding)."""
+    scan = FileScan(str(path), file_name, row_count, byte_size, md5, codec, gzipped)
     for _ in scan.batches(decode=False):
         pass
     return scan.check

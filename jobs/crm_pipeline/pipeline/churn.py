@@ -251,7 +251,7 @@ def train_step(spark: SparkSession, lake: LakeLayout, ctx, settings, retrain: bo
     for name in MODEL_TABLES:
         df = delta.read(spark, lake.gold(name))
         if df is not None:
-            dq += gx.dq_rows(gx.validate(df, f"gold_{name}"), f"gold_{name}", ctx.run_id, None)
+            dq += gx.dq_rows(gx.validate(df, f"gold_{name}", run_id=ctx.run_id), f"gold_{name}", ctx.run_id, None)
     blocking = gx.blocking_error(dq)
     if blocking is not None:
         raise blocking

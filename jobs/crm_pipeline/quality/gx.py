@@ -1,4 +1,5 @@
-"""Run a GX 1.x suite from `expectations/<table>.json` against a Spark DataFrame.
+"""Run a GX 1.x suite against a Spark DataFrame: bronze and silver suites built from the feed
+schemas (`quality.suites`), gold suites from `expectations/<table>.json`.
 
 The Delta-configured SparkSession must exist before this module starts GX's Spark data
 source (GX would otherwise start a session of its own without Delta).
@@ -9,13 +10,15 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timezone
 from functools import lru_cache
+from pathlib import Path
 
 from pyspark.sql import DataFrame
 
 from crm_pipeline.errors import PipelineError
 from crm_pipeline.ops import utcnow
+from crm_pipeline.quality.suites import feed_suite
 from crm_pipeline.settings import resource_dir
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,11 @@ def _class_name(expectation_type: str) -> str:
 
 @lru_cache(maxsize=None)
 def load_suite_definition(table: str) -> dict:
+    """The suite of `table`: built from the feed schema for bronze and silver, else read from
+    `expectations/<table>.json`."""
+    generated = feed_suite(table)
+    if generated is not None:
+        return generated
     path = resource_dir("expectations") / f"{table}.json"
     if not path.is_file():
         raise FileNotFoundError(f"no expectation suite for {table}: {path}")
@@ -57,6 +65,46 @@ def _context():
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     source = context.data_sources.add_or_update_spark(name="spark", persist=False)
     return context, source
+
+
+_RESULTS_STORE = "crm_validation_results"
+_results_folder: str | None = None  # set by keep_results
+
+
+def keep_results(folder: str | None) -> None:
+    """Keep this process's validation results under `folder` (`<folder>/results/`), where every
+    task of a run adds its own, so that `build_data_docs` shows the whole run; None: in memory."""
+    if folder is None:
+        return
+    context, _ = _context()
+    name = f"{_RESULTS_STORE}:{folder}"
+    if name not in context.stores:
+        context.add_store(name, {"class_name": "ValidationResultsStore", "store_backend": {
+            "class_name": "TupleFilesystemStoreBackend", "base_directory": str(Path(folder) / "results")}})
+    context.variables.validation_results_store_name = name
+    global _results_folder
+    _results_folder = folder
+
+
+def build_data_docs(run_id: str) -> Path | None:
+    """Build the Data Docs of `run_id` (every validation any task of the run kept) into
+    `<folder>/<run_id>/index.html`; None when results are not kept."""
+    folder = _results_folder
+    if folder is None:
+        return None
+    context, _ = _context()
+    site = f"run:{run_id}"
+    target = Path(folder) / "runs" / run_id
+    if site not in context.list_data_docs_sites():
+        context.add_data_docs_site(site, {
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(target)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "site_section_builders": {"validations": {"run_name_filter": {"equals": run_id}},
+                                      "expectations": "0", "profiling": "0"},
+        })
+    context.build_data_docs(site_names=[site])
+    return target / "index.html"
 
 
 def _resolve(kwargs: dict, params: dict) -> dict:
@@ -99,15 +147,19 @@ def _check_name(cfg: dict) -> str:
     return f"{cfg['type']}({target})" if target else cfg["type"]
 
 
-def validate(df: DataFrame, table: str, params: dict | None = None) -> list[CheckResult]:
-    """Validate `df` with the suite named `table`; return one result per expectation.
+def validate(df: DataFrame, table: str, params: dict | None = None, run_id: str | None = None) -> list[CheckResult]:
+    """Validate `df` with the suite named `table`; return one result per expectation. The result
+    is kept under `run_id` for the run's Data Docs.
 
     Counts only: no unexpected-value samples, which could carry PII and cost one Spark job each.
     """
+    from great_expectations.core.run_identifier import RunIdentifier
+
     validation = _build(table, params)
     result = validation.run(
         batch_parameters={"dataframe": df},
         result_format={"result_format": "SUMMARY", "partial_unexpected_count": 0},
+        run_id=RunIdentifier(run_name=run_id, run_time=datetime.now(timezone.utc)) if run_id else None,
     )
     out = []
     for r in result.results:
@@ -149,7 +201,7 @@ def blocking_error(rows: list[dict]) -> DataQualityError | None:
 def enforce(df: DataFrame, table: str, run_id: str, business_date: date | None,
             params: dict | None = None) -> list[dict]:
     """Validate, raise DataQualityError on a blocking failure, return crm_ops.data_quality rows."""
-    rows = dq_rows(validate(df, table, params), table, run_id, business_date)
+    rows = dq_rows(validate(df, table, params, run_id), table, run_id, business_date)
     err = blocking_error(rows)
     if err is not None:
         raise err

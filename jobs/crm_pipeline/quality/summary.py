@@ -59,11 +59,17 @@ def data_quality_summary(lake: LakeLayout, run_id: str) -> list[str]:
 
 
 def print_data_quality_summary(lake: LakeLayout, run_id: str, progress: Callable[[str], None] = print) -> None:
-    """Print the summary; never raises (it also runs after a failed step)."""
+    """Build the run's Data Docs and print the summary with where they are; never raises (it also
+    runs after a failed step)."""
+    from crm_pipeline.quality import gx
+
     try:
         lines = data_quality_summary(lake, run_id)
+        docs = gx.build_data_docs(run_id)
     except Exception:  # noqa: BLE001 - a summary must not hide the run's own outcome
         log.exception("could not summarise the data quality of run %s", run_id)
         return
+    if docs is not None and docs.is_file():
+        lines.append(f"  Data Docs: {docs}")
     for line in lines:
         progress(line)

@@ -16,10 +16,10 @@ def partition_date(spec: FeedSpec) -> tuple[str, Column]:
     time, so late records land on their own day. Bills: the billed month.
     """
     if spec.kind == "snapshot":
-        return "snapshot_date", F.col("business_date")
+        return spec.partition_column, F.col("business_date")
     if spec.kind == "monthly":
-        return "bill_month_date", F.col("bill_month")
-    return "event_date", F.to_date(F.col(spec.event_time))
+        return spec.partition_column, F.col("bill_month")
+    return spec.partition_column, F.to_date(F.col(spec.event_time))
 
 
 def with_partition_date(records: DataFrame, spec: FeedSpec) -> DataFrame:

@@ -1,0 +1,158 @@
+"""Bronze and silver suites are built from the feed schemas: every contract rule becomes a check,
+a change of schema changes the suite, each check fails on the record that breaks its rule, and
+the cost of a suite does not grow with its number of expectations."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+
+import pytest
+from pyspark.sql import types as T
+
+from crm_pipeline.feeds import load_feeds
+from crm_pipeline.quality import gx
+from crm_pipeline.quality.suites import bronze_suite, feed_suite, silver_suite
+from crm_pipeline.transforms.staging.parse import split_raw_lines, type_and_validate
+from tests.unit.test_validate import LINES, _valid_value
+
+D = date(2026, 3, 5)
+
+
+def _checks(suite: dict) -> set[tuple]:
+    return {(e["type"], tuple(sorted((k, str(v)) for k, v in e["kwargs"].items())), e["meta"]["severity"])
+            for e in suite["expectations"]}
+
+
+@pytest.mark.parametrize("feed", list(load_feeds()))
+def test_every_contract_rule_of_a_feed_is_a_blocking_silver_check(feed):
+    spec = load_feeds()[feed]
+    suite = feed_suite(f"silver_{feed}")
+    by_column: dict[str, set[str]] = {}
+    for e in suite["expectations"]:
+        if e["meta"]["severity"] == "blocking" and "column" in e["kwargs"]:
+            by_column.setdefault(e["kwargs"]["column"], set()).add(e["type"])
+    for f in spec.fields:
+        kinds = by_column.get(f.name, set())
+        assert ("expect_column_values_to_not_be_null" in kinds) == (not f.nullable), f.name
+        assert ("expect_column_values_to_be_in_set" in kinds) == bool(f.allowed), f.name
+        assert ("expect_column_values_to_be_between" in kinds) == (f.min is not None or f.max is not None), f.name
+        assert ("expect_column_values_to_match_regex" in kinds) == (f.type == "msisdn"), f.name
+    keys = [e["kwargs"] for e in suite["expectations"] if "unique" in e["type"]]
+    assert len(keys) == 1 and set(spec.key) <= set(keys[0].get("column_list") or [keys[0]["column"]])
+    assert feed_suite(f"bronze_{feed}")["name"] == f"bronze_{feed}"
+
+
+def test_a_schema_change_changes_the_suite_and_no_copy_is_kept():
+    spec = load_feeds()["cdr_voice"]
+    direction = spec.field("direction")
+    changed = replace(spec, fields=tuple(replace(f, allowed=("MO", "MT", "FW")) if f is direction else f
+                                         for f in spec.fields))
+    sets = {e["kwargs"]["column"]: e["kwargs"]["value_set"] for e in silver_suite(changed)["expectations"]
+            if e["type"] == "expect_column_values_to_be_in_set"}
+    assert sets["direction"] == ["MO", "MT", "FW"]
+    assert _checks(silver_suite(changed)) != _checks(silver_suite(spec))
+    renamed = replace(spec, key=("other_party",))
+    assert any(e["kwargs"].get("column") == "other_party" for e in bronze_suite(renamed)["expectations"]
+               if e["meta"]["severity"] == "warning")
+    assert feed_suite("gold_kpi_month") is None and feed_suite("silver_nosuchfeed") is None
+    assert gx.load_suite_definition("silver_cdr_voice") == silver_suite(spec)
+
+
+def _valid_silver_rows(spark, spec):
+    """Two valid silver rows of `spec`, typed by the real staging code, as dicts."""
+    base = [_valid_value(f) for f in spec.fields]
+    if spec.feed == "subscriber":
+        base[spec.field_names.index("birth_year")] = "1980"
+    lines = spark.createDataFrame([(D, "d1", "f.dat", i, "|".join(base), True) for i in (1, 2)], LINES)
+    typed = type_and_validate(split_raw_lines(lines, spec), spec).collect()
+    assert all(r.reject_reason is None for r in typed), typed
+    rows = []
+    for i, r in enumerate(typed):
+        row = {f.name: r[f.name] for f in spec.fields}
+        for k in spec.key:  # two records, two keys
+            row[k] = f"{row[k]}{i}" if isinstance(row[k], str) else row[k]
+        row[spec.partition_column] = D
+        if spec.msisdn_field:
+            row["subscriber_id"] = "S1"
+        rows.append(row)
+    return rows
+
+
+def _silver_schema(spec) -> T.StructType:
+    """Silver columns, all nullable so that broken rows can be built."""
+    schema = T.StructType([T.StructField(f.name, f.spark_type, True) for f in spec.fields])
+    if spec.partition_column not in spec.field_names:
+        schema = schema.add(spec.partition_column, T.DateType(), True)
+    return schema.add("subscriber_id", T.StringType(), True) if spec.msisdn_field else schema
+
+
+def _violation(expectation: dict, valid: dict, spec) -> dict:
+    kw, row = expectation["kwargs"], dict(valid)
+    kind = expectation["type"]
+    if "unique" in kind:
+        return row  # a copy of a valid row repeats its key
+    column = kw["column"]
+    if kind == "expect_column_values_to_not_be_null":
+        row[column] = None
+    elif kind == "expect_column_values_to_be_in_set":
+        row[column] = "NOT_A_CODE"
+    elif kind == "expect_column_values_to_match_regex":
+        row[column] = "12345"
+    elif kind == "expect_column_values_to_be_between":
+        row[column] = kw["max_value"] + 1 if "max_value" in kw else kw["min_value"] - 1
+    else:
+        raise AssertionError(f"no violation written for {kind}")
+    return row
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("feed", list(load_feeds()))
+def test_each_silver_check_fails_on_exactly_the_record_that_breaks_its_rule(spark, feed):
+    spec = load_feeds()[feed]
+    table = f"silver_{feed}"
+    valid = _valid_silver_rows(spark, spec)
+    schema = _silver_schema(spec)
+    as_tuple = lambda row: tuple(row.get(c) for c in schema.fieldNames())  # noqa: E731
+
+    clean = gx.validate(spark.createDataFrame([as_tuple(r) for r in valid], schema), table)
+    assert len(clean) == len(feed_suite(table)["expectations"])
+    assert all(r.success for r in clean), [r for r in clean if not r.success]
+
+    # one record per check, each breaking that check's rule only (its own key, except the copy)
+    broken = list(valid)
+    for i, expectation in enumerate(feed_suite(table)["expectations"]):
+        row = _violation(expectation, valid[0], spec)
+        if "unique" not in expectation["type"]:
+            row.update({k: f"v{i}" for k in spec.key if isinstance(row[k], str)})
+        broken.append(row)
+    results = gx.validate(spark.createDataFrame([as_tuple(r) for r in broken], schema), table)
+    for expectation, r in zip(feed_suite(table)["expectations"], results, strict=True):
+        assert r.check_name == gx._check_name(expectation)
+        assert not r.success and r.unexpected_count == (2 if "unique" in expectation["type"] else 1), r
+
+
+@pytest.mark.spark
+def test_a_suite_costs_the_same_spark_jobs_whatever_its_number_of_expectations(spark, monkeypatch):
+    spec = load_feeds()["cdr_voice"]
+    valid = _valid_silver_rows(spark, spec)
+    schema = _silver_schema(spec)
+    df = spark.createDataFrame([tuple(r.get(c) for c in schema.fieldNames()) for r in valid * 50], schema).cache()
+    df.count()
+    full = silver_suite(spec)
+    small = dict(full, expectations=[e for e in full["expectations"] if "unique" in e["type"]][:1]
+                 + [e for e in full["expectations"] if e["type"] == "expect_column_values_to_not_be_null"][:2])
+    tracker = spark.sparkContext.statusTracker()
+
+    def jobs(suite: dict) -> int:
+        monkeypatch.setattr(gx, "load_suite_definition", lambda table: suite)
+        group = f"suite-{len(suite['expectations'])}"
+        spark.sparkContext.setJobGroup(group, group)
+        try:
+            gx.validate(df, "silver_cdr_voice")
+        finally:
+            spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+        return len(tracker.getJobIdsForGroup(group))
+
+    assert len(full["expectations"]) >= 6 * len(small["expectations"])
+    assert 0 < jobs(full) <= jobs(small) + 1
