@@ -12,13 +12,21 @@ export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 
-.PHONY: demo test setup venv jars airflow-db bench clean
+.PHONY: demo test crash-test setup venv jars airflow-db bench clean
 
 demo: setup
 	$(BIN)/crm demo $(DEMO_ARGS)
 
+# Two workers: modules run side by side (tests/conftest.py keeps each module, and every user of
+# the shared pipeline run, on one worker). PYTEST_ARGS="-p no:xdist ..." runs them one by one.
+PYTEST_ARGS ?= -n 2 --dist loadgroup
+
 test: setup
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The whole crash chain: a month's pipeline killed at every fault point (docs/data-quality.md).
+crash-test: setup
+	$(BIN)/pytest -p no:xdist -m crash tests/integration/test_crash_safety.py
 
 setup: venv jars airflow-db
 

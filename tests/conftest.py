@@ -63,3 +63,13 @@ def write_delivery(
     if control:
         (d / f"{feed.upper()}_{day:%Y%m%d}.ctl").write_text("\n".join(ctl_lines) + "\n")
     return d
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs two pytest-xdist workers (`--dist loadgroup`): keep each module on one worker
+    (its module fixtures are built once), and every module that reads the shared `published` run
+    on the same worker (a session fixture is built once per worker)."""
+    shared = {item.module.__name__ for item in items if "published" in getattr(item, "fixturenames", ())}
+    for item in items:
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("published" if module in shared else module))

@@ -57,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     module_name, func_name = args.handler.split(":")
     import importlib
 
+    from crm_pipeline import faults
+
+    faults.arm()
+
     from crm_pipeline.errors import EXIT_FAILED, EXIT_USAGE, TaskFailed, UsageError
 
     handler = getattr(importlib.import_module(module_name), func_name)

@@ -64,6 +64,7 @@ def monthly_run(airflow_env):
     assert daily.returncode == 0, daily.stdout[-3000:] + daily.stderr[-3000:]
     monthly = _dags_test(env, "crm_monthly_analytics", "2026-02-04")
     assert monthly.returncode == 0, monthly.stdout[-3000:] + monthly.stderr[-3000:]
+    (root / "dags-test-output.txt").write_text(daily.stdout + daily.stderr + monthly.stdout + monthly.stderr)
     return root, env
 
 
@@ -98,3 +99,15 @@ def test_training_dag_runs_train_rescore_publish(monthly_run):
                               "WHERE dag_id = 'crm_churn_training' GROUP BY 1"))
     assert tasks.pop("publish").startswith("published 2026-01..2026-01: ")
     assert tasks == {"train": "trained 0 churn model(s)", "rescore": "nothing to rescore"}
+
+
+def test_dag_runs_output_and_task_logs_hold_no_personal_data_nor_the_hmac_secret(monthly_run):
+    from tests.integration.pii import planted
+
+    root, env = monthly_run
+    files = [root / "dags-test-output.txt", *(p for p in (root / "home" / "logs").rglob("*") if p.is_file())]
+    text = [p.read_text(encoding="utf-8", errors="replace") for p in files]
+    assert "data quality (run " in text[0]  # the tasks' own output is in what was scanned
+    pii = planted(Path(env["AIRFLOW_VAR_CRM_LANDING"]), "dag-test-key")
+    assert len(pii.numbers) > 100
+    assert not pii.scan(text)

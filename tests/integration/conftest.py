@@ -3,6 +3,9 @@ twice, whose published tables the reference, idempotence and cluster tests all c
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 from datetime import date
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import pytest
 from crm_pipeline import ops
 from crm_pipeline.entrypoints.run import run_pipeline
 from crm_pipeline.generate import GeneratorConfig, generate
+from crm_pipeline.quality import gx
 from crm_pipeline.settings import LakeLayout
 from tests.reference.recompute import recompute
 
@@ -42,9 +46,40 @@ def published(spark, tmp_path_factory):
     # 95 days from January 1st: January and February complete (March lacks its bill run).
     generate(GeneratorConfig(landing=landing, subscribers=300, start=date(2026, 1, 1), days=95, seed=3,
                              progress="none"))
-    code = run_pipeline(spark, landing, lake, f"duckdb:///{warehouse}", ops.RunContext("run-1"), KEY)
-    first = warehouse_tables(warehouse)
-    code2 = run_pipeline(spark, landing, lake, f"duckdb:///{warehouse}", ops.RunContext("run-2"), KEY)
-    second = warehouse_tables(warehouse)
+    gx.keep_results(lake.data_docs)  # as the command line does: Data Docs per run
+    with _captured() as logs:  # everything the runs print and log, for the privacy scan
+        code = run_pipeline(spark, landing, lake, f"duckdb:///{warehouse}", ops.RunContext("run-1"), KEY)
+        first, versions = warehouse_tables(warehouse), lake_versions(lake)
+        code2 = run_pipeline(spark, landing, lake, f"duckdb:///{warehouse}", ops.RunContext("run-2"), KEY)
+        second = warehouse_tables(warehouse)
     return dict(code=code, code2=code2, first=first, second=second, ref=recompute(landing, KEY),
-                warehouse=warehouse, landing=landing, lake=lake)
+                warehouse=warehouse, landing=landing, lake=lake, logs=logs.getvalue(),
+                versions=(versions, lake_versions(lake)))
+
+
+def lake_versions(lake: LakeLayout) -> dict[str, int]:
+    """Delta version of every data table of the lake (bronze, silver, gold, quarantine)."""
+    from deltalake import DeltaTable
+
+    root = Path(lake.root)
+    return {f"{layer}/{p.name}": DeltaTable(str(p)).version()
+            for layer in ("bronze", "silver", "gold", "restricted") if (root / layer).is_dir()
+            for p in sorted((root / layer).iterdir()) if (p / "_delta_log").is_dir()}
+
+
+@contextlib.contextmanager
+def _captured():
+    """stdout, stderr and every log record at INFO and above, into one buffer."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            yield out
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)

@@ -26,7 +26,7 @@ from tests.conftest import write_delivery
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
 
-D1, D2, D3 = date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3)
+D1, D2, D3, D4 = date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)
 SUBSCRIBERS = [
     "S1|13800000001|C1|A1||Wang Wei||M|1990|025|GOTONE|P1|POSTPAID|5G|20250101|ACTIVE|20250101||STORE",
     "S2|13900000002|C2|A2||Li Na||F|1985|0512|EASYOWN|P2|PREPAID|4G|20240501|ACTIVE|20240501||AGENT",
@@ -35,6 +35,10 @@ SUBSCRIBERS = [
 
 def data(cdr_id, start, up="100", down="2000", rat="4G", msisdn="13800000001"):
     return f"{cdr_id}|{msisdn}|{start}|60|{up}|{down}|{rat}|cmnet|C001|0"
+
+
+def voice(cdr_id, start):
+    return f"{cdr_id}|13800000001|13912345678|MO|{start}|60|LOCAL|CMCC|C001|10"
 
 
 def sms(cdr_id, msisdn, when="20260301120000"):
@@ -59,8 +63,13 @@ def _ctl_line(path, rows: int, encoding="UTF-8") -> str:
 def catalogue(spark, tmp_path_factory):
     landing = tmp_path_factory.mktemp("landing")
     lake = LakeLayout(str(tmp_path_factory.mktemp("lake")))
-    for day in (D1, D2, D3):
+    for day in (D1, D2, D3, D4):
         write_delivery(landing, "subscriber", day, [SUBSCRIBERS])
+
+    # cdr_voice: three ordinary days, then a day whose control file matches but which holds 2 calls
+    for day, calls in ((D1, 10), (D2, 12), (D3, 9), (D4, 2)):
+        write_delivery(landing, "cdr_voice", day, [[voice(f"V{day:%d}{i:02d}", f"{day:%Y%m%d}{8 + i:02d}0000")
+                                                   for i in range(calls)]])
 
     # cdr_data: record-level defects on D1; one file delivered twice on D2; D3 still being written
     write_delivery(landing, "cdr_data", D1, [[
@@ -135,7 +144,8 @@ def test_a_failed_delivery_exits_1_and_the_others_load(spark, catalogue):
 
 def test_delivery_level_problems_fail_naming_file_and_check(catalogue):
     failed = {(r["source_file"], r["status"]) for r in catalogue["runs"] if r["status"] == "FAILED"}
-    checks = {r["check_name"] for r in catalogue["dq"] if r["table_name"].startswith("landing_")}
+    checks = {r["check_name"] for r in catalogue["dq"]
+              if r["table_name"].startswith("landing_") and r["severity"] == "blocking"}
     assert checks == {
         "gzip_integrity(cdr_sms/20260303/CDR_SMS_20260303_001.dat.gz)",
         "row_count(ticket/20260302/TICKET_20260302_001.dat)",
@@ -174,6 +184,15 @@ def test_a_gbk_file_declared_utf8_quarantines_its_undecodable_lines(spark, catal
     assert _quarantine(spark, catalogue["lake"], "plan") == [("plan/20260301/PLAN_20260301_001.dat", 2, "bad_encoding")]
 
 
+def test_a_delivery_far_smaller_than_its_feeds_recent_days_loads_with_a_warning(spark, catalogue):
+    [warning] = [r for r in catalogue["dq"] if r["check_name"].startswith("volume_drop(")]
+    assert (warning["table_name"], warning["check_name"], warning["severity"], warning["success"],
+            warning["unexpected_count"]) == ("landing_cdr_voice", "volume_drop(cdr_voice/20260304)", "warning", False, 2)
+    assert len(_silver_ids(spark, catalogue["lake"], "cdr_voice", "cdr_id")) == 10 + 12 + 9 + 2
+    assert "cdr_voice/20260304: volume drop: 2 records, 20% of the median of the 3 days delivered before (10)" in \
+        catalogue["out"]
+
+
 def test_the_run_keeps_data_docs_of_every_suite_it_validated(catalogue):
     docs = catalogue["lake"].data_docs
     index = f"{docs}/runs/cat-1/index.html"
@@ -208,7 +227,8 @@ def test_incomplete_folders_and_skipped_days_are_on_record(catalogue):
 
 def test_every_loaded_file_adds_up(catalogue):
     loaded = [r for r in catalogue["runs"] if r["status"] == "SUCCESS"]
-    assert len(loaded) == 3 + 3 + 1 + 1 + 1  # subscriber x3, cdr_data D1 + D2 x2, cdr_sms D1, ticket D1, plan D1
+    # subscriber x4, cdr_voice x4, cdr_data D1 + D2 x2, cdr_sms D1, ticket D1, plan D1
+    assert len(loaded) == 4 + 4 + 3 + 1 + 1 + 1
     for r in loaded:
         assert r["rows_read"] == r["rows_loaded"] + r["rows_quarantined"] + r["rows_duplicate"], r["source_file"]
 
@@ -216,7 +236,8 @@ def test_every_loaded_file_adds_up(catalogue):
 def test_the_run_prints_a_data_quality_summary(catalogue):
     out = catalogue["out"].splitlines()
     [head] = [ln for ln in out if ln.startswith("data quality (run cat-1): ")]
-    assert head.endswith("0 failed; 6 deliveries failed their file checks")
+    assert head.endswith("0 failed; 6 deliveries failed their file checks, 1 loaded with a warning")
+    assert "  warning   landing_cdr_voice: volume_drop(cdr_voice/20260304)" in out
     assert "  delivery  landing_plan: unlisted_file(plan/20260302/PLAN_20260302_002.dat)" in out
     assert "  quarantined 7 records:" in out
     assert "    cdr_data    bad_code 1, bad_timestamp 1, field_count 1, out_of_range 1" in out

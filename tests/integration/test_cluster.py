@@ -131,3 +131,11 @@ def test_the_cluster_publishes_the_same_restricted_contacts(published, cluster_r
     local, remote = contacts(published["warehouse"]), contacts(cluster_run["warehouse"])
     assert len(local) > 0
     pd.testing.assert_frame_equal(local, remote)
+
+
+def test_the_cluster_runs_output_holds_no_personal_data(cluster_run, published):
+    """Driver and executor output (JVM logs included) of a whole run: no number, name or secret."""
+    from tests.integration.pii import planted
+
+    proc = cluster_run["proc"]
+    assert proc.stdout and not planted(published["landing"], KEY).scan([proc.stdout, proc.stderr])

@@ -52,7 +52,7 @@ def test_a_blocking_gold_check_writes_no_gold_and_puts_every_result_on_record(la
     assert run["status"] == "FAILED" and run["task_id"] == "analyse"
     assert run["message"].startswith("analyse failed: blocking data-quality checks failed: gold_kpi_month: ")
     dq = _rows(lake_copy.ops("data_quality"), "dq-1")
-    assert {r["table_name"] for r in dq} == {f"gold_{n}" for n in MART_TABLES}
+    assert {r["table_name"] for r in dq} == {f"gold_{n}" for n in MART_TABLES} | {"gold_reconciliation"}
     assert [(r["table_name"], r["check_name"]) for r in dq if not r["success"]] == [
         ("gold_kpi_month", "expect_table_row_count_to_be_between")]
 

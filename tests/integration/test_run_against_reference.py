@@ -153,6 +153,11 @@ def test_value_segments_add_up_to_all(published):
     assert seg.sort_index().equals(all_.sort_index())
 
 
+def test_a_second_run_commits_nothing_to_any_lake_table(published):
+    after_first, after_second = published["versions"]
+    assert len(after_first) > 30 and after_second == after_first
+
+
 def test_a_second_run_leaves_every_crm_table_unchanged(published):
     first, second = published["first"], published["second"]
     assert first.keys() == second.keys() and set(CONTRACT_TABLES) <= set(first)
@@ -216,5 +221,6 @@ def test_a_corrected_bill_restates_the_month_and_records_it(spark, published, tm
         assert revenue == old + 12345
         assert (date(2026, 2, 1), "kpi_month", "run-3") in restated
         assert (date(2026, 2, 1), "subscriber_month", "run-3") in restated
+        assert {m for m, _, run in restated if run == "run-3"} == {date(2026, 2, 1)}  # January untouched
     finally:
         shutil.rmtree(day)

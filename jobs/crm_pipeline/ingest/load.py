@@ -29,12 +29,13 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from crm_pipeline import ops
+from crm_pipeline import faults, ops
 from crm_pipeline.errors import PipelineError
 from crm_pipeline.feeds import FeedSpec, load_feeds
 from crm_pipeline.ingest.landing import Delivery, IncompleteFolder, discover
 from crm_pipeline.ingest.reader import join
 from crm_pipeline.ingest.spark_io import failed_check, read_lines, source_file, verify_deliveries
+from crm_pipeline.ingest.volume import delivered_volumes, volume_drop
 from crm_pipeline.io import delta
 from crm_pipeline.quality import gx
 from crm_pipeline.settings import LakeLayout
@@ -66,6 +67,7 @@ class IngestResult:
     failures: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)  # INCOMPLETE folders and MISSING feed days
+    warnings: list[str] = field(default_factory=list)  # loaded, but suspect (volume drops)
     changed: dict[str, set[date]] = field(default_factory=dict)  # feed -> silver partitions rewritten
 
     @property
@@ -177,6 +179,7 @@ def ingest(
             f"loaded {t['rows_loaded']:>10,}  quarantined {t['rows_quarantined']:>7,}  "
             f"duplicates {t['rows_duplicate']:>7,}  ({time.monotonic() - t0:.1f} s)"
         )
+    _note_volume_drops(result, lake, ctx, specs, loaded, delivery_log)
     ops.log_silver_changes(spark, lake, ctx.run_id, result.changed)
     ops.log_deliveries(spark, lake, delivery_log)
     ops.write_pipeline_runs(spark, lake, result.rows)
@@ -185,9 +188,34 @@ def ingest(
         progress(f"  FAILED {msg}")
     for msg in result.waiting:
         progress(f"  WAITING {msg}")
-    for msg in result.gaps:
+    for msg in result.gaps + result.warnings:
         progress(f"  {msg}")
     return result
+
+
+def _note_volume_drops(result: IngestResult, lake: LakeLayout, ctx, specs: dict[str, FeedSpec], loaded: dict,
+                       delivery_log: list[tuple]) -> None:
+    """A warning check `landing_<feed>: volume_drop(<feed>/<day>)` for each daily delivery loaded
+    now that holds far fewer records than the feed's days before it (`ingest.volume`)."""
+    new = {(feed, day): delivery_id for feed, day, delivery_id, _, _ in delivery_log if specs[feed].is_daily}
+    if not new:
+        return
+    read: dict[str, int] = defaultdict(int)
+    for r in result.rows:
+        if r["status"] == "SUCCESS":
+            read[r["delivery_id"]] += r["rows_read"]
+    history = delivered_volumes(lake, loaded)
+    for (feed, day), delivery_id in new.items():
+        history.setdefault(feed, {})[day] = read[delivery_id]
+    for (feed, day), delivery_id in sorted(new.items()):
+        why = volume_drop(history[feed], day, read[delivery_id])
+        if why is None:
+            continue
+        msg = f"{feed}/{day:%Y%m%d}: volume drop: {why}"
+        log.warning(msg)
+        result.warnings.append(f"WARNING {msg}")
+        result.dq_rows += gx.dq_rows([gx.CheckResult(f"volume_drop({feed}/{day:%Y%m%d})", False, read[delivery_id],
+                                                     "warning")], f"landing_{feed}", ctx.run_id, day)
 
 
 def _fail(result: IngestResult, ctx, d: Delivery, file_name: str, started, message: str, check: str) -> None:
@@ -375,6 +403,7 @@ def load_feed(
 
     with stage("read+bronze", spec.feed):
         batch, failed = _write_bronze(spark, lake, spec, batch, ctx)
+    faults.point("bronze")
     if not batch:
         return FeedLoad([], failed)
     batch_days = sorted({d.business_date for d in batch})
@@ -448,6 +477,7 @@ def load_feed(
                 delta.upsert(silver_new, path, f"t.{delta.in_predicate(part_col, touched)} AND {key}")
             else:
                 delta.append(silver_new, path, [part_col], optimize_write=True)
+        faults.point("silver")
 
     with stage("quarantine", spec.feed):
         rejects = structural.select(*LINEAGE, *REJECT_COLUMNS).unionByName(

@@ -27,6 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import fs as pafs
 
+from crm_pipeline import faults
+
 CHUNK_BYTES = 16 * 1024 * 1024
 #: A file declared GBK whose text is valid UTF-8 throughout, with at least this many multi-byte
 #: characters, is a UTF-8 file under the wrong label. Chinese text in GBK passes for UTF-8 only by
@@ -249,6 +251,7 @@ class FileScan:
                     rows += kept
                     if utf8_chars is not None and not block.isascii():
                         utf8_chars = _utf8_characters(block, utf8_chars)
+                    faults.point("verify")
                     if decode and kept:
                         texts, oks = _decode_block(block, self.codec, n)
                         numbers = np.arange(line_no + 1, line_no + n + 1, dtype=np.int64)

@@ -10,6 +10,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crm_pipeline.feeds import conform, table_spec
+from crm_pipeline.io import delta
 from crm_pipeline.pipeline.settings import AnalyticsSettings
 from crm_pipeline.pipeline.tables import silver
 from crm_pipeline.settings import LakeLayout
@@ -23,6 +24,7 @@ from crm_pipeline.transforms.marts.clv import (
 )
 from crm_pipeline.transforms.marts.concentration import revenue_concentration, revenue_lorenz
 from crm_pipeline.transforms.marts.key_accounts import key_account_month
+from crm_pipeline.transforms.marts.reconciliation import billing_reconciliation
 from crm_pipeline.transforms.marts.kpi_month import kpi_month
 from crm_pipeline.transforms.marts.segments import segment_migration, segment_summary
 from crm_pipeline.transforms.marts.value import SEGMENTS
@@ -32,6 +34,7 @@ MART_TABLES = (
     "subscriber_month", "kpi_month", "segment_summary", "segment_migration", "revenue_concentration",
     "revenue_lorenz", "key_account_month", "clv_model", "migration_candidates", "migration_model",
     "satisfaction_drivers", "churn_features", "churn_watchlist", "lost_customers", "model_drift",
+    "billing_reconciliation",
 )
 PAYMENT_TYPES = ("PREPAID", "POSTPAID")
 
@@ -94,6 +97,8 @@ def build_marts(
     with stage("migration"):
         tables["migration_candidates"], tables["migration_model"] = migration_tables(
             sm, every, months, settings.migration)
+    tables["billing_reconciliation"] = billing_reconciliation(
+        silver(spark, lake, "bill"), delta.read(spark, lake.gold("daily_usage_by_subscriber")), months)
     surveys = silver(spark, lake, "survey")
     tables["satisfaction_drivers"] = satisfaction_drivers_frame(
         survey_moments(surveys, months), int(settings.satisfaction["min_respondents"]))

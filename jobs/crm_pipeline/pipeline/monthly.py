@@ -10,7 +10,7 @@ from datetime import date, timedelta
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from crm_pipeline import ops
+from crm_pipeline import faults, ops
 from crm_pipeline.feeds import load_feeds
 from crm_pipeline.io import delta
 from crm_pipeline.months import add_months
@@ -182,6 +182,28 @@ def consistency_checks(kpi: DataFrame) -> DataFrame:
     )
 
 
+def reconciliation_checks(tables: dict[str, DataFrame]) -> DataFrame:
+    """One row per month with what must hold between the marts of the month (0 when it does):
+    subscribers counted by segment_summary against the segmented rows of subscriber_month, and
+    the rows of the per-subscriber and per-group marts whose subscriber or group has no row in
+    that month's subscriber_month (orphans)."""
+    sm = tables["subscriber_month"]
+    subscribers = sm.select("month", "subscriber_id")
+    groups = sm.where(F.col("group_id").isNotNull()).select("month", "group_id").distinct()
+    out = sm.groupBy("month").agg(F.count("value_segment").alias("segmented")).join(
+        tables["segment_summary"].groupBy("month").agg(F.sum("subscribers").alias("summarised")), "month", "left")
+    checks = [F.abs(F.col("segmented") - F.coalesce("summarised", F.lit(0))).alias("segment_gap")]
+    for name, keys, key in (("churn_watchlist", subscribers, "subscriber_id"),
+                            ("lost_customers", subscribers, "subscriber_id"),
+                            ("migration_candidates", subscribers, "subscriber_id"),
+                            ("key_account_month", groups, "group_id")):
+        orphans = tables[name].join(keys, ["month", key], "left_anti").groupBy("month").agg(
+            F.count(F.lit(1)).alias(f"{name}_orphans"))
+        out = out.join(orphans, "month", "left")
+        checks.append(F.coalesce(f"{name}_orphans", F.lit(0)).alias(f"{name}_orphans"))
+    return out.select("month", *checks)
+
+
 RESTATEMENT_COLUMNS = ("month date, table_name string, run_id string, previous_rows long, new_rows long, "
                        "detected_at timestamp_ntz")
 
@@ -299,7 +321,7 @@ def analyse(
     tables = build_months(spark, lake, targets, settings, hmac_key, progress)
     dq: list[dict] = []
     n = len(targets)
-    counts = {"months": n, "months_x4": 4 * n, "months_x8": 8 * n, "months_x101": 101 * n}
+    counts = {"months": n, "months_x3": 3 * n, "months_x4": 4 * n, "months_x8": 8 * n, "months_x101": 101 * n}
     for name in MART_TABLES:
         frame = consistency_checks(tables[name]) if name == "kpi_month" else tables[name]
         with stage("validate", name):
@@ -309,6 +331,9 @@ def analyse(
         progress(f"  gold/{name}: built and validated{f', {failed} checks FAILED' if failed else ''} "
                  f"({time.monotonic() - clock:.1f} s)")
         clock = time.monotonic()
+    with stage("validate", "reconciliation"):
+        dq += gx.dq_rows(gx.validate(reconciliation_checks(tables), "gold_reconciliation", counts, ctx.run_id),
+                         "gold_reconciliation", ctx.run_id, targets[-1])
     blocking = gx.blocking_error(dq)
     if blocking is not None:  # nothing of these months is written; the results go on record
         raise blocking
@@ -318,6 +343,7 @@ def analyse(
         with stage("gold_write", name):
             _replace_gold(spark, lake, ctx, name, tables[name], targets, targets == complete, rescore, restated,
                           unchanged, progress)
+        faults.point("gold")
     if unchanged:
         progress(f"analyse: unchanged, not rewritten: {', '.join(unchanged)}")
     progress(f"analyse: gold written ({time.monotonic() - clock:.1f} s)")

@@ -9,7 +9,7 @@ from datetime import date, timedelta
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from crm_pipeline import ops
+from crm_pipeline import faults, ops
 from crm_pipeline.io import delta
 from crm_pipeline.months import add_months
 from crm_pipeline.pipeline.tables import silver
@@ -53,6 +53,7 @@ def build_daily_rollups(
     usage = daily_usage_by_subscriber(*(events[f] for f in EVENT_FEEDS))
     where = delta.in_predicate("usage_date", days)
     delta.replace_where(usage, lake.gold("daily_usage_by_subscriber"), where, ["usage_date"])
+    faults.point("rollup")
     replace_daily_contacts(spark, lake, daily_contacts(events["cdr_voice"], events["cdr_sms"], hmac_key), days)
     wm = spark.createDataFrame([(mark, ctx.run_id, ops.utcnow())],
                                "changed_through timestamp_ntz, run_id string, rolled_at timestamp_ntz")

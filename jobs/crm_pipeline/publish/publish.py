@@ -12,6 +12,7 @@ import pyarrow.dataset as ds
 
 from deltalake.exceptions import TableNotFoundError
 
+from crm_pipeline import faults
 from crm_pipeline.ops import RunContext, append_rows_arrow, step_row, utcnow
 from crm_pipeline.publish.warehouse import DuckDBWarehouse, open_warehouse
 from crm_pipeline.settings import LakeLayout
@@ -75,16 +76,18 @@ def publish(
     wh = open_warehouse(warehouse_url)
     tables = rows = 0
     if months:
-        for schema, name, cols, partition in published_tables():
-            with stage("publish", name):
-                try:
-                    data = read_gold_months(lake, name, months, cols, partition)
-                except TableNotFoundError:
-                    progress(f"publish: gold/{name} not built yet; run `crm analyse` (or `crm train`) first")
-                    continue
-                wh.replace_partitions(schema, name, data, partition, months)
-            tables, rows = tables + 1, rows + data.num_rows
-            progress(f"publish: {schema}.{name} {len(months)} months, {data.num_rows:,} rows")
+        with wh.transaction():  # every table of these months, or none
+            for schema, name, cols, partition in published_tables():
+                with stage("publish", name):
+                    try:
+                        data = read_gold_months(lake, name, months, cols, partition)
+                    except TableNotFoundError:
+                        progress(f"publish: gold/{name} not built yet; run `crm analyse` (or `crm train`) first")
+                        continue
+                    wh.replace_partitions(schema, name, data, partition, months)
+                faults.point("publish")
+                tables, rows = tables + 1, rows + data.num_rows
+                progress(f"publish: {schema}.{name} {len(months)} months, {data.num_rows:,} rows")
     with stage("publish", "contact"):
         contact = _latest_contacts(lake)
         if contact is not None:

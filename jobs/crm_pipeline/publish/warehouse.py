@@ -2,12 +2,15 @@
 
 Paths follow SQLAlchemy: three slashes and a relative path, or four slashes and an absolute one.
 
-Every write is one transaction per table: a reader sees the previous complete table or the
-new one, never a mix and never an empty table.
+Every write is one transaction per table, or one for every table written inside
+`DuckDBWarehouse.transaction()` (what a publish does): a reader sees the previous complete
+tables or the new ones, never a mix and never an empty table, and a publish killed midway
+leaves the previous ones.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from dataclasses import dataclass
@@ -77,11 +80,33 @@ class DuckDBWarehouse:
         self.target = target
         self.path = target.duckdb_path
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._open = None  # the connection of a transaction() block
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """One transaction over every write to `crm` and `crm_ops` inside the block (one file):
+        all of them commit together or none does."""
+        import duckdb
+
+        con = duckdb.connect(str(self.path))
+        con.execute("BEGIN TRANSACTION")
+        self._open = con
+        try:
+            yield self
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            self._open = None
+            con.close()
 
     def _connect(self, schema: str):
         import duckdb
 
-        if schema == "crm_restricted":
+        if self._open is not None and schema != "crm_restricted":
+            con = self._open
+        elif schema == "crm_restricted":
             path = self.target.restricted_path
             old = os.umask(0o077)
             try:
@@ -105,9 +130,15 @@ class DuckDBWarehouse:
                 con.execute(f"ALTER TABLE {fq} ADD COLUMN {_quote(field.name)} {dtype}")
 
     def _in_transaction(self, schema: str, table: str, data: pa.Table, statements) -> None:
-        """Register `data` as `incoming` and run `statements(con, fq)` in one transaction."""
+        """Register `data` as `incoming` and run `statements(con, fq)` in one transaction (the
+        open `transaction()` block's, if any)."""
         con, qualified = self._connect(schema)
         fq = f"{qualified}.{_quote(table)}"
+        if con is self._open:
+            con.register("incoming", data)
+            statements(con, fq)
+            con.unregister("incoming")
+            return
         try:
             con.register("incoming", data)
             con.execute("BEGIN TRANSACTION")

@@ -32,19 +32,23 @@ def data_quality_summary(lake: LakeLayout, run_id: str) -> list[str]:
     checks = _run_rows(lake.ops("data_quality"), run_id,
                        ["table_name", "check_name", "success", "unexpected_count", "severity"])
     suites: dict[str, list[dict]] = defaultdict(list)
-    deliveries = []
+    deliveries, suspect = [], []  # landing checks: failed deliveries; loaded but warned (volume)
     for c in checks:
-        (deliveries if c["table_name"].startswith("landing_") else suites[c["table_name"]]).append(c)
+        if not c["table_name"].startswith("landing_"):
+            suites[c["table_name"]].append(c)
+        elif not c["success"]:
+            (deliveries if c["severity"] == "blocking" else suspect).append(c)
     failed = sorted(t for t, cs in suites.items() if any(not c["success"] and c["severity"] == "blocking" for c in cs))
     warned = sorted(t for t, cs in suites.items() if t not in failed and any(not c["success"] for c in cs))
     lines = [f"data quality (run {run_id}): {len(suites)} suites validated, "
              f"{len(suites) - len(failed) - len(warned)} passed, {len(warned)} with warnings, "
-             f"{len(failed)} failed; {len(deliveries)} deliveries failed their file checks"]
+             f"{len(failed)} failed; {len(deliveries)} deliveries failed their file checks"
+             + (f", {len(suspect)} loaded with a warning" if suspect else "")]
     for c in checks:
         if not c["success"]:
-            kind = "delivery" if c["table_name"].startswith("landing_") else c["severity"]
+            kind = "delivery" if c in deliveries else c["severity"]
             lines.append(f"  {kind:<9} {c['table_name']}: {c['check_name']}"
-                         + (f" ({c['unexpected_count']:,} unexpected)" if kind != "delivery" else ""))
+                         + (f" ({c['unexpected_count']:,} unexpected)" if c["table_name"][:8] != "landing_" else ""))
     rejects = Counter((r["feed"], r["reject_reason"]) for r in
                       _run_rows(lake.quarantine, run_id, ["feed", "reject_reason"]))
     if rejects:

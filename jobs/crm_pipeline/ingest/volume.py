@@ -1,0 +1,55 @@
+"""Volume anomalies: a delivery that passes every check of its control file but holds far fewer
+records than its feed delivered on the days before (a producer's extract that stopped early, a
+filter gone wrong). It still loads; a warning goes on record for an operator to look at.
+
+The baseline is the feed's own history, never a fixed number: the median record count of the
+last `BASELINE_DAYS` days delivered before it, once at least `MIN_BASELINE` of them are known.
+A median of a week absorbs the weekly rhythm of traffic; half of it is a drop no ordinary
+weekend or holiday explains.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from datetime import date
+
+import pyarrow.compute as pc
+
+from crm_pipeline.settings import LakeLayout
+
+BASELINE_DAYS = 7
+MIN_BASELINE = 3
+DROP_RATIO = 0.5
+
+
+def volume_drop(history: dict[date, int], day: date, rows: int) -> str | None:
+    """Why `rows` records on `day` are a drop against `history` (business date -> records), or None."""
+    before = [history[d] for d in sorted(history) if d < day][-BASELINE_DAYS:]
+    if len(before) < MIN_BASELINE:
+        return None
+    median = statistics.median(before)
+    if median <= 0 or rows >= DROP_RATIO * median:
+        return None
+    return (f"{rows:,} records, {rows / median:.0%} of the median of the {len(before)} days delivered "
+            f"before ({median:,.0f}); the control file matches, so the producer's extract itself is short")
+
+
+def delivered_volumes(lake: LakeLayout, loaded: dict[tuple[str, date], str]) -> dict[str, dict[date, int]]:
+    """feed -> business date -> records read of the delivery loaded for that day (from crm_ops)."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        runs = DeltaTable(lake.ops("pipeline_runs")).to_pyarrow_dataset().to_table(
+            columns=["delivery_id", "rows_read"], filter=pc.field("status") == "SUCCESS")
+    except TableNotFoundError:
+        return {}
+    per_delivery: dict[str, int] = defaultdict(int)
+    for delivery_id, rows in zip(runs.column("delivery_id").to_pylist(), runs.column("rows_read").to_pylist()):
+        per_delivery[delivery_id] += rows or 0
+    out: dict[str, dict[date, int]] = defaultdict(dict)
+    for (feed, day), delivery_id in loaded.items():
+        if delivery_id in per_delivery:
+            out[feed][day] = per_delivery[delivery_id]
+    return out
