@@ -19,7 +19,7 @@ demo: setup
 
 # Two workers: modules run side by side (tests/conftest.py keeps each module, and every user of
 # the shared pipeline run, on one worker). PYTEST_ARGS="-p no:xdist ..." runs them one by one.
-PYTEST_ARGS ?= -n 2 --dist loadgroup
+PYTEST_ARGS ?= -n 2 --dist loadscope
 
 test: setup
 	$(BIN)/pytest $(PYTEST_ARGS)

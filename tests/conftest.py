@@ -65,11 +65,38 @@ def write_delivery(
     return d
 
 
+#: Modules that read the shared pipeline run (`published`, tests/integration/conftest.py). Under
+#: pytest-xdist they all go to one worker, so the run is built once (`pytest_xdist_make_scheduler`).
+SHARED_RUN_MODULES = frozenset({
+    "tests/integration/test_run_against_reference.py",
+    "tests/integration/test_cluster.py",
+    "tests/integration/test_failures_on_record.py",
+    "tests/integration/test_privacy.py",
+    "tests/integration/test_crash_points.py",
+})
+
+
 def pytest_collection_modifyitems(config, items):
-    """`make test` runs two pytest-xdist workers (`--dist loadgroup`): keep each module on one worker
-    (its module fixtures are built once), and every module that reads the shared `published` run
-    on the same worker (a session fixture is built once per worker)."""
-    shared = {item.module.__name__ for item in items if "published" in getattr(item, "fixturenames", ())}
+    """A module using the shared run must be listed in SHARED_RUN_MODULES (else it is built twice)."""
     for item in items:
-        module = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group("published" if module in shared else module))
+        module = item.nodeid.split("::", 1)[0]
+        if "published" in getattr(item, "fixturenames", ()) and module not in SHARED_RUN_MODULES:
+            raise pytest.UsageError(
+                f"{module} uses the `published` run: add it to SHARED_RUN_MODULES in tests/conftest.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs two pytest-xdist workers with `--dist loadscope`: each module runs whole
+    on one worker (its module fixtures are built once), and the modules of the shared run together
+    on one worker."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "shared-run" if module in SHARED_RUN_MODULES else module
+
+    return ModuleScheduling(config, log)

@@ -26,7 +26,7 @@ from tests.conftest import write_delivery
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
 
-D1, D2, D3, D4 = date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)
+D1, D2, D3, D4, D5 = (date(2026, 3, d) for d in range(1, 6))
 SUBSCRIBERS = [
     "S1|13800000001|C1|A1||Wang Wei||M|1990|025|GOTONE|P1|POSTPAID|5G|20250101|ACTIVE|20250101||STORE",
     "S2|13900000002|C2|A2||Li Na||F|1985|0512|EASYOWN|P2|PREPAID|4G|20240501|ACTIVE|20240501||AGENT",
@@ -109,6 +109,9 @@ def catalogue(spark, tmp_path_factory):
     p3 = write_delivery(landing, "plan", D3, [[plan("P1", "GOTONE 58")]])
     ctl = p3 / "PLAN_20260303.ctl"
     ctl.write_text(ctl.read_text().rsplit("|", 1)[0] + "\n")  # the encoding field is gone
+
+    # survey: a day whose subscriber snapshot has not landed yet
+    write_delivery(landing, "survey", D5, [["Q1|13800000001|20260305|8|7|9|8"]])
 
     # recharge: a UTF-8 file declared GBK (it would load as mojibake)
     channels = ["微信支付", "支付宝", "营业厅"]
@@ -202,6 +205,14 @@ def test_the_run_keeps_data_docs_of_every_suite_it_validated(catalogue):
     assert {"bronze_cdr_data", "silver_cdr_data", "silver_subscriber"} <= suites
     for suite in suites:
         assert suite in html, suite
+
+
+def test_a_delivery_before_its_days_subscriber_snapshot_waits_and_loads_nothing(spark, catalogue):
+    [waiting] = [r for r in catalogue["runs"] if r["status"] == "WAITING"]
+    assert (waiting["feed"], waiting["business_date"]) == ("survey", D5)
+    assert "waiting for the subscriber snapshot of that day" in waiting["message"]
+    assert "  WAITING survey 2026-03-05: waiting for the subscriber snapshot of that day" in catalogue["out"]
+    assert not DeltaTable.is_deltatable(catalogue["lake"].bronze("survey"))
 
 
 def test_a_file_delivered_twice_counts_its_records_once(catalogue):

@@ -21,7 +21,7 @@ from crm_pipeline.ingest.load import ingest
 from crm_pipeline.pipeline.rollups import build_daily_rollups
 from crm_pipeline.settings import LakeLayout
 from tests.integration.conftest import KEY, warehouse_tables
-from tests.integration.test_crash_safety import _content, _crm, _tables
+from tests.integration.test_crash_safety import _content, _crm, _tables, run_chain
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
 
@@ -40,11 +40,8 @@ def runs(spark, tmp_path_factory):
     with contextlib.redirect_stdout(io.StringIO()):
         ingest(spark, landing, clean, ops.RunContext("clean"), feeds=FEEDS.split(","))
         build_daily_rollups(spark, clean, ops.RunContext("clean"), KEY)
-    steps = []
-    for command, fault in CHAIN:
-        proc = _crm(command, landing, root / "crashed", fault, ["--feeds", FEEDS] if command == "ingest" else [])
-        steps.append((command, fault, proc))
-        assert proc.returncode == (-signal.SIGKILL if fault else 0), f"{command} {fault}:\n{proc.stderr[-3000:]}"
+    steps = run_chain(CHAIN, landing, root / "crashed",
+                      lambda command: ["--feeds", FEEDS] if command == "ingest" else [])
     return dict(clean=root / "clean", crashed=root / "crashed", steps=steps)
 
 

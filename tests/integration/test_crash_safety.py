@@ -78,16 +78,23 @@ def runs(spark, tmp_path_factory):
     lake = LakeLayout(str(clean / "lake"))
     gx.keep_results(lake.data_docs)
     with contextlib.redirect_stdout(io.StringIO()):
-        code = run_pipeline(spark, landing, lake, f"duckdb:///{clean / 'warehouse.duckdb'}", ops.RunContext("clean"), KEY)
+        code = run_pipeline(spark, landing, lake, f"duckdb:///{clean / 'warehouse.duckdb'}",
+                            ops.RunContext("clean"), KEY)
     assert code == 0
-    crashed = root / "crashed"
+    return dict(clean=clean, crashed=root / "crashed", steps=run_chain(CHAIN, landing, root / "crashed"))
+
+
+def run_chain(chain: list[tuple[str, str | None]], landing: Path, root: Path,
+              extra=lambda command: []) -> list[tuple[str, str | None, subprocess.CompletedProcess]]:
+    """Run each (command, fault) of `chain` under `root`: a step with a fault must die by it, a
+    step without one must succeed."""
     steps = []
-    for command, fault in CHAIN:
-        proc = _crm(command, landing, crashed, fault)
+    for command, fault in chain:
+        proc = _crm(command, landing, root, fault, extra(command))
         steps.append((command, fault, proc))
         expected = -signal.SIGKILL if fault else 0
         assert proc.returncode == expected, f"{command} {fault}: exit {proc.returncode}\n{proc.stderr[-3000:]}"
-    return dict(clean=clean, crashed=crashed, steps=steps)
+    return steps
 
 
 def _tables(lake: Path) -> dict[str, Path]:
