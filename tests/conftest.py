@@ -72,8 +72,17 @@ SHARED_RUN_MODULES = frozenset({
     "tests/integration/test_cluster.py",
     "tests/integration/test_failures_on_record.py",
     "tests/integration/test_privacy.py",
-    "tests/integration/test_crash_points.py",
 })
+
+
+#: scopes that take minutes (measured on 2 cores), longest first; the rest run in collection order
+LONG_SCOPES = {
+    "shared-run": 6,
+    "tests/dags/test_dags_run.py": 5,
+    "tests/integration/test_generated_ingest.py": 3,
+    "tests/integration/test_bad_input_catalogue.py": 2,
+    "tests/integration/test_golden_ingest.py": 1,
+}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -92,11 +101,20 @@ def pytest_xdist_make_scheduler(config, log):
     on one worker."""
     if config.getvalue("dist") != "loadscope":
         return None
+    from collections import OrderedDict
+
     from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # it would start with the modules of most tests
 
     class ModuleScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
             return "shared-run" if module in SHARED_RUN_MODULES else module
+
+        def _assign_work_unit(self, node) -> None:
+            # longest first, so that neither worker is left with a long module at the end
+            self.workqueue = OrderedDict(sorted(self.workqueue.items(), key=lambda kv: -LONG_SCOPES.get(kv[0], 0)))
+            super()._assign_work_unit(node)
 
     return ModuleScheduling(config, log)

@@ -1,10 +1,12 @@
 """Every failed task is on record: a blocking gold check stops `crm analyse` before it writes
 anything, with every suite's results and a FAILED run row in crm_ops; a crash inside `crm run`
-publishes crm_ops (and nothing else) so the warehouse shows it."""
+publishes crm_ops (and nothing else) so the warehouse shows it; a publish killed midway leaves
+the previous tables whole."""
 
 from __future__ import annotations
 
 import shutil
+import signal
 
 import duckdb
 import pytest
@@ -16,7 +18,8 @@ from crm_pipeline.errors import EXIT_FAILED, EXIT_OK, TaskFailed
 from crm_pipeline.pipeline.marts import MART_TABLES
 from crm_pipeline.quality import gx
 from crm_pipeline.settings import LakeLayout
-from tests.integration.conftest import KEY
+from tests.integration.conftest import KEY, warehouse_tables
+from tests.integration.test_crash_safety import _content, _crm
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
 
@@ -85,3 +88,25 @@ def test_a_crash_inside_crm_run_publishes_crm_ops_and_nothing_else(spark, publis
     con.close()
     assert schemas == {"crm_ops"}  # the crash stopped the run before anything of crm was published
     assert status == "FAILED" and "138******01" in message and "13800000001" not in message
+
+
+def test_a_publish_killed_between_two_tables_leaves_the_previous_tables_whole(published, tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copy(published["warehouse"], warehouse)
+    con = duckdb.connect(str(warehouse))
+    con.execute('DELETE FROM "crm"."subscriber_month"')
+    con.execute('DELETE FROM "crm"."kpi_month" WHERE month = DATE \'2026-02-01\'')
+    con.close()
+    before = warehouse_tables(warehouse)
+    lake = shutil.copytree(published["lake"].root, tmp_path / "lake")  # publish records its run there
+    killed = _crm("publish", None, tmp_path, "publish:3", ["--lake", str(lake)])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert "publish: crm.kpi_month" in killed.stdout  # two tables were replaced before the kill
+    after_kill = warehouse_tables(warehouse)
+    for name, table in before.items():  # rolled back: the deleted rows are still missing
+        assert _content(after_kill[name]) == _content(table), name
+    finished = _crm("publish", None, tmp_path, None, ["--lake", str(lake)])
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    after = warehouse_tables(warehouse)
+    for name, table in published["second"].items():
+        assert _content(after[name]) == _content(table), name

@@ -42,7 +42,7 @@ def _warehouse_tables(path: Path, schema: str) -> dict[str, pa.Table]:
     try:
         names = [r[0] for r in con.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", [schema]).fetchall()]
-        return {n: con.execute(f'SELECT * FROM "{schema}"."{n}"').fetch_arrow_table() for n in names}
+        return {n: con.sql(f'SELECT * FROM "{schema}"."{n}"').to_arrow_table() for n in names}
     finally:
         con.close()
 
