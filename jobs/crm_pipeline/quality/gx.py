@@ -88,12 +88,12 @@ def keep_results(folder: str | None) -> None:
 
 def build_data_docs(run_id: str) -> Path | None:
     """Build the Data Docs of `run_id` (every validation any task of the run kept) into
-    `<folder>/<run_id>/index.html`; None when results are not kept."""
+    `<folder>/runs/<run_id>/index.html`; None when results are not kept."""
     folder = _results_folder
     if folder is None:
         return None
     context, _ = _context()
-    site = f"run:{run_id}"
+    site = f"run:{folder}:{run_id}"
     target = Path(folder) / "runs" / run_id
     if site not in context.list_data_docs_sites():
         context.add_data_docs_site(site, {
