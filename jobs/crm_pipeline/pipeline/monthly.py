@@ -325,7 +325,8 @@ def analyse(
     for name in MART_TABLES:
         frame = consistency_checks(tables[name]) if name == "kpi_month" else tables[name]
         with stage("validate", name):
-            results = gx.dq_rows(gx.validate(frame, f"gold_{name}", counts, ctx.run_id), f"gold_{name}", ctx.run_id, targets[-1])
+            results = gx.dq_rows(gx.validate(frame, f"gold_{name}", counts, ctx.run_id), f"gold_{name}", ctx.run_id,
+                                 targets[-1])
         dq += results
         failed = sum(not r["success"] for r in results)
         progress(f"  gold/{name}: built and validated{f', {failed} checks FAILED' if failed else ''} "

@@ -46,9 +46,10 @@ def data_quality_summary(lake: LakeLayout, run_id: str) -> list[str]:
              + (f", {len(suspect)} loaded with a warning" if suspect else "")]
     for c in checks:
         if not c["success"]:
-            kind = "delivery" if c in deliveries else c["severity"]
+            landing = c["table_name"].startswith("landing_")  # a file check: no row count to show
+            kind = "delivery" if landing and c["severity"] == "blocking" else c["severity"]
             lines.append(f"  {kind:<9} {c['table_name']}: {c['check_name']}"
-                         + (f" ({c['unexpected_count']:,} unexpected)" if c["table_name"][:8] != "landing_" else ""))
+                         + ("" if landing else f" ({c['unexpected_count']:,} unexpected)"))
     rejects = Counter((r["feed"], r["reject_reason"]) for r in
                       _run_rows(lake.quarantine, run_id, ["feed", "reject_reason"]))
     if rejects:
