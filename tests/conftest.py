@@ -72,6 +72,7 @@ SHARED_RUN_MODULES = frozenset({
     "tests/integration/test_cluster.py",
     "tests/integration/test_failures_on_record.py",
     "tests/integration/test_privacy.py",
+    "tests/integration/test_generated_ingest.py",
 })
 
 
@@ -79,7 +80,7 @@ SHARED_RUN_MODULES = frozenset({
 LONG_SCOPES = {
     "shared-run": 6,
     "tests/dags/test_dags_run.py": 5,
-    "tests/integration/test_generated_ingest.py": 3,
+    "tests/integration/test_crash_ingest.py": 3,
     "tests/integration/test_bad_input_catalogue.py": 2,
     "tests/integration/test_golden_ingest.py": 1,
 }

@@ -43,7 +43,7 @@ def published(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     landing, lake = root / "landing", LakeLayout(str(root / "lake"))
     warehouse = root / "wh" / "warehouse.duckdb"
-    # 95 days from January 1st: January and February complete (March lacks its bill run).
+    # 95 days from January 1st: January to March complete (the March bill lands on April 2).
     generate(GeneratorConfig(landing=landing, subscribers=300, start=date(2026, 1, 1), days=95, seed=3,
                              progress="none"))
     gx.keep_results(lake.data_docs)  # as the command line does: Data Docs per run

@@ -66,9 +66,9 @@ def catalogue(spark, tmp_path_factory):
     for day in (D1, D2, D3, D4):
         write_delivery(landing, "subscriber", day, [SUBSCRIBERS])
 
-    # cdr_voice: three ordinary days, then a day whose control file matches but which holds 2 calls
-    for day, calls in ((D1, 10), (D2, 12), (D3, 9), (D4, 2)):
-        write_delivery(landing, "cdr_voice", day, [[voice(f"V{day:%d}{i:02d}", f"{day:%Y%m%d}{8 + i:02d}0000")
+    # cdr_voice: three ordinary days, then a day whose control file matches but which holds 5 calls
+    for day, calls in ((D1, 40), (D2, 45), (D3, 38), (D4, 5)):
+        write_delivery(landing, "cdr_voice", day, [[voice(f"V{day:%d}{i:02d}", f"{day:%Y%m%d}08{i:02d}00")
                                                    for i in range(calls)]])
 
     # cdr_data: record-level defects on D1; one file delivered twice on D2; D3 still being written
@@ -190,9 +190,9 @@ def test_a_gbk_file_declared_utf8_quarantines_its_undecodable_lines(spark, catal
 def test_a_delivery_far_smaller_than_its_feeds_recent_days_loads_with_a_warning(spark, catalogue):
     [warning] = [r for r in catalogue["dq"] if r["check_name"].startswith("volume_drop(")]
     assert (warning["table_name"], warning["check_name"], warning["severity"], warning["success"],
-            warning["unexpected_count"]) == ("landing_cdr_voice", "volume_drop(cdr_voice/20260304)", "warning", False, 2)
-    assert len(_silver_ids(spark, catalogue["lake"], "cdr_voice", "cdr_id")) == 10 + 12 + 9 + 2
-    assert "cdr_voice/20260304: volume drop: 2 records, 20% of the median of the 3 days delivered before (10)" in \
+            warning["unexpected_count"]) == ("landing_cdr_voice", "volume_drop(cdr_voice/20260304)", "warning", False, 5)
+    assert len(_silver_ids(spark, catalogue["lake"], "cdr_voice", "cdr_id")) == 40 + 45 + 38 + 5
+    assert "cdr_voice/20260304: volume drop: 5 records, 12% of the median of the 3 days delivered before (40)" in \
         catalogue["out"]
 
 

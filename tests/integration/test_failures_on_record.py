@@ -5,10 +5,13 @@ the previous tables whole."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
+from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 from deltalake import DeltaTable
 
@@ -19,7 +22,7 @@ from crm_pipeline.pipeline.marts import MART_TABLES
 from crm_pipeline.quality import gx
 from crm_pipeline.settings import LakeLayout
 from tests.integration.conftest import KEY, warehouse_tables
-from tests.integration.test_crash_safety import _content, _crm
+from tests.integration.crash import content, crm
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
 
@@ -99,14 +102,47 @@ def test_a_publish_killed_between_two_tables_leaves_the_previous_tables_whole(pu
     con.close()
     before = warehouse_tables(warehouse)
     lake = shutil.copytree(published["lake"].root, tmp_path / "lake")  # publish records its run there
-    killed = _crm("publish", None, tmp_path, "publish:3", ["--lake", str(lake)])
+    killed = crm("publish", None, tmp_path, "publish:3", ["--lake", str(lake)])
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert "publish: crm.kpi_month" in killed.stdout  # two tables were replaced before the kill
     after_kill = warehouse_tables(warehouse)
     for name, table in before.items():  # rolled back: the deleted rows are still missing
-        assert _content(after_kill[name]) == _content(table), name
-    finished = _crm("publish", None, tmp_path, None, ["--lake", str(lake)])
+        assert content(after_kill[name]) == content(table), name
+    with _reading(warehouse) as seen:  # a BI tool polling the file through the publish
+        finished = crm("publish", None, tmp_path, None, ["--lake", str(lake)])
     assert finished.returncode == 0, finished.stderr[-3000:]
     after = warehouse_tables(warehouse)
     for name, table in published["second"].items():
-        assert _content(after[name]) == _content(table), name
+        assert content(after[name]) == content(table), name
+    old, new = _state(before), _state(after)
+    assert old != new and seen[0] == old and seen[-1] == new and set(seen) <= {old, new}, (old, new, set(seen))
+
+
+_STATE_SQL = ('SELECT (SELECT count(*) FROM "crm"."subscriber_month"), '
+              '(SELECT count(*) FROM "crm"."kpi_month" WHERE month = DATE \'2026-02-01\')')
+
+
+def _state(tables: dict) -> tuple[int, int]:
+    kpi = tables["kpi_month"]
+    return len(tables["subscriber_month"]), int((pd.to_datetime(kpi["month"]) == "2026-02-01").sum())
+
+
+@contextlib.contextmanager
+def _reading(warehouse):
+    """Read the warehouse over and over from another process while the block runs, one short
+    read-only connection at a time, and list what each read saw: the publish must wait for the
+    reader's lock, and the reader must see the old tables or the new ones, never a mix."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).with_name("warehouse_reader.py")
+    reader = subprocess.Popen([sys.executable, str(script), str(warehouse), _STATE_SQL], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    seen: list[tuple[int, int]] = []
+    first = reader.stdout.readline()
+    seen.append(tuple(map(int, first.split())))
+    try:
+        yield seen
+    finally:
+        out, _ = reader.communicate("stop\n", timeout=120)
+    seen += [tuple(map(int, line.split())) for line in out.splitlines()]

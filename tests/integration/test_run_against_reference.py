@@ -184,6 +184,28 @@ def test_ops_tables_gain_the_second_runs_rows(published):
     assert {"run-1", "run-2"} <= runs
 
 
+def test_every_layer_reconciles_with_the_one_before_in_crm_ops(published):
+    """The run's checks between layers, in crm_ops.data_quality: silver records against the
+    rollups (every rebuilt day), the month's marts against each other, and every published table
+    against its gold rows (inside the publish transaction)."""
+    from crm_pipeline.publish.publish import published_tables
+
+    con = duckdb.connect(str(published["warehouse"]), read_only=True)
+    rows = con.execute('SELECT table_name, check_name, success, business_date FROM "crm_ops"."data_quality" '
+                       "WHERE run_id = 'run-1'").fetchall()
+    con.close()
+    by_table = {}
+    for table, check, success, day in rows:
+        by_table.setdefault(table, []).append((check, success, day))
+    rollup = by_table["gold_rollup_reconciliation"]
+    assert len(rollup) == 6 and all(success for _, success, _ in rollup)  # row count, key, four gaps
+    assert {c for c, _, _ in by_table["gold_reconciliation"]} >= {"expect_column_values_to_be_between(segment_gap)"}
+    published_checks = {t[len("published_"):]: checks for t, checks in by_table.items() if t.startswith("published_")}
+    assert set(published["first"]) <= set(published_checks) <= {name for _, name, _, _ in published_tables()}
+    for name, checks in published_checks.items():  # one per table, over January to March
+        assert checks == [("row_count_equals_gold", True, date(2026, 3, 1))], name
+
+
 def test_a_corrected_bill_restates_the_month_and_records_it(spark, published, tmp_path):
     import gzip
     import hashlib
@@ -221,8 +243,9 @@ def test_a_corrected_bill_restates_the_month_and_records_it(spark, published, tm
         assert revenue == old + 12345
         assert (date(2026, 2, 1), "kpi_month", "run-3") in restated
         assert (date(2026, 2, 1), "subscriber_month", "run-3") in restated
-        # the month's facts, and those of later months whose trailing windows hold it; none before it
-        facts = {m for m, table, run in restated if run == "run-3" and table in ("subscriber_month", "kpi_month")}
-        assert date(2026, 2, 1) in facts and min(facts) == date(2026, 2, 1)
+        # the month, and later months whose trailing windows hold it; no table of an earlier month
+        # (their content is exact: summed in another order, it is still the same)
+        months = {m for m, table, run in restated if run == "run-3"}
+        assert min(months) == date(2026, 2, 1), sorted(r for r in restated if r[0] < date(2026, 2, 1))
     finally:
         shutil.rmtree(day)

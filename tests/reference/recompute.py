@@ -1212,8 +1212,8 @@ def segment_summaries(sm: pd.DataFrame, config: dict) -> pd.DataFrame:
                 "arpu_fen": (round_half_up(Fraction(2 * seg_revenue, opening + closing))
                              if opening + closing else np.nan),
                 "recommended_strategy": config["segment_strategies"][segment],
-                "avg_current_value_index": float(_mean(current)) if current else np.nan,
-                "avg_potential_value_index": float(_mean(potential)) if potential else np.nan,
+                "avg_current_value_index": round_half_up(_mean(current), 6) if current else np.nan,
+                "avg_potential_value_index": round_half_up(_mean(potential), 6) if potential else np.nan,
                 "revenue_growth": (float(Fraction(sum(revenue[i] for i in with_prior)) / prior_sum - 1)
                                    if with_prior and prior_sum else np.nan),
             })

@@ -59,6 +59,26 @@ def test_daily_usage_sums_every_feed_per_subscriber_and_day(spark):
     assert (rows["S2"].voice_sec, rows["S2"].sms_count, rows["S2"].data_bytes) == (30, 0, 0)
 
 
+def test_rollup_reconciliation_finds_a_record_the_rollup_lacks(spark):
+    from crm_pipeline.pipeline.rollups import rollup_reconciliation
+    from crm_pipeline.quality import gx
+
+    voice, sms, data, recharge, ticket = _events(spark)
+    events = dict(cdr_voice=voice, cdr_sms=sms, cdr_data=data, ticket=ticket)
+    usage = daily_usage_by_subscriber(voice, sms, data, recharge, ticket)
+    later = date(2026, 3, 6)  # a day rebuilt with no record at all
+    good = rollup_reconciliation(spark, events, usage, [D, later])
+    assert {tuple(r) for r in good.collect()} == {(D, 0, 0, 0, 0), (later, 0, 0, 0, 0)}
+    assert all(r.success for r in gx.validate(good, "gold_rollup_reconciliation", {"days": 2}))
+    # silver gained a data session after the rollup was written: the day's data gap is 1
+    extra = data.unionByName(spark.createDataFrame([("S2", D, 1, 1, "4G", 0)], data.schema))
+    bad = rollup_reconciliation(spark, dict(events, cdr_data=extra), usage, [D, later])
+    assert {tuple(r) for r in bad.collect()} == {(D, 0, 0, 1, 0), (later, 0, 0, 0, 0)}
+    failed = [r for r in gx.validate(bad, "gold_rollup_reconciliation", {"days": 2}) if not r.success]
+    assert [(r.check_name, r.unexpected_count, r.severity) for r in failed] == [
+        ("expect_column_values_to_be_between(cdr_data_gap)", 1, "blocking")]
+
+
 def test_daily_contacts_aggregate_calls_and_sms_per_hashed_other_party(spark):
     voice, sms, *_ = _events(spark)
     rows = daily_contacts(voice, sms, "k").where("subscriber_id = 'S1'").orderBy("calls").collect()

@@ -78,6 +78,20 @@ def test_segment_summary_has_all_four_segments_and_shares(spark):
     assert got["LOW_VALUE"].revenue_growth is None  # no member with history
 
 
+def test_segment_value_index_means_are_exact_whatever_the_row_order(spark):
+    # 32 indices whose exact mean ends in a 5 at the 7th decimal (x.xxxxxx5): rounded half up, in
+    # every order and partitioning; a double sum would land either side of the tie
+    values = [70.01] * 31 + [70.02]  # mean = 70.0103125 exactly
+    rows = [(MAR, f"S{i}", "VALUABLE", 100, True, True, False, False, v, 99.99 - v, 0, None, None)
+            for i, v in enumerate(values)]
+    seen = set()
+    for order, parts in ((rows, 1), (rows[::-1], 3), (rows[5:] + rows[:5], 7)):
+        got = {r.value_segment: r for r in segment_summary(
+            spark.createDataFrame(order, SM).repartition(parts), analytics_settings().strategies).collect()}
+        seen.add((got["VALUABLE"].avg_current_value_index, got["VALUABLE"].avg_potential_value_index))
+    assert seen == {(70.010313, 29.979688)}  # 29.9796875 -> ...688 (half up)
+
+
 def test_segment_migration_from_new_unknown_and_to_churned(spark):
     rows = spark.createDataFrame([
         (MAR, "A", "VALUABLE", 9000, True, True, False, False, 80.0, 70.0, 0, None, None),

@@ -38,3 +38,12 @@ def test_only_the_last_seven_days_before_count():
     assert volume_drop(history, D + timedelta(days=10), 60) is None
     assert volume_drop(history, D + timedelta(days=10), 40) is not None
     assert volume_drop(_days([0, 0, 0]), D + timedelta(days=3), 0) is None  # a feed that is always empty
+
+
+def test_a_small_feed_swinging_by_chance_is_no_drop_but_an_empty_day_of_a_steady_one_is():
+    # a few records a day: half the median happens by chance (Poisson), so no warning
+    assert volume_drop(_days([6, 5, 7, 6, 8, 6, 6]), D + timedelta(days=7), 2) is None
+    assert volume_drop(_days([1, 0, 1, 1, 2, 1, 1]), D + timedelta(days=7), 0) is None
+    # ... unless the count is far out of chance's reach
+    assert volume_drop(_days([20, 22, 19, 21, 20, 18, 20]), D + timedelta(days=7), 5) is not None
+    assert volume_drop(_days([30] * 7), D + timedelta(days=7), 0) is not None

@@ -39,6 +39,22 @@ def test_a_failed_replace_leaves_the_previous_table_whole(tmp_path):
     assert wh.query('SELECT month, x FROM "crm"."t" ORDER BY 1') == [(JAN, 1), (FEB, 2)]
 
 
+def test_the_published_row_count_check_sees_inside_the_transaction(tmp_path):
+    from crm_pipeline.ops import RunContext
+    from crm_pipeline.publish.publish import _reconciled
+
+    wh = open_warehouse(f"duckdb:///{tmp_path}/w.duckdb")
+    data = pa.table({"month": [JAN, FEB, FEB], "x": [1, 2, 3]})
+    with wh.transaction():
+        wh.replace_partitions("crm", "t", data, "month", [JAN, FEB])
+        good = _reconciled(wh, "crm", "t", "month", [JAN, FEB], data.num_rows, RunContext("r1"))
+        wh._open.execute('INSERT INTO "crm"."t" VALUES (DATE \'2026-02-01\', 4)')  # a row gold never had
+        bad = _reconciled(wh, "crm", "t", "month", [FEB], 2, RunContext("r1"))
+    assert [(r["table_name"], r["check_name"], r["success"], r["unexpected_count"], r["severity"], r["run_id"])
+            for r in good + bad] == [("published_t", "row_count_equals_gold", True, 0, "blocking", "r1"),
+                                     ("published_t", "row_count_equals_gold", False, 1, "blocking", "r1")]
+
+
 def test_restricted_schema_lives_in_an_owner_only_file(tmp_path):
     wh = open_warehouse(f"duckdb:///{tmp_path}/w.duckdb")
     wh.replace_table("crm_restricted", "contact", pa.table({"subscriber_id": ["S1"], "msisdn": ["13800000001"]}))
@@ -46,3 +62,50 @@ def test_restricted_schema_lives_in_an_owner_only_file(tmp_path):
     assert wh.query('SELECT msisdn FROM "crm_restricted"."contact"', restricted=True) == [("13800000001",)]
     assert not wh.path.exists() or wh.query(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'crm_restricted'") == [(0,)]
+
+
+_HOLD = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1], read_only=True)
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def _hold(path: Path, seconds: float):
+    """Another process holding the DuckDB file read-only (a BI tool) for `seconds`."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_publish_waits_for_a_reader_in_another_process_then_writes(tmp_path, caplog):
+    import time
+
+    wh = open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    wh.replace_table("crm", "t", pa.table({"x": [1]}))
+    reader = _hold(wh.path, 3)
+    started = time.monotonic()
+    with caplog.at_level("WARNING"):
+        wh.replace_table("crm", "t", pa.table({"x": [2]}))
+    assert time.monotonic() - started > 1  # it waited for the reader
+    assert reader.wait() == 0 and wh.query('SELECT x FROM crm.t') == [(2,)]
+    assert "waiting for warehouse file" in caplog.text and str(wh.path) in caplog.text
+
+
+def test_a_lock_held_too_long_fails_naming_the_file_and_the_setting(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRM_WAREHOUSE_LOCK_WAIT", "1")
+    wh = open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    wh.replace_table("crm", "t", pa.table({"x": [1]}))
+    reader = _hold(wh.path, 30)
+    try:
+        with pytest.raises(RuntimeError, match="CRM_WAREHOUSE_LOCK_WAIT") as err:
+            wh.replace_table("crm", "t", pa.table({"x": [2]}))
+        assert str(wh.path) in str(err.value)
+    finally:
+        reader.kill()
+        reader.wait()
+    assert wh.query('SELECT x FROM crm.t') == [(1,)]

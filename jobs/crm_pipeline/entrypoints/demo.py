@@ -78,13 +78,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def show(wh: Path, seconds: float, lake: Path) -> None:
-    import duckdb
+    from crm_pipeline.publish.warehouse import duckdb_connect
 
     progress(f"\ndemo finished in {seconds / 60:.1f} min")
     progress(f"  warehouse : {wh}  (crm, crm_ops)")
     progress(f"  restricted: {wh.with_name(wh.stem + '_restricted' + wh.suffix)}  (crm_restricted, mode 0600)")
     progress(f"  lake      : {lake}  (bronze/ silver/ gold/ ops/ restricted/)")
-    con = duckdb.connect(str(wh), read_only=True)
+    con = duckdb_connect(wh, read_only=True)
     try:
         for title, sql in EXAMPLE_QUERIES:
             progress(f"\n-- {title}\n{sql};")

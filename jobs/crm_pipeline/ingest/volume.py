@@ -5,7 +5,10 @@ filter gone wrong). It still loads; a warning goes on record for an operator to 
 The baseline is the feed's own history, never a fixed number: the median record count of the
 last `BASELINE_DAYS` days delivered before it, once at least `MIN_BASELINE` of them are known.
 A median of a week absorbs the weekly rhythm of traffic; half of it is a drop no ordinary
-weekend or holiday explains.
+weekend or holiday explains. A feed of a few records a day (tickets, surveys) swings by half from
+chance alone, so the count must also be implausible as chance: below the `SIGNIFICANCE` quantile
+of a Poisson count with the median as its mean (2 records against a median of 6 is chance, 6
+against 20 is not).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from crm_pipeline.settings import LakeLayout
 BASELINE_DAYS = 7
 MIN_BASELINE = 3
 DROP_RATIO = 0.5
+SIGNIFICANCE = 1e-3
 
 
 def volume_drop(history: dict[date, int], day: date, rows: int) -> str | None:
@@ -30,6 +34,10 @@ def volume_drop(history: dict[date, int], day: date, rows: int) -> str | None:
         return None
     median = statistics.median(before)
     if median <= 0 or rows >= DROP_RATIO * median:
+        return None
+    from scipy.stats import poisson
+
+    if poisson.cdf(rows, median) >= SIGNIFICANCE:  # as few could come by chance
         return None
     return (f"{rows:,} records, {rows / median:.0%} of the median of the {len(before)} days delivered "
             f"before ({median:,.0f}); the control file matches, so the producer's extract itself is short")

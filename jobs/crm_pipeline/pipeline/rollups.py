@@ -13,6 +13,7 @@ from crm_pipeline import faults, ops
 from crm_pipeline.io import delta
 from crm_pipeline.months import add_months
 from crm_pipeline.pipeline.tables import silver
+from crm_pipeline.quality import gx
 from crm_pipeline.settings import LakeLayout
 from crm_pipeline.stages import stage
 from crm_pipeline.transforms.intermediate.daily_rollups import (
@@ -55,12 +56,42 @@ def build_daily_rollups(
     delta.replace_where(usage, lake.gold("daily_usage_by_subscriber"), where, ["usage_date"])
     faults.point("rollup")
     replace_daily_contacts(spark, lake, daily_contacts(events["cdr_voice"], events["cdr_sms"], hmac_key), days)
+    with stage("validate", "rollup_reconciliation"):
+        written = delta.read(spark, lake.gold("daily_usage_by_subscriber")).where(F.col("usage_date").isin(days))
+        checks = rollup_reconciliation(spark, events, written, days)
+        dq = gx.dq_rows(gx.validate(checks, "gold_rollup_reconciliation", {"days": len(days)}, ctx.run_id),
+                        "gold_rollup_reconciliation", ctx.run_id, max(days))
+    blocking = gx.blocking_error(dq)
+    if blocking is not None:  # goes on record with the step; the watermark stays: the days are rebuilt next run
+        raise blocking
+    ops.write_data_quality(spark, lake, dq)
     wm = spark.createDataFrame([(mark, ctx.run_id, ops.utcnow())],
                                "changed_through timestamp_ntz, run_id string, rolled_at timestamp_ntz")
     delta.append(wm, lake.ops("rollup_watermark"))
     ops.record_step(spark, lake, ctx, started, f"rebuilt {len(days)} days {days[0]}..{days[-1]}", max(days))
     progress(f"rollups: rebuilt {len(days)} days ({days[0]} .. {days[-1]})")
     return days
+
+
+#: silver event feed -> the measure of daily_usage_by_subscriber that counts its records
+COUNTED = {"cdr_voice": "voice_calls", "cdr_sms": "sms_count", "cdr_data": "data_sessions", "ticket": "tickets"}
+
+
+def rollup_reconciliation(spark: SparkSession, events: dict[str, DataFrame], usage: DataFrame,
+                          days: list[date]) -> DataFrame:
+    """One row per rebuilt day: for each feed of COUNTED, `<feed>_gap` = |silver records of the day
+    - the day's sum of the measure counting them in `usage`| (0 when the rollup holds every record
+    once). Silver counts read only Parquet footers and partition paths."""
+    out = spark.createDataFrame([(d,) for d in days], "usage_date date")
+    sums = usage.groupBy("usage_date").agg(*[F.sum(m).alias(f"_{m}") for m in COUNTED.values()])
+    out = out.join(sums, "usage_date", "left")
+    gaps = []
+    for feed, measure in COUNTED.items():
+        counts = events[feed].groupBy(F.col("event_date").alias("usage_date")).agg(F.count(F.lit(1)).alias(f"_{feed}"))
+        out = out.join(counts, "usage_date", "left")
+        gaps.append(F.abs(F.coalesce(F.col(f"_{feed}"), F.lit(0)) - F.coalesce(F.col(f"_{measure}"), F.lit(0)))
+                    .cast("long").alias(f"{feed}_gap"))
+    return out.select("usage_date", *gaps)
 
 
 def replace_daily_contacts(spark: SparkSession, lake: LakeLayout, contacts: DataFrame, days: list[date]) -> None:

@@ -15,6 +15,7 @@ from deltalake.exceptions import TableNotFoundError
 from crm_pipeline import faults
 from crm_pipeline.ops import RunContext, append_rows_arrow, step_row, utcnow
 from crm_pipeline.publish.warehouse import DuckDBWarehouse, open_warehouse
+from crm_pipeline.quality.gx import CheckResult, blocking_error, dq_rows
 from crm_pipeline.settings import LakeLayout
 from crm_pipeline.stages import stage
 
@@ -75,6 +76,7 @@ def publish(
     started = utcnow()
     wh = open_warehouse(warehouse_url)
     tables = rows = 0
+    checks: list[dict] = []
     if months:
         with wh.transaction():  # every table of these months, or none
             for schema, name, cols, partition in published_tables():
@@ -85,9 +87,13 @@ def publish(
                         progress(f"publish: gold/{name} not built yet; run `crm analyse` (or `crm train`) first")
                         continue
                     wh.replace_partitions(schema, name, data, partition, months)
+                    checks += _reconciled(wh, schema, name, partition, months, data.num_rows, ctx)
                 faults.point("publish")
                 tables, rows = tables + 1, rows + data.num_rows
                 progress(f"publish: {schema}.{name} {len(months)} months, {data.num_rows:,} rows")
+            blocking = blocking_error(checks)
+            if blocking is not None:  # rolled back: the warehouse keeps its previous tables
+                raise blocking
     with stage("publish", "contact"):
         contact = _latest_contacts(lake)
         if contact is not None:
@@ -95,11 +101,21 @@ def publish(
     if contact is not None:
         progress(f"publish: crm_restricted.contact {contact.num_rows:,} rows -> {wh.target.restricted_path} (mode 0600)")
     if ctx is not None:
+        append_rows_arrow(lake, "data_quality", checks)
         span = f"{months[0]:%Y-%m}..{months[-1]:%Y-%m}" if months else "no month"
         append_rows_arrow(lake, "pipeline_runs", [step_row(
             ctx, started, f"published {span}: {tables} tables, {rows:,} rows to {wh.target.display}",
             months[-1] if months else None)])
     publish_ops(lake, wh)
+
+
+def _reconciled(wh: DuckDBWarehouse, schema: str, name: str, partition: str, months: list[date], expected: int,
+                ctx: RunContext | None) -> list[dict]:
+    """The blocking check `published_<table>: row_count_equals_gold`: the rows of `months` the
+    warehouse table now holds (inside the publish transaction) against the gold rows written."""
+    held = wh.count_partitions(schema, name, partition, months)
+    result = CheckResult("row_count_equals_gold", held == expected, abs(held - expected), "blocking")
+    return dq_rows([result], f"published_{name}", ctx.run_id if ctx else "", months[-1])
 
 
 def publish_ops(lake: LakeLayout, warehouse: str | DuckDBWarehouse) -> None:

@@ -6,6 +6,11 @@ Every write is one transaction per table, or one for every table written inside
 `DuckDBWarehouse.transaction()` (what a publish does): a reader sees the previous complete
 tables or the new ones, never a mix and never an empty table, and a publish killed midway
 leaves the previous ones.
+
+A DuckDB file has one writer process or any number of reader processes at a time: a publish waits
+(up to `CRM_WAREHOUSE_LOCK_WAIT` seconds, default 600) while a reader in another process holds
+the file; a reader opening it during the publish is refused until the publish ends (this
+module's readers wait and retry) and never sees its tables half-written.
 """
 
 from __future__ import annotations
@@ -65,6 +70,37 @@ def check_url(url: str) -> WarehouseTarget:
     return target
 
 
+#: seconds a connection waits for a file lock another process holds (CRM_WAREHOUSE_LOCK_WAIT)
+DEFAULT_LOCK_WAIT = 600.0
+
+
+def duckdb_connect(path: Path | str, read_only: bool = False, wait: float | None = None):
+    """A DuckDB connection to `path`, waiting while another process holds the file (a publish, or a
+    reader while publishing), polling every half second; after `wait` seconds (default
+    CRM_WAREHOUSE_LOCK_WAIT or 600) a RuntimeError names the file and DuckDB's account of the holder."""
+    import logging
+    import time
+
+    import duckdb
+
+    if wait is None:
+        wait = float(os.environ.get("CRM_WAREHOUSE_LOCK_WAIT", DEFAULT_LOCK_WAIT))
+    deadline, told = time.monotonic() + wait, False
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"warehouse file {path} stayed locked by another process for {wait:.0f} s "
+                                   f"(CRM_WAREHOUSE_LOCK_WAIT): {exc}") from None
+            if not told:
+                logging.getLogger(__name__).warning("waiting for warehouse file %s: %s", path, exc)
+                told = True
+            time.sleep(0.5)
+
+
 def open_warehouse(url: str) -> DuckDBWarehouse:
     return DuckDBWarehouse(check_url(url))
 
@@ -86,9 +122,7 @@ class DuckDBWarehouse:
     def transaction(self):
         """One transaction over every write to `crm` and `crm_ops` inside the block (one file):
         all of them commit together or none does."""
-        import duckdb
-
-        con = duckdb.connect(str(self.path))
+        con = duckdb_connect(self.path)
         con.execute("BEGIN TRANSACTION")
         self._open = con
         try:
@@ -102,20 +136,18 @@ class DuckDBWarehouse:
             con.close()
 
     def _connect(self, schema: str):
-        import duckdb
-
         if self._open is not None and schema != "crm_restricted":
             con = self._open
         elif schema == "crm_restricted":
             path = self.target.restricted_path
             old = os.umask(0o077)
             try:
-                con = duckdb.connect(str(path))
+                con = duckdb_connect(path)
             finally:
                 os.umask(old)
             os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
         else:
-            con = duckdb.connect(str(self.path))
+            con = duckdb_connect(self.path)
         catalog = con.execute("SELECT current_database()").fetchone()[0]
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(catalog)}.{_quote(schema)}")
         return con, f"{_quote(catalog)}.{_quote(schema)}"
@@ -160,6 +192,16 @@ class DuckDBWarehouse:
 
         self._in_transaction(schema, table, data, statements)
 
+    def count_partitions(self, schema: str, table: str, column: str, values: list) -> int:
+        """Rows of `table` whose `column` is in `values` (inside the open transaction, if any)."""
+        con, qualified = self._connect(schema)
+        try:
+            return con.execute(f"SELECT count(*) FROM {qualified}.{_quote(table)} WHERE {_quote(column)} "
+                               "IN (SELECT UNNEST(?))", [list(values)]).fetchone()[0]
+        finally:
+            if con is not self._open:
+                con.close()
+
     def replace_table(self, schema: str, table: str, data: pa.Table) -> None:
         """Swap the whole table for `data` in one transaction."""
         self._in_transaction(
@@ -167,10 +209,8 @@ class DuckDBWarehouse:
         )
 
     def query(self, sql: str, restricted: bool = False) -> list[tuple]:
-        import duckdb
-
         path = self.target.restricted_path if restricted else self.path
-        con = duckdb.connect(str(path), read_only=True)
+        con = duckdb_connect(path, read_only=True)
         try:
             return con.execute(sql).fetchall()
         finally:

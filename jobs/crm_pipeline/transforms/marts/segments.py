@@ -15,7 +15,10 @@ def segment_summary(rows: DataFrame, strategies: dict[str, str]) -> DataFrame:
     when 0); revenue_share is of the month's revenue (NULL when it is 0); revenue_growth is
     sum(revenue in M) / sum(prior revenue) - 1 over the members that have a prior (NULL
     without); avg_churn_score is the mean churn_score of the segment's scored subscribers (those
-    active at month end in a month a model scores; NULL otherwise), 6 decimals.
+    active at month end in a month a model scores; NULL otherwise), 6 decimals. The mean value
+    indices are exact means of the 2-decimal indices, rounded half up to 6 decimals: a sum of
+    doubles would change in its last bits with the order Spark adds the rows in, and a rebuilt
+    month would then count as restated though nothing in it changed.
     """
     spark = rows.sparkSession
     grid = rows.select("month").distinct().crossJoin(
@@ -27,8 +30,8 @@ def segment_summary(rows: DataFrame, strategies: dict[str, str]) -> DataFrame:
         F.sum("revenue_fen").alias("revenue_fen"),
         F.sum(F.col("opening").cast("long")).alias("_opening"),
         F.sum(F.col("closing").cast("long")).alias("_closing"),
-        F.avg("current_value_index").alias("avg_current_value_index"),
-        F.avg("potential_value_index").alias("avg_potential_value_index"),
+        _exact_mean("current_value_index").alias("avg_current_value_index"),
+        _exact_mean("potential_value_index").alias("avg_potential_value_index"),
         F.avg("clv_fen").alias("avg_clv_fen"),
         F.avg("churn_score").alias("avg_churn_score"),
         F.sum(F.when(has_prior, F.col("revenue_fen"))).alias("_growth_now"),
@@ -46,11 +49,16 @@ def segment_summary(rows: DataFrame, strategies: dict[str, str]) -> DataFrame:
         F.when(base > 0, F.round(revenue / base, 2)).alias("arpu_fen"),
         F.round(F.col("avg_churn_score"), 6).alias("avg_churn_score"),
         "recommended_strategy",
-        "avg_current_value_index",
-        "avg_potential_value_index",
+        F.col("avg_current_value_index").cast("double").alias("avg_current_value_index"),
+        F.col("avg_potential_value_index").cast("double").alias("avg_potential_value_index"),
         F.round("avg_clv_fen", 2).alias("avg_clv_fen"),
         F.when(F.col("_growth_prior") > 0, F.col("_growth_now") / F.col("_growth_prior") - 1).alias("revenue_growth"),
     )
+
+
+def _exact_mean(column: str):
+    """Mean of a 2-decimal column as decimal(,6), HALF_UP: a decimal sum does not depend on row order."""
+    return F.avg(F.col(column).cast("decimal(20,2)"))
 
 
 def segment_migration(rows: DataFrame, previous: DataFrame) -> DataFrame:
