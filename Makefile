@@ -25,7 +25,7 @@ test: setup
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The whole crash chain: a month's pipeline from its landing zone killed at every fault point
-# (about 15 minutes; docs/data-quality.md). `make test` runs the same points in shorter chains.
+# (about 15 minutes; docs/data-quality.md). `make test` runs the ingest and publish points.
 crash-test: setup
 	$(BIN)/pytest -p no:xdist -m crash tests/integration/test_crash_safety.py
 

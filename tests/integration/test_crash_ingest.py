@@ -1,8 +1,8 @@
 """Crash safety of ingest: `crm ingest` killed with SIGKILL while a Spark task reads and verifies
 a file, after a bronze commit and after a silver commit, then run to its end, leaves every lake
 table equal in content to an uninterrupted ingest: no delivery half-loaded, none loaded twice.
-The later fault points (rollup, gold, publish) are in test_cluster.py; the whole chain from
-one landing zone is `make crash-test` (test_crash_safety.py)."""
+The publish point is in test_failures_on_record.py; the whole chain from one landing zone, with
+the rollup and gold points, is `make crash-test` (test_crash_safety.py)."""
 
 from __future__ import annotations
 
