@@ -80,7 +80,6 @@ SHARED_RUN_MODULES = frozenset({
 LONG_SCOPES = {
     "shared-run": 6,
     "tests/dags/test_dags_run.py": 5,
-    "tests/integration/test_crash_ingest.py": 3,
     "tests/integration/test_bad_input_catalogue.py": 2,
     "tests/integration/test_golden_ingest.py": 1,
 }

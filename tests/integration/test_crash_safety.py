@@ -6,8 +6,8 @@ every warehouse table equal in content to an uninterrupted `crm run` of the same
 Ingest dies while a Spark task reads and verifies a file, again after a bronze commit, again
 after a silver commit, then finishes; the rollups die between their two tables, then finish;
 analyse dies between two gold marts, then finishes; publish dies between two tables of its
-transaction, then finishes. The suite runs the ingest points in a shorter chain
-(test_crash_ingest.py) and the publish point in test_failures_on_record.py.
+transaction, then finishes. `make crash-test` also runs the ingest points alone
+(test_crash_ingest.py); the suite runs the publish point (test_failures_on_record.py).
 """
 
 from __future__ import annotations
