@@ -74,3 +74,17 @@ def warehouse_contents(root: Path) -> dict[str, tuple[int, int]]:
     out = {f"crm.{name}": content(t) for name, t in warehouse_tables(root / "warehouse.duckdb", "crm").items()}
     contact = warehouse_tables(root / "warehouse_restricted.duckdb", "crm_restricted")["contact"]
     return {**out, "crm_restricted.contact": content(contact)}
+
+
+def loaded_once(lake: Path) -> pd.Series:
+    """Check the lake's loaded files: each successfully loaded file adds up (read = loaded +
+    quarantined + duplicate), and each feed and day has exactly one loaded delivery however often
+    it was read. Returns the number of loaded deliveries per (feed, business_date)."""
+    rows = DeltaTable(str(lake / "ops" / "pipeline_runs")).to_pandas()
+    files = rows[(rows["status"] == "SUCCESS") & rows["source_file"].fillna("").ne("")]
+    assert not files.empty
+    assert (files["rows_read"] == files["rows_loaded"] + files["rows_quarantined"] + files["rows_duplicate"]).all()
+    deliveries = DeltaTable(str(lake / "ops" / "deliveries")).to_pandas()
+    loaded = deliveries[deliveries["status"] == "LOADED"].groupby(["feed", "business_date"])["delivery_id"].nunique()
+    assert (loaded == 1).all()
+    return loaded
