@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.dag_run"]  # the session's Airflow run (`dag_run`)
+
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 # py4j logs at INFO while the interpreter shuts down, after pytest has closed its capture streams.
 logging.getLogger("py4j").setLevel(logging.WARNING)
@@ -65,40 +67,48 @@ def write_delivery(
     return d
 
 
-#: Modules that read the shared pipeline run (`published`, tests/integration/conftest.py). Under
-#: pytest-xdist they all go to one worker, so the run is built once (`pytest_xdist_make_scheduler`).
-SHARED_RUN_MODULES = frozenset({
-    "tests/integration/test_run_against_reference.py",
-    "tests/integration/test_cluster.py",
-    "tests/integration/test_failures_on_record.py",
-    "tests/integration/test_privacy.py",
-    "tests/integration/test_generated_ingest.py",
-})
-
+#: The modules of each session-scoped run, by the fixture they use. Under pytest-xdist the modules
+#: of one run all go to one worker, so the run is built once (`pytest_xdist_make_scheduler`).
+RUN_GROUPS = {
+    # the in-process `crm run` of tests/integration/conftest.py
+    "published": frozenset({
+        "tests/integration/test_run_against_reference.py",
+        "tests/integration/test_failures_on_record.py",
+        "tests/integration/test_privacy.py",
+        "tests/integration/test_generated_ingest.py",
+    }),
+    # the Airflow DAGs' run of tests/dag_run.py, which the cluster run is compared with
+    "dag_run": frozenset({
+        "tests/dags/test_dags_run.py",
+        "tests/integration/test_cluster.py",
+    }),
+}
+GROUP_OF_MODULE = {module: fixture for fixture, modules in RUN_GROUPS.items() for module in modules}
 
 #: scopes that take minutes (measured on 2 cores), longest first; the rest run in collection order
 LONG_SCOPES = {
-    "shared-run": 6,
-    "tests/dags/test_dags_run.py": 5,
+    "published": 6,
+    "dag_run": 5,
     "tests/integration/test_bad_input_catalogue.py": 2,
     "tests/integration/test_golden_ingest.py": 1,
 }
 
 
 def pytest_collection_modifyitems(config, items):
-    """A module using the shared run must be listed in SHARED_RUN_MODULES (else it is built twice)."""
+    """A module using a session run must be listed in RUN_GROUPS (else the run is built twice)."""
     for item in items:
         module = item.nodeid.split("::", 1)[0]
-        if "published" in getattr(item, "fixturenames", ()) and module not in SHARED_RUN_MODULES:
-            raise pytest.UsageError(
-                f"{module} uses the `published` run: add it to SHARED_RUN_MODULES in tests/conftest.py")
+        for fixture, modules in RUN_GROUPS.items():
+            if fixture in getattr(item, "fixturenames", ()) and module not in modules:
+                raise pytest.UsageError(
+                    f"{module} uses the `{fixture}` run: add it to RUN_GROUPS[{fixture!r}] in tests/conftest.py")
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """`make test` runs two pytest-xdist workers with `--dist loadscope`: each module runs whole
-    on one worker (its module fixtures are built once), and the modules of the shared run together
-    on one worker."""
+    on one worker (its module fixtures are built once), and the modules of each session run
+    (RUN_GROUPS) together on one worker."""
     if config.getvalue("dist") != "loadscope":
         return None
     from collections import OrderedDict
@@ -110,7 +120,7 @@ def pytest_xdist_make_scheduler(config, log):
     class ModuleScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
-            return "shared-run" if module in SHARED_RUN_MODULES else module
+            return GROUP_OF_MODULE.get(module, module)
 
         def _assign_work_unit(self, node) -> None:
             # longest first, so that neither worker is left with a long module at the end

@@ -11,12 +11,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
-
 from crm_pipeline.errors import PipelineError, TaskFailed, UsageError
 from crm_pipeline.feeds import table_spec
-from crm_pipeline.io import delta
+from crm_pipeline.io import delta_rs
 from crm_pipeline.settings import LakeLayout
 
 
@@ -40,18 +37,9 @@ class RunContext:
     task_id: str = "ingest"
 
 
-def _append_rows(spark: SparkSession, lake: LakeLayout, table: str, rows: list[dict]) -> None:
-    """Append rows to an ops table whose schema is `schemas/tables/<table>.json`."""
-    if not rows:
-        return
-    spec = table_spec(table)
-    df = spark.createDataFrame([tuple(r.get(c) for c in spec.column_names) for r in rows], spec.spark_schema())
-    delta.append(df, lake.ops(table))
-
-
-def write_pipeline_runs(spark: SparkSession, lake: LakeLayout, rows: list[dict]) -> None:
+def write_pipeline_runs(lake: LakeLayout, rows: list[dict]) -> None:
     """Append this run's accounting rows (ops history grows by one run's rows per run)."""
-    _append_rows(spark, lake, "pipeline_runs", rows)
+    append_rows_arrow(lake, "pipeline_runs", rows)
 
 
 def step_row(ctx: RunContext, started: datetime, message: str, business_date: date | None = None,
@@ -65,29 +53,24 @@ def step_row(ctx: RunContext, started: datetime, message: str, business_date: da
     )
 
 
-def record_step(spark: SparkSession, lake: LakeLayout, ctx: RunContext, started: datetime,
-                message: str, business_date: date | None = None) -> None:
+def record_step(lake: LakeLayout, ctx: RunContext, started: datetime, message: str,
+                business_date: date | None = None) -> None:
     """Append the one crm_ops.pipeline_runs row of a successful step."""
-    write_pipeline_runs(spark, lake, [step_row(ctx, started, message, business_date)])
-
-
-# --- writes without Spark: failures (the JVM may be gone) and the publish step ----------------
+    write_pipeline_runs(lake, [step_row(ctx, started, message, business_date)])
 
 
 def append_rows_arrow(lake: LakeLayout, table: str, rows: list[dict]) -> None:
-    """Append rows to an ops table through delta-rs (no Spark session needed); same table and
-    schema (`schemas/tables/<table>.json`, converted by pyspark) as `_append_rows`."""
+    """Append rows to an ops table whose schema is `schemas/tables/<table>.json` (converted by
+    pyspark, no session needed), through delta-rs."""
     if not rows:
         return
     import pyarrow as pa
-    from deltalake import write_deltalake
     from pyspark.sql.pandas.types import to_arrow_schema
 
     spec = table_spec(table)
-    # nullable as Spark writes Delta columns, so either writer may create the table
-    schema = pa.schema([f.with_nullable(True) for f in to_arrow_schema(spec.spark_schema())])
-    data = pa.Table.from_pylist([{c: r.get(c) for c in spec.column_names} for r in rows], schema=schema)
-    write_deltalake(lake.ops(table), data, mode="append")
+    schema = delta_rs.nullable(to_arrow_schema(spec.spark_schema()))
+    delta_rs.append(lake.ops(table), pa.Table.from_pylist([{c: r.get(c) for c in spec.column_names} for r in rows],
+                                                          schema=schema))
 
 
 _NUMBER = re.compile(r"(?<!\d)(?:\+?86)?(1\d{2})\d{6}(\d{2})(?!\d)")
@@ -132,43 +115,49 @@ def recorded(lake: LakeLayout, ctx: RunContext, what: str) -> Iterator[None]:
         raise TaskFailed(message) from exc
 
 
-DELIVERY_LOG_COLUMNS = "feed string, business_date date, delivery_id string, run_id string, status string, logged_at timestamp_ntz"
+def _schema(**fields):
+    import pyarrow as pa
+
+    return delta_rs.nullable(pa.schema(list(fields.items())))
 
 
-def loaded_deliveries(spark: SparkSession, lake: LakeLayout) -> dict[tuple[str, date], str]:
-    """(feed, business date) -> delivery id currently loaded in bronze."""
-    log = delta.read(spark, lake.ops("deliveries"))
-    if log is None:
+def loaded_deliveries(lake: LakeLayout) -> dict[tuple[str, date], str]:
+    """(feed, business date) -> delivery id currently loaded in bronze (the latest LOADED entry of
+    the delivery log)."""
+    import pyarrow.compute as pc
+
+    log_ = delta_rs.read(lake.ops("deliveries"), ["feed", "business_date", "delivery_id", "logged_at"],
+                         pc.field("status") == "LOADED")
+    if log_ is None:
         return {}
-    latest = (
-        log.where(F.col("status") == "LOADED")
-        .groupBy("feed", "business_date")
-        .agg(F.max_by("delivery_id", "logged_at").alias("delivery_id"))
-        .collect()
-    )
-    return {(r.feed, r.business_date): r.delivery_id for r in latest}
+    out: dict[tuple[str, date], str] = {}
+    for r in log_.sort_by([("logged_at", "ascending"), ("delivery_id", "ascending")]).to_pylist():
+        out[(r["feed"], r["business_date"])] = r["delivery_id"]  # later entries win
+    return out
 
 
-def log_deliveries(spark: SparkSession, lake: LakeLayout, rows: list[tuple[str, date, str, str, str]]) -> None:
+def log_deliveries(lake: LakeLayout, rows: list[tuple[str, date, str, str, str]]) -> None:
     """Record (feed, business_date, delivery_id, run_id, status) for deliveries this run handled."""
-    if not rows:
-        return
+    import pyarrow as pa
+
     now = utcnow()
-    df = spark.createDataFrame([(*r, now) for r in rows], DELIVERY_LOG_COLUMNS)
-    delta.append(df, lake.ops("deliveries"))
+    schema = _schema(feed=pa.string(), business_date=pa.date32(), delivery_id=pa.string(), run_id=pa.string(),
+                     status=pa.string(), logged_at=pa.timestamp("us"))
+    delta_rs.append(lake.ops("deliveries"), pa.Table.from_pylist(
+        [dict(zip(schema.names, (*r, now))) for r in rows], schema=schema))
 
 
-def write_data_quality(spark: SparkSession, lake: LakeLayout, rows: list[dict]) -> None:
+def write_data_quality(lake: LakeLayout, rows: list[dict]) -> None:
     """Append this run's data-quality results."""
-    _append_rows(spark, lake, "data_quality", rows)
+    append_rows_arrow(lake, "data_quality", rows)
 
 
-def log_silver_changes(spark: SparkSession, lake: LakeLayout, run_id: str, changed: dict[str, set[date]]) -> None:
+def log_silver_changes(lake: LakeLayout, run_id: str, changed: dict[str, set[date]]) -> None:
     """Record which silver partitions a run rewrote, so rollups recompute exactly those days."""
-    rows = [(feed, day, run_id) for feed, days in sorted(changed.items()) for day in sorted(days)]
-    if not rows:
-        return
+    import pyarrow as pa
+
     now = utcnow()
-    df = spark.createDataFrame([(*r, now) for r in rows],
-                               "feed string, partition_date date, run_id string, changed_at timestamp_ntz")
-    delta.append(df, lake.ops("silver_changes"))
+    rows = [dict(feed=feed, partition_date=day, run_id=run_id, changed_at=now)
+            for feed, days in sorted(changed.items()) for day in sorted(days)]
+    schema = _schema(feed=pa.string(), partition_date=pa.date32(), run_id=pa.string(), changed_at=pa.timestamp("us"))
+    delta_rs.append(lake.ops("silver_changes"), pa.Table.from_pylist(rows, schema=schema))

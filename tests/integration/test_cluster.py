@@ -3,7 +3,8 @@
 The cluster is the one infra/spark/standalone.sh starts: a master and two workers, separate JVM
 processes bound to 127.0.0.1, from the pyspark distribution's `bin/spark-class`. `crm run` is the
 command line in its own process (its driver), pointed at the master with CRM_SPARK_MASTER, on the
-landing zone of the session's local-mode run (tests/integration/conftest.py).
+landing zone of the session's Airflow run (`dag_run`, tests/dag_run.py: the daily and monthly DAGs
+in local mode, 120 subscribers over 35 days, January complete).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.integration.conftest import KEY, warehouse_tables
+from tests.dag_run import KEY
+from tests.integration.conftest import warehouse_tables
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
 REPO = Path(__file__).resolve().parents[2]
@@ -47,17 +49,18 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cluster_run(cluster, published, tmp_path_factory):
+def cluster_run(cluster, dag_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster-run")
     warehouse = root / "warehouse.duckdb"
     env = dict(os.environ, CRM_SPARK_MASTER=cluster["url"], CRM_DRIVER_MEMORY="1g", CRM_MSISDN_HMAC_KEY=KEY,
                SPARK_LOCAL_IP="127.0.0.1")
     proc = subprocess.run(
-        [sys.executable, "-m", "crm_pipeline.cli", "run", "--landing", str(published["landing"]),
+        [sys.executable, "-m", "crm_pipeline.cli", "run", "--landing", dag_run[1]["AIRFLOW_VAR_CRM_LANDING"],
          "--lake", str(root / "lake"), "--warehouse", f"duckdb:///{warehouse}"],
         env=env, capture_output=True, text=True, timeout=1500,
     )
-    return dict(proc=proc, warehouse=warehouse)
+    return dict(proc=proc, warehouse=warehouse, local=dag_run[0] / "wh" / "warehouse.duckdb",
+                landing=Path(dag_run[1]["AIRFLOW_VAR_CRM_LANDING"]))
 
 
 def test_the_cluster_has_a_master_and_two_workers(cluster):
@@ -114,28 +117,28 @@ def _differences(local: pd.DataFrame, cluster: pd.DataFrame) -> list:
     return out
 
 
-def test_the_cluster_publishes_what_local_mode_publishes(published, cluster_run):
+def test_the_cluster_publishes_what_local_mode_publishes(cluster_run):
     assert cluster_run["proc"].returncode == 0
-    local, remote = published["second"], warehouse_tables(cluster_run["warehouse"])
+    local, remote = warehouse_tables(cluster_run["local"]), warehouse_tables(cluster_run["warehouse"])
     assert sorted(remote) == sorted(local)
     assert sum(len(df) for df in local.values()) > 0
     differing = {name: diffs[:5] for name in local if (diffs := _differences(local[name], remote[name]))}
     assert not differing, differing
 
 
-def test_the_cluster_publishes_the_same_restricted_contacts(published, cluster_run):
+def test_the_cluster_publishes_the_same_restricted_contacts(cluster_run):
     def contacts(warehouse: Path) -> pd.DataFrame:
         restricted = warehouse.with_name(warehouse.stem + "_restricted.duckdb")
         return warehouse_tables(restricted, "crm_restricted")["contact"]
 
-    local, remote = contacts(published["warehouse"]), contacts(cluster_run["warehouse"])
+    local, remote = contacts(cluster_run["local"]), contacts(cluster_run["warehouse"])
     assert len(local) > 0
     pd.testing.assert_frame_equal(local, remote)
 
 
-def test_the_cluster_runs_output_holds_no_personal_data(cluster_run, published):
+def test_the_cluster_runs_output_holds_no_personal_data(cluster_run):
     """Driver and executor output (JVM logs included) of a whole run: no number, name or secret."""
     from tests.integration.pii import planted
 
     proc = cluster_run["proc"]
-    assert proc.stdout and not planted(published["landing"], KEY).scan([proc.stdout, proc.stderr])
+    assert proc.stdout and not planted(cluster_run["landing"], KEY).scan([proc.stdout, proc.stderr])

@@ -57,11 +57,14 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
 
 def rollup(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
-    from crm_pipeline.pipeline.rollups import build_daily_rollups
+    from crm_pipeline.pipeline.rollups import NOTHING_PENDING, build_daily_rollups, pending_days
     from crm_pipeline.settings import msisdn_hmac_key
 
     key = msisdn_hmac_key(allow_demo=args.demo_key)
     lake, ctx = LakeLayout(args.lake), run_context(args, "rollup")
+    if not pending_days(lake)[0]:  # no Spark session for nothing to do
+        progress(NOTHING_PENDING)
+        return EXIT_OK
     spark = spark_session(lake, ctx)
     with ops.recorded(lake, ctx, "rollup"):
         build_daily_rollups(spark, lake, ctx, key, progress=progress)

@@ -118,7 +118,7 @@ def ingest(
     started = ops.utcnow()
     incomplete: list[IncompleteFolder] = []
     found = discover(landing, list(specs), date_from, date_to, incomplete)
-    loaded = ops.loaded_deliveries(spark, lake)
+    loaded = ops.loaded_deliveries(lake)
     todo = [d for d in found if loaded.get((d.feed, d.business_date)) != d.delivery_id]
     progress(f"ingest: {len(found)} complete deliveries in {landing}, {len(todo)} new or re-delivered")
     _note_gaps(result, ctx, specs, found, incomplete, loaded, started)
@@ -180,10 +180,10 @@ def ingest(
             f"duplicates {t['rows_duplicate']:>7,}  ({time.monotonic() - t0:.1f} s)"
         )
     _note_volume_drops(result, lake, ctx, specs, loaded, delivery_log)
-    ops.log_silver_changes(spark, lake, ctx.run_id, result.changed)
-    ops.log_deliveries(spark, lake, delivery_log)
-    ops.write_pipeline_runs(spark, lake, result.rows)
-    ops.write_data_quality(spark, lake, result.dq_rows)
+    ops.log_silver_changes(lake, ctx.run_id, result.changed)
+    ops.log_deliveries(lake, delivery_log)
+    ops.write_pipeline_runs(lake, result.rows)
+    ops.write_data_quality(lake, result.dq_rows)
     for msg in result.failures:
         progress(f"  FAILED {msg}")
     for msg in result.waiting:

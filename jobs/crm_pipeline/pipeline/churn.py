@@ -255,8 +255,8 @@ def train_step(spark: SparkSession, lake: LakeLayout, ctx, settings, retrain: bo
     blocking = gx.blocking_error(dq)
     if blocking is not None:
         raise blocking
-    ops.write_data_quality(spark, lake, dq)
-    ops.record_step(spark, lake, ctx, started,
+    ops.write_data_quality(lake, dq)
+    ops.record_step(lake, ctx, started,
                     f"trained {len(new)} churn model(s)" + (f": {', '.join(c.version for c in new)}" if new else ""))
     return new
 

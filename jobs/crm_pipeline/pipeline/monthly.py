@@ -58,9 +58,9 @@ def complete_months(loaded_days: dict[str, set[date]], bill_months: set[date]) -
     return out
 
 
-def loaded_days(spark: SparkSession, lake: LakeLayout) -> dict[str, set[date]]:
+def loaded_days(lake: LakeLayout) -> dict[str, set[date]]:
     out: dict[str, set[date]] = {}
-    for (feed, day) in ops.loaded_deliveries(spark, lake):
+    for (feed, day) in ops.loaded_deliveries(lake):
         out.setdefault(feed, set()).add(day)
     return out
 
@@ -296,7 +296,7 @@ def analyse(
     from crm_pipeline.pipeline.summary import print_summary
 
     bills = silver(spark, lake, "bill").select("bill_month").distinct().collect()
-    complete = complete_months(loaded_days(spark, lake), {r[0] for r in bills})
+    complete = complete_months(loaded_days(lake), {r[0] for r in bills})
     targets = sorted(set(months) & set(complete)) if months else complete
     if rescore:
         from crm_pipeline.pipeline.churn import months_to_rescore
@@ -304,14 +304,14 @@ def analyse(
         targets = months_to_rescore(spark, lake, targets, settings.churn)
         if not targets:
             progress("analyse: every month is scored by its newest honest churn model; nothing to rescore")
-            ops.record_step(spark, lake, ctx, ops.utcnow(), "nothing to rescore")
+            ops.record_step(lake, ctx, ops.utcnow(), "nothing to rescore")
             return []
     skipped = sorted(set(months or []) - set(complete))
     if skipped:
         progress(f"analyse: months not complete, skipped: {', '.join(m.strftime('%Y-%m') for m in skipped)}")
     if not targets:
         progress("analyse: no complete month to build")
-        ops.record_step(spark, lake, ctx, ops.utcnow(), "no complete month to build")
+        ops.record_step(lake, ctx, ops.utcnow(), "no complete month to build")
         return []
     started = ops.utcnow()
     progress(f"analyse: {'rescoring' if rescore else 'building'} {len(targets)} months "
@@ -352,10 +352,10 @@ def analyse(
     from crm_pipeline.pipeline.churn import print_churn_summary
 
     print_churn_summary(lake, tables, targets, progress)
-    ops.write_data_quality(spark, lake, dq)
+    ops.write_data_quality(lake, dq)
     if restated:
         delta.append(spark.createDataFrame(restated, RESTATEMENT_COLUMNS), lake.ops("restatements"))
-    ops.record_step(spark, lake, ctx, started,
+    ops.record_step(lake, ctx, started,
                     f"{'rescored' if rescore else 'built'} {', '.join(m.strftime('%Y-%m') for m in targets)}",
                     targets[-1])
     return targets

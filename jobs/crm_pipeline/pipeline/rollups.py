@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date, timedelta
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crm_pipeline import faults, ops
-from crm_pipeline.io import delta
+from crm_pipeline.io import delta, delta_rs
 from crm_pipeline.months import add_months
 from crm_pipeline.pipeline.tables import silver
 from crm_pipeline.quality import gx
@@ -23,21 +24,33 @@ from crm_pipeline.transforms.intermediate.daily_rollups import (
 )
 
 EVENT_FEEDS = ("cdr_voice", "cdr_sms", "cdr_data", "recharge", "ticket")
+NOTHING_PENDING = "rollups: no changed days"
 
 
-def pending_days(spark: SparkSession, lake: LakeLayout) -> tuple[list[date], object]:
-    """Days with silver changes not rolled up yet, and the change watermark to record after."""
-    changes = delta.read(spark, lake.ops("silver_changes"))
+def pending_days(lake: LakeLayout) -> tuple[list[date], object]:
+    """Days with silver changes not rolled up yet, and the change watermark to record after (two
+    small ops tables, read without Spark)."""
+    import pyarrow.compute as pc
+
+    changes = delta_rs.read(lake.ops("silver_changes"), ["partition_date", "changed_at"],
+                            pc.field("feed").isin(list(EVENT_FEEDS)))
     if changes is None:
         return [], None
-    changes = changes.where(F.col("feed").isin(*EVENT_FEEDS))
-    done = delta.read(spark, lake.ops("rollup_watermark"))
-    if done is not None:
-        mark = done.agg(F.max("changed_through")).collect()[0][0]
-        if mark is not None:
-            changes = changes.where(F.col("changed_at") > F.lit(mark))
-    got = changes.agg(F.collect_set("partition_date").alias("days"), F.max("changed_at").alias("mark")).collect()[0]
-    return sorted(got.days or []), got.mark
+    done = delta_rs.read(lake.ops("rollup_watermark"), ["changed_through"])
+    mark = pc.max(done.column("changed_through")).as_py() if done is not None else None
+    if mark is not None:
+        changes = changes.filter(pc.greater(changes.column("changed_at"), pa.scalar(mark, pa.timestamp("us"))))
+    if changes.num_rows == 0:
+        return [], None
+    return sorted(set(changes.column("partition_date").to_pylist())), pc.max(changes.column("changed_at")).as_py()
+
+
+def record_watermark(lake: LakeLayout, mark, run_id: str) -> None:
+    """Every silver change up to `mark` is rolled up."""
+    schema = delta_rs.nullable(pa.schema([("changed_through", pa.timestamp("us")), ("run_id", pa.string()),
+                                          ("rolled_at", pa.timestamp("us"))]))
+    delta_rs.append(lake.ops("rollup_watermark"), pa.Table.from_pylist(
+        [dict(changed_through=mark, run_id=run_id, rolled_at=ops.utcnow())], schema=schema))
 
 
 def build_daily_rollups(
@@ -45,9 +58,9 @@ def build_daily_rollups(
     progress: Callable[[str], None] = print,
 ) -> list[date]:
     """Rebuild `gold/daily_usage_by_subscriber` and `gold/daily_contacts` for changed days."""
-    days, mark = pending_days(spark, lake)
+    days, mark = pending_days(lake)
     if not days:
-        progress("rollups: no changed days")
+        progress(NOTHING_PENDING)
         return []
     started = ops.utcnow()
     events = {feed: silver(spark, lake, feed).where(F.col("event_date").isin(days)) for feed in EVENT_FEEDS}
@@ -64,11 +77,9 @@ def build_daily_rollups(
     blocking = gx.blocking_error(dq)
     if blocking is not None:  # goes on record with the step; the watermark stays: the days are rebuilt next run
         raise blocking
-    ops.write_data_quality(spark, lake, dq)
-    wm = spark.createDataFrame([(mark, ctx.run_id, ops.utcnow())],
-                               "changed_through timestamp_ntz, run_id string, rolled_at timestamp_ntz")
-    delta.append(wm, lake.ops("rollup_watermark"))
-    ops.record_step(spark, lake, ctx, started, f"rebuilt {len(days)} days {days[0]}..{days[-1]}", max(days))
+    ops.write_data_quality(lake, dq)
+    record_watermark(lake, mark, ctx.run_id)
+    ops.record_step(lake, ctx, started, f"rebuilt {len(days)} days {days[0]}..{days[-1]}", max(days))
     progress(f"rollups: rebuilt {len(days)} days ({days[0]} .. {days[-1]})")
     return days
 
