@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from crm_pipeline import faults, ops
 from crm_pipeline.feeds import load_feeds
-from crm_pipeline.io import delta
+from crm_pipeline.io import delta, delta_rs
 from crm_pipeline.months import add_months
 from crm_pipeline.pipeline.rollups import monthly_contact_pairs
 from crm_pipeline.pipeline.tables import silver
@@ -204,8 +204,17 @@ def reconciliation_checks(tables: dict[str, DataFrame]) -> DataFrame:
     return out.select("month", *checks)
 
 
-RESTATEMENT_COLUMNS = ("month date, table_name string, run_id string, previous_rows long, new_rows long, "
-                       "detected_at timestamp_ntz")
+RESTATEMENT_COLUMNS = ("month", "table_name", "run_id", "previous_rows", "new_rows", "detected_at")
+
+
+def record_restatements(lake: LakeLayout, restated: list[tuple]) -> None:
+    """Append (month, table, run id, rows before, rows after, detected at) rows to ops/restatements."""
+    import pyarrow as pa
+
+    schema = delta_rs.nullable(pa.schema(list(zip(RESTATEMENT_COLUMNS, (
+        pa.date32(), pa.string(), pa.string(), pa.int64(), pa.int64(), pa.timestamp("us"))))))
+    delta_rs.append(lake.ops("restatements"),
+                    pa.Table.from_pylist([dict(zip(RESTATEMENT_COLUMNS, r)) for r in restated], schema=schema))
 
 
 def fingerprints(df: DataFrame, partition: str = "month") -> dict[date, tuple[int, str | None]]:
@@ -353,8 +362,7 @@ def analyse(
 
     print_churn_summary(lake, tables, targets, progress)
     ops.write_data_quality(lake, dq)
-    if restated:
-        delta.append(spark.createDataFrame(restated, RESTATEMENT_COLUMNS), lake.ops("restatements"))
+    record_restatements(lake, restated)
     ops.record_step(lake, ctx, started,
                     f"{'rescored' if rescore else 'built'} {', '.join(m.strftime('%Y-%m') for m in targets)}",
                     targets[-1])

@@ -1,0 +1,76 @@
+"""The ops bookkeeping tables written and read through delta-rs: the delivery log, silver changes,
+the rollup watermark and restatements, readable by Spark; a `crm rollup` with nothing pending
+starts no Spark."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date
+
+import pytest
+
+from crm_pipeline import ops
+from crm_pipeline.entrypoints import steps
+from crm_pipeline.pipeline.monthly import record_restatements
+from crm_pipeline.pipeline.rollups import pending_days, record_watermark
+from crm_pipeline.settings import LakeLayout
+
+D1, D2, D3 = date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3)
+
+
+def test_the_latest_loaded_delivery_of_a_feed_day_is_the_loaded_one(tmp_path):
+    lake = LakeLayout(str(tmp_path))
+    assert ops.loaded_deliveries(lake) == {}
+    ops.log_deliveries(lake, [("cdr_voice", D1, "first", "run-1", "LOADED"), ("bill", D1, "b", "run-1", "LOADED")])
+    ops.log_deliveries(lake, [("cdr_voice", D1, "second", "run-2", "LOADED")])
+    ops.log_deliveries(lake, [("cdr_voice", D1, "third", "run-3", "FAILED")])
+    assert ops.loaded_deliveries(lake) == {("cdr_voice", D1): "second", ("bill", D1): "b"}
+
+
+def test_pending_days_are_the_event_feeds_changes_after_the_watermark(tmp_path):
+    lake = LakeLayout(str(tmp_path))
+    assert pending_days(lake) == ([], None)
+    ops.log_silver_changes(lake, "run-1", {"cdr_voice": {D2, D1}, "subscriber": {D3}})
+    days, mark = pending_days(lake)
+    assert days == [D1, D2] and mark is not None  # a snapshot change is no rollup day
+    record_watermark(lake, mark, "run-1")
+    assert pending_days(lake) == ([], None)
+    ops.log_silver_changes(lake, "run-2", {"ticket": {D3}})
+    days, later = pending_days(lake)
+    assert days == [D3] and later > mark
+
+
+def test_spark_reads_what_delta_rs_wrote(spark, tmp_path):
+    lake = LakeLayout(str(tmp_path))
+    ops.log_deliveries(lake, [("cdr_sms", D1, "d1", "run-1", "LOADED")])
+    ops.log_silver_changes(lake, "run-1", {"cdr_sms": {D1}})
+    ops.record_step(lake, ops.RunContext("run-1", task_id="rollup"), ops.utcnow(), "rebuilt 1 days")
+    record_restatements(lake, [])  # nothing restated: no table
+    assert not (tmp_path / "ops" / "restatements").exists()
+    record_restatements(lake, [(D1, "kpi_month", "run-1", 3, 4, ops.utcnow())])
+    rows = {name: spark.read.format("delta").load(lake.ops(name)).collect()
+            for name in ("deliveries", "silver_changes", "pipeline_runs", "restatements")}
+    assert [(r.feed, r.business_date, r.delivery_id) for r in rows["deliveries"]] == [("cdr_sms", D1, "d1")]
+    assert [(r.feed, r.partition_date) for r in rows["silver_changes"]] == [("cdr_sms", D1)]
+    assert [(r.task_id, r.message) for r in rows["pipeline_runs"]] == [("rollup", "rebuilt 1 days")]
+    assert [(r.month, r.table_name, r.previous_rows, r.new_rows) for r in rows["restatements"]] == [
+        (D1, "kpi_month", 3, 4)]
+
+
+def test_a_rollup_with_nothing_pending_starts_no_spark(tmp_path, monkeypatch, capsys):
+    lake = LakeLayout(str(tmp_path))
+    ops.log_silver_changes(lake, "run-1", {"cdr_voice": {D1}})
+    record_watermark(lake, pending_days(lake)[1], "run-1")
+
+    def no_spark(*_):
+        raise AssertionError("a rollup with nothing to do asked for a Spark session")
+
+    monkeypatch.setattr(steps, "spark_session", no_spark)
+    monkeypatch.setenv("CRM_MSISDN_HMAC_KEY", "unit-test-key")
+    args = argparse.Namespace(lake=str(tmp_path), demo_key=False, verbose=False, run_id=None, dag_id="cli",
+                              task_id=None)
+    assert steps.rollup(args) == 0
+    assert "rollups: no changed days" in capsys.readouterr().out
+    ops.log_silver_changes(lake, "run-2", {"cdr_voice": {D2}})
+    with pytest.raises(AssertionError, match="asked for a Spark session"):
+        steps.rollup(args)
