@@ -126,12 +126,12 @@ def loaded_deliveries(lake: LakeLayout) -> dict[tuple[str, date], str]:
     the delivery log)."""
     import pyarrow.compute as pc
 
-    log_ = delta_rs.read(lake.ops("deliveries"), ["feed", "business_date", "delivery_id", "logged_at"],
-                         pc.field("status") == "LOADED")
-    if log_ is None:
+    entries = delta_rs.read(lake.ops("deliveries"), ["feed", "business_date", "delivery_id", "logged_at"],
+                            pc.field("status") == "LOADED")
+    if entries is None:
         return {}
     out: dict[tuple[str, date], str] = {}
-    for r in log_.sort_by([("logged_at", "ascending"), ("delivery_id", "ascending")]).to_pylist():
+    for r in entries.sort_by([("logged_at", "ascending"), ("delivery_id", "ascending")]).to_pylist():
         out[(r["feed"], r["business_date"])] = r["delivery_id"]  # later entries win
     return out
 
