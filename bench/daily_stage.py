@@ -312,7 +312,7 @@ def steady(n: int, days: int = 11) -> dict:
         seconds = defaultdict(float)
         for line in events.read_text().splitlines():
             e = json.loads(line)
-            if e["stage"] != "startup":
+            if e["stage"] in STAGES and e["stage"] != "startup":  # a stage nested in rollups is in its time
                 seconds[e["stage"]] += e["end"] - e["start"]
         rows = json.loads(stdout.strip().splitlines()[-1])["rows_read"]
         out[label] = dict(seconds=dict(seconds), total=sum(seconds.values()), rows=rows)
