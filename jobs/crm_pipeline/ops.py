@@ -62,15 +62,11 @@ def record_step(lake: LakeLayout, ctx: RunContext, started: datetime, message: s
 def append_rows_arrow(lake: LakeLayout, table: str, rows: list[dict]) -> None:
     """Append rows to an ops table whose schema is `schemas/tables/<table>.json` (converted by
     pyspark, no session needed), through delta-rs."""
-    if not rows:
-        return
-    import pyarrow as pa
     from pyspark.sql.pandas.types import to_arrow_schema
 
     spec = table_spec(table)
-    schema = delta_rs.nullable(to_arrow_schema(spec.spark_schema()))
-    delta_rs.append(lake.ops(table), pa.Table.from_pylist([{c: r.get(c) for c in spec.column_names} for r in rows],
-                                                          schema=schema))
+    delta_rs.append_rows(lake.ops(table), [{c: r.get(c) for c in spec.column_names} for r in rows],
+                         to_arrow_schema(spec.spark_schema()))
 
 
 _NUMBER = re.compile(r"(?<!\d)(?:\+?86)?(1\d{2})\d{6}(\d{2})(?!\d)")
@@ -115,12 +111,6 @@ def recorded(lake: LakeLayout, ctx: RunContext, what: str) -> Iterator[None]:
         raise TaskFailed(message) from exc
 
 
-def _schema(**fields):
-    import pyarrow as pa
-
-    return delta_rs.nullable(pa.schema(list(fields.items())))
-
-
 def loaded_deliveries(lake: LakeLayout) -> dict[tuple[str, date], str]:
     """(feed, business date) -> delivery id currently loaded in bronze (the latest LOADED entry of
     the delivery log)."""
@@ -141,10 +131,9 @@ def log_deliveries(lake: LakeLayout, rows: list[tuple[str, date, str, str, str]]
     import pyarrow as pa
 
     now = utcnow()
-    schema = _schema(feed=pa.string(), business_date=pa.date32(), delivery_id=pa.string(), run_id=pa.string(),
-                     status=pa.string(), logged_at=pa.timestamp("us"))
-    delta_rs.append(lake.ops("deliveries"), pa.Table.from_pylist(
-        [dict(zip(schema.names, (*r, now))) for r in rows], schema=schema))
+    schema = pa.schema([("feed", pa.string()), ("business_date", pa.date32()), ("delivery_id", pa.string()),
+                        ("run_id", pa.string()), ("status", pa.string()), ("logged_at", pa.timestamp("us"))])
+    delta_rs.append_rows(lake.ops("deliveries"), [dict(zip(schema.names, (*r, now))) for r in rows], schema)
 
 
 def write_data_quality(lake: LakeLayout, rows: list[dict]) -> None:
@@ -159,5 +148,6 @@ def log_silver_changes(lake: LakeLayout, run_id: str, changed: dict[str, set[dat
     now = utcnow()
     rows = [dict(feed=feed, partition_date=day, run_id=run_id, changed_at=now)
             for feed, days in sorted(changed.items()) for day in sorted(days)]
-    schema = _schema(feed=pa.string(), partition_date=pa.date32(), run_id=pa.string(), changed_at=pa.timestamp("us"))
-    delta_rs.append(lake.ops("silver_changes"), pa.Table.from_pylist(rows, schema=schema))
+    schema = pa.schema([("feed", pa.string()), ("partition_date", pa.date32()), ("run_id", pa.string()),
+                        ("changed_at", pa.timestamp("us"))])
+    delta_rs.append_rows(lake.ops("silver_changes"), rows, schema)

@@ -25,14 +25,12 @@ def read(path: str, columns: list[str] | None = None, filter: ds.Expression | No
     return table.to_pyarrow_dataset().to_table(columns=columns, filter=filter)
 
 
-def append(path: str, data: pa.Table) -> None:
-    """Append `data` in one Delta commit (creating the table on the first write)."""
+def append_rows(path: str, rows: list[dict], schema: pa.Schema) -> None:
+    """Append `rows` (dicts keyed by the fields of `schema`) in one Delta commit, creating the
+    table on the first write; nothing for no rows. Every field is written nullable, as Spark
+    writes Delta columns, so either writer may create a table."""
     from deltalake import write_deltalake
 
-    if data.num_rows:
-        write_deltalake(path, data, mode="append")
-
-
-def nullable(schema: pa.Schema) -> pa.Schema:
-    """Every field nullable, as Spark writes Delta columns, so either writer may create a table."""
-    return pa.schema([f.with_nullable(True) for f in schema])
+    if rows:
+        schema = pa.schema([f.with_nullable(True) for f in schema])
+        write_deltalake(path, pa.Table.from_pylist(rows, schema=schema), mode="append")

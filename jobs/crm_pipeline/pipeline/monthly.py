@@ -211,10 +211,9 @@ def record_restatements(lake: LakeLayout, restated: list[tuple]) -> None:
     """Append (month, table, run id, rows before, rows after, detected at) rows to ops/restatements."""
     import pyarrow as pa
 
-    schema = delta_rs.nullable(pa.schema(list(zip(RESTATEMENT_COLUMNS, (
-        pa.date32(), pa.string(), pa.string(), pa.int64(), pa.int64(), pa.timestamp("us"))))))
-    delta_rs.append(lake.ops("restatements"),
-                    pa.Table.from_pylist([dict(zip(RESTATEMENT_COLUMNS, r)) for r in restated], schema=schema))
+    schema = pa.schema(list(zip(RESTATEMENT_COLUMNS, (
+        pa.date32(), pa.string(), pa.string(), pa.int64(), pa.int64(), pa.timestamp("us")))))
+    delta_rs.append_rows(lake.ops("restatements"), [dict(zip(RESTATEMENT_COLUMNS, r)) for r in restated], schema)
 
 
 def fingerprints(df: DataFrame, partition: str = "month") -> dict[date, tuple[int, str | None]]:

@@ -47,10 +47,10 @@ def pending_days(lake: LakeLayout) -> tuple[list[date], object]:
 
 def record_watermark(lake: LakeLayout, mark, run_id: str) -> None:
     """Every silver change up to `mark` is rolled up."""
-    schema = delta_rs.nullable(pa.schema([("changed_through", pa.timestamp("us")), ("run_id", pa.string()),
-                                          ("rolled_at", pa.timestamp("us"))]))
-    delta_rs.append(lake.ops("rollup_watermark"), pa.Table.from_pylist(
-        [dict(changed_through=mark, run_id=run_id, rolled_at=ops.utcnow())], schema=schema))
+    schema = pa.schema([("changed_through", pa.timestamp("us")), ("run_id", pa.string()),
+                        ("rolled_at", pa.timestamp("us"))])
+    delta_rs.append_rows(lake.ops("rollup_watermark"),
+                         [dict(changed_through=mark, run_id=run_id, rolled_at=ops.utcnow())], schema)
 
 
 def build_daily_rollups(
