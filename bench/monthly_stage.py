@@ -16,9 +16,10 @@ from a real one:
    Copy c > 0 gets its own identities: ids get a `-c` suffix, subscription numbers a new 11-digit
    number, and the keyed hashes (msisdn_key, other_party_key) the hash of that number, so calling
    circles stay inside each copy and joins see as many distinct keys as real data would. Plans,
-   the model registry and the ops tables are copied once. The monthly contact pairs of June and
-   July (gold contact_months) are then built from the copied daily contacts, as the analyses of
-   those months would have left them. Kept under var/bench/monthly-<n>/;
+   the model registry and the ops tables are copied once. The monthly summaries the analyses of
+   earlier months would have left are then built from the copied daily rollups: the contact pairs
+   of June and July (gold contact_months) and the activity of May to July (gold activity_months).
+   Kept under var/bench/monthly-<n>/;
 3. measured: one child process runs `crm analyse --month 2026-08` and `crm publish --month 2026-08`
    on the scaled lake (DuckDB warehouse), with wall time per stage from `crm_pipeline.stages`
    and the resident memory of its whole process tree sampled 5 times a second.
@@ -48,7 +49,7 @@ from report import machine, replace_section  # noqa: E402
 BASE = dict(subscribers=1000, start="2026-01-01", days=246, seed=7)
 MONTH = "2026-08-01"
 #: stages in the order they run; `marts` and `validate` are summed over the tables
-STAGES = ("startup", "contact_pairs", "subscriber_month", "clv", "churn_features", "churn_scoring", "migration",
+STAGES = ("startup", "month_summaries", "subscriber_month", "clv", "churn_features", "churn_scoring", "migration",
           "marts", "validate", "gold_write", "publish")
 
 
@@ -138,12 +139,15 @@ def scale_child(base: str, out: str, volume: int, month: str) -> None:
     ]
     for name, part, where, ids, keys in gold:
         write(clone(delta.read(spark, src.gold(name)).where(where), ids, keys=keys), dst.gold(name), part)
-    # the monthly contact pairs of M-2 and M-1, as the analyses of those months left them
-    from crm_pipeline.pipeline.rollups import monthly_contact_pairs
+    # the monthly summaries of M-3..M-1 (activity) and M-2..M-1 (contact pairs), as the analyses of
+    # those months left them
+    from crm_pipeline.pipeline.rollups import month_summaries
 
-    t0 = time.monotonic()
-    n = monthly_contact_pairs(spark, dst, [lo2, _add_months(m, -1)]).count()
-    print(f"[scale] gold/contact_months: {n:,} rows ({time.monotonic() - t0:.0f} s)", flush=True)
+    for name, start in (("contact_months", lo2), ("activity_months", lo3)):
+        t0 = time.monotonic()
+        n = month_summaries(spark, dst, name, [_add_months(start, i) for i in range((m.year - start.year) * 12
+                                                                                    + m.month - start.month)]).count()
+        print(f"[scale] gold/{name}: {n:,} rows ({time.monotonic() - t0:.0f} s)", flush=True)
     for layer in ("ops", "models"):
         shutil.copytree(Path(base) / layer, Path(out) / layer, dirs_exist_ok=True)
     (Path(out) / "_SCALED").write_text(json.dumps(dict(active=active, copies=k, volume=volume)))
@@ -232,9 +236,10 @@ def measure(volume: int, base: Path) -> dict:
                                    script=__file__)
     rows = json.loads(out.strip().splitlines()[-1])["subscriber_months"]
     stages = stage_totals(events, samples)
-    # what the stage reads: daily usage M-3..M, daily contacts of M, the stored pairs of M-2 and M-1
-    usage_rows = (_rows(lake, "gold/daily_usage_by_subscriber") + _rows(lake, "gold/contact_months")
-                  + _rows(lake, "gold/daily_contacts", lambda p: p["usage_date"] >= MONTH))
+    # what the stage reads: daily usage and daily contacts of M, the stored summaries of earlier months
+    usage_rows = (_rows(lake, "gold/daily_usage_by_subscriber", lambda p: p["usage_date"] >= MONTH)
+                  + _rows(lake, "gold/daily_contacts", lambda p: p["usage_date"] >= MONTH)
+                  + _rows(lake, "gold/contact_months") + _rows(lake, "gold/activity_months"))
     shutil.rmtree(work, ignore_errors=True)
     return dict(subscribers=volume, rows=rows, copies=info["copies"], rollup_rows=usage_rows, wall=wall,
                 peak=max(r for _, r in samples), stages=stages)
@@ -296,11 +301,11 @@ def main() -> int:
         "scaled up by copies with their own identities (see the harness docstring); the month built is "
         f"{MONTH[:7]}, with its gold history, daily rollups and churn models. " + "; ".join(
             f"{r['subscribers']:,} subscribers = {r['copies']:,} copies, {r['rows']:,} subscriber-months, "
-            f"{r['rollup_rows']:,} daily usage and contact rows read (usage of M-3..M, daily contacts of M, "
-            "monthly contact pairs of M-2 and M-1)" for r in results) + ".",
+            f"{r['rollup_rows']:,} rollup rows read (daily usage and contacts of M, monthly contact pairs of M-2 "
+            "and M-1, monthly activity of M-3..M-1)" for r in results) + ".",
         "Rows/s = subscriber-months of the month / stage seconds; peak = resident memory of the whole process "
-        "tree (driver, JVM, Python workers) while the stage ran. Stages: `contact_pairs` the month's calling-circle "
-        "pairs (gold contact_months) from its daily contacts, built once per month; `subscriber_month` the month's "
+        "tree (driver, JVM, Python workers) while the stage ran. Stages: `month_summaries` the month's calling-circle "
+        "pairs and activity (gold contact_months, activity_months) from its daily rollups, built once per month; `subscriber_month` the month's "
         "subscriber rows with value components, indices and segments (from snapshots, rollups, bills, payments "
         "and the gold history); `clv` the sBG fits and lifetime values; `churn_features` and `churn_scoring` "
         "(scikit-learn models applied in Spark); `migration` the 5G upgrade models; `marts` materialises every "

@@ -239,10 +239,11 @@ def _february_rows(history):
 
 
 def _feb_features(spark, future_seed):
+    from crm_pipeline.transforms.intermediate.daily_rollups import activity_months
     from crm_pipeline.transforms.marts.churn import churn_features
 
     h, d, c, t = _leakage_inputs(spark, seed=3, future_seed=future_seed)
-    out = churn_features(_february_rows(h), h, d, c, t).toPandas()
+    out = churn_features(_february_rows(h), h, activity_months(d), c, t).toPandas()
     return out.sort_values("subscriber_id").reset_index(drop=True)
 
 
@@ -261,15 +262,75 @@ def test_no_feature_of_a_month_changes_with_data_after_its_end(spark):
 def test_changing_data_inside_the_month_changes_its_features(spark):
     from pyspark.sql import functions as F
 
+    from crm_pipeline.transforms.intermediate.daily_rollups import activity_months
     from crm_pipeline.transforms.marts.churn import churn_features
 
     h, d, c, t = _leakage_inputs(spark, seed=3, future_seed=100)
     rows = _february_rows(h)
-    before = churn_features(rows, h, d, c, t).toPandas()
+    before = churn_features(rows, h, activity_months(d), c, t).toPandas()
     quiet = d.where(F.col("usage_date") < F.lit(date(2026, 2, 15)))  # no activity after Feb 14
-    after = churn_features(rows, h, quiet, c, t).toPandas()
+    after = churn_features(rows, h, activity_months(quiet), c, t).toPandas()
     assert (after["days_since_last_activity"].to_numpy() >= 14).all()
     assert not before["days_since_last_activity"].equals(after["days_since_last_activity"])
+
+
+def _activity_from_days(daily, months):
+    """The activity features straight from the daily rows (how they were computed before the monthly
+    summaries): the reference the summaries must reproduce."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    d = daily.select(
+        "subscriber_id", "usage_date",
+        ((F.col("voice_mo_sec") > 0) | (F.col("sms_mo_count") > 0) | (F.col("data_sessions") > 0)).alias("active"),
+        (F.col("recharge_count") > 0).alias("recharged"), "regulator_complaints",
+    )
+    j = d.join(months, d.usage_date.between(F.add_months(months.month, -3), months.month_end))
+    in3 = F.col("usage_date") >= F.add_months(F.col("month"), -2)
+    by_day = Window.partitionBy("subscriber_id", "month").orderBy("usage_date")
+    gaps = j.where(F.col("recharged") & in3).select(
+        "subscriber_id", "month", "month_end",
+        F.datediff("usage_date", F.lag("usage_date").over(by_day)).alias("gap"), "usage_date",
+    ).groupBy("subscriber_id", "month").agg(
+        F.greatest(F.max("gap"), F.datediff(F.max("month_end"), F.max("usage_date"))).alias("recharge_gap_max_days"),
+        F.count(F.lit(1)).alias("recharge_days_3m"),
+    )
+    last = j.groupBy("subscriber_id", "month").agg(
+        F.max(F.when(F.col("active"), F.col("usage_date"))).alias("_last_active"),
+        F.max(F.when(F.col("recharged"), F.col("usage_date"))).alias("_last_recharge"),
+        F.sum(F.when(in3, F.col("regulator_complaints")).otherwise(0)).alias("regulator_complaints_3m"),
+    )
+    return last.join(gaps, ["subscriber_id", "month"], "left")
+
+
+def test_activity_from_monthly_summaries_equals_activity_from_days(spark):
+    """Top-up gaps across month boundaries, a subscriber idle for months, months with one top-up day:
+    the features from gold activity_months equal those computed from every daily row."""
+    from pyspark.sql import functions as F
+
+    from crm_pipeline.transforms.intermediate.daily_rollups import activity_months
+    from crm_pipeline.transforms.marts.churn import activity_stats
+
+    _, d, _, _ = _leakage_inputs(spark, seed=5, future_seed=6)
+    rng = np.random.default_rng(9)
+    sparse = [("x1", date(2025, 12, 30), 0, 0, 0, 1, 0), ("x1", date(2026, 2, 2), 60, 0, 0, 1, 1),
+              ("x2", date(2025, 11, 3), 0, 1, 0, 0, 0)]  # one top-up each side of January; idle since November
+    sparse += [("x3", date(2025, 10, 1) + timedelta(days=int(k)), 0, 0, 1, int(rng.random() < 0.3), 0)
+               for k in rng.choice(240, size=40, replace=False)]
+    d = d.unionByName(spark.createDataFrame(sparse, d.schema))
+    months = spark.createDataFrame([(date(2026, m, 1),) for m in (1, 2, 3, 4)], "month date").withColumn(
+        "month_end", F.last_day("month"))
+    columns = ["subscriber_id", "month", "_last_active", "_last_recharge", "regulator_complaints_3m",
+               "recharge_gap_max_days", "recharge_days_3m"]
+    want = _activity_from_days(d, months).select(*columns).toPandas()
+    got = activity_stats(activity_months(d), months).select(*columns).toPandas()
+    order = ["subscriber_id", "month"]
+    want, got = (x.sort_values(order).reset_index(drop=True) for x in (want, got))
+    # x2, idle since November, has no row for March and April (as before the summaries)
+    assert len(want) == 12 * 4 + 4 + 2 + 4 and want["recharge_gap_max_days"].notna().sum() > 30
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    x1 = got[(got.subscriber_id == "x1") & (got.month == date(2026, 2, 1))].iloc[0]
+    assert x1.recharge_gap_max_days == 34 and x1.recharge_days_3m == 2  # Dec 30 -> Feb 2, Feb 2 -> Feb 28 is 26
 
 
 # --- Model, reasons ------------------------------------------------------------------------------

@@ -106,23 +106,49 @@ def test_contact_months_add_up_the_days_of_each_month(spark):
 
 def test_monthly_pairs_follow_a_rewritten_day_of_their_month(spark, tmp_path):
     from crm_pipeline.io import delta
-    from crm_pipeline.pipeline.rollups import monthly_contact_pairs, replace_daily_contacts
+    from crm_pipeline.pipeline.rollups import month_summaries, replace_daily
     from crm_pipeline.settings import LakeLayout
 
     lake = LakeLayout(str(tmp_path / "lake"))
     march, april = date(2026, 3, 1), date(2026, 4, 1)
     days = [date(2026, 3, 2), date(2026, 4, 2)]
-    replace_daily_contacts(spark, lake, spark.createDataFrame(
+    replace_daily(spark, lake, "daily_contacts", spark.createDataFrame(
         [("S1", days[0], "k1", "CUCC", 1), ("S1", days[1], "k1", "CUCC", 1)], CONTACTS_DDL), days)
 
     def pairs():
         return sorted((r.month, r.other_party_key, r.days)
-                      for r in monthly_contact_pairs(spark, lake, [march, april]).collect())
+                      for r in month_summaries(spark, lake, "contact_months", [march, april]).collect())
 
     assert pairs() == [(march, "k1", 1), (april, "k1", 1)]
     stored = delta.read(spark, lake.gold("contact_months")).count()
     # a late record for March 2 adds a party: March's pairs are rebuilt, April's kept as stored
-    replace_daily_contacts(spark, lake, spark.createDataFrame(
+    replace_daily(spark, lake, "daily_contacts", spark.createDataFrame(
         [("S1", days[0], "k1", "CUCC", 1), ("S1", days[0], "k2", "ON_NET", 0)], CONTACTS_DDL), days[:1])
     assert delta.read(spark, lake.gold("contact_months")).count() == stored - 1
     assert pairs() == [(march, "k1", 1), (march, "k2", 1), (april, "k1", 1)]
+
+
+def test_monthly_activity_follows_a_rewritten_day_of_its_month(spark, tmp_path):
+    from crm_pipeline.io import delta
+    from crm_pipeline.pipeline.rollups import month_summaries, replace_daily
+    from crm_pipeline.settings import LakeLayout
+
+    lake = LakeLayout(str(tmp_path / "lake"))
+    march, april = date(2026, 3, 1), date(2026, 4, 1)
+    ddl = ("subscriber_id string, usage_date date, voice_mo_sec long, sms_mo_count long, data_sessions long, "
+           "recharge_count long, regulator_complaints long")
+    days = [date(2026, 3, 5), date(2026, 4, 2)]
+    replace_daily(spark, lake, "daily_usage_by_subscriber", spark.createDataFrame(
+        [("S1", days[0], 60, 0, 0, 1, 0), ("S1", days[1], 0, 0, 0, 1, 1)], ddl), days)
+
+    def activity():
+        return sorted((r.month, r.last_active, tuple(r.recharge_dates), r.regulator_complaints)
+                      for r in month_summaries(spark, lake, "activity_months", [march, april]).collect())
+
+    assert activity() == [(march, days[0], (days[0],), 0), (april, None, (days[1],), 1)]
+    # a late top-up on March 20 rewrites that day: March is summarised again, April kept as stored
+    late = date(2026, 3, 20)
+    replace_daily(spark, lake, "daily_usage_by_subscriber", spark.createDataFrame(
+        [("S1", late, 0, 0, 1, 1, 0)], ddl), [late])
+    assert delta.read(spark, lake.gold("activity_months")).count() == 1
+    assert activity() == [(march, late, (days[0], late), 0), (april, None, (days[1],), 1)]

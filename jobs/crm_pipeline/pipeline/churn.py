@@ -356,18 +356,18 @@ def write_model_tables(spark: SparkSession, lake: LakeLayout, registry: Registry
 
 
 def churn_inputs(spark: SparkSession, lake: LakeLayout, months: list[date]) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """Gold daily usage (M-3..M), gold contact_months and silver tickets (M-2..M) for `months`."""
+    """Gold activity_months (M-3..M), gold contact_months and silver tickets (M-2..M) for `months`."""
     from crm_pipeline.pipeline.monthly import month_days
-    from crm_pipeline.pipeline.rollups import monthly_contact_pairs
+    from crm_pipeline.pipeline.rollups import month_summaries
     from crm_pipeline.pipeline.tables import silver
+    from crm_pipeline.transforms.marts.churn import ACTIVITY_LOOKBACK_MONTHS
 
     hi = max(month_days(max(months)))
-    usage = delta.read(spark, lake.gold("daily_usage_by_subscriber"))
-    usage = usage.where(F.col("usage_date").between(add_months(min(months), -3), hi))
-    spans = sorted({add_months(m, -k) for m in months for k in range(3)})
-    contacts = monthly_contact_pairs(spark, lake, spans)
+    activity = month_summaries(spark, lake, "activity_months",
+                               sorted({add_months(m, -k) for m in months for k in range(ACTIVITY_LOOKBACK_MONTHS + 1)}))
+    contacts = month_summaries(spark, lake, "contact_months", sorted({add_months(m, -k) for m in months for k in range(3)}))
     tickets = silver(spark, lake, "ticket").where(F.col("event_date").between(add_months(min(months), -2), hi))
-    return usage, contacts, tickets
+    return activity, contacts, tickets
 
 
 def churn_marts(spark: SparkSession, lake: LakeLayout, rows: DataFrame, every: DataFrame, months: list[date],
@@ -381,9 +381,9 @@ def churn_marts(spark: SparkSession, lake: LakeLayout, rows: DataFrame, every: D
         watchlist_candidates,
     )
 
-    usage, contacts, tickets = churn_inputs(spark, lake, months)
+    activity, contacts, tickets = churn_inputs(spark, lake, months)
     with stage("churn_features"):
-        features = churn_features(rows, every, usage, contacts, tickets).localCheckpoint(eager=True)
+        features = churn_features(rows, every, activity, contacts, tickets).localCheckpoint(eager=True)
     registry = Registry(lake.root, MODEL_NAME)
     plan = scoring_plan(registry.cards(), months, spec_hash(config))
     unscored = [m for m in months if m not in plan]

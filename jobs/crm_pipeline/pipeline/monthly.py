@@ -14,7 +14,7 @@ from crm_pipeline import faults, ops
 from crm_pipeline.feeds import load_feeds
 from crm_pipeline.io import delta, delta_rs
 from crm_pipeline.months import add_months
-from crm_pipeline.pipeline.rollups import monthly_contact_pairs
+from crm_pipeline.pipeline.rollups import month_summaries
 from crm_pipeline.pipeline.tables import silver
 from crm_pipeline.quality import gx
 from crm_pipeline.settings import LakeLayout
@@ -136,7 +136,7 @@ def build_subscriber_months(
     payment = payment_behaviour(account_bills(bills), payments, frame.select("month", "month_end"))
     month_ends = [max(month_days(m)) for m in months]
     plans = silver(spark, lake, "plan").where(F.col("snapshot_date").isin(month_ends))
-    contacts = monthly_contacts(monthly_contact_pairs(spark, lake, months))
+    contacts = monthly_contacts(month_summaries(spark, lake, "contact_months", months))
     rows = with_value_components(rows, payment, contacts, plan_allowances(plans), settings.value)
     rows = with_value_segments(rows, settings.value).withColumn("age", F.year("month") - F.col("birth_year"))
 

@@ -1,5 +1,5 @@
 """Gold daily rollups, rebuilt for exactly the days whose silver partitions changed, and the monthly
-contact pairs derived from them."""
+summaries derived from them (contact pairs, activity)."""
 
 from __future__ import annotations
 
@@ -18,12 +18,21 @@ from crm_pipeline.quality import gx
 from crm_pipeline.settings import LakeLayout
 from crm_pipeline.stages import stage
 from crm_pipeline.transforms.intermediate.daily_rollups import (
+    activity_months,
     contact_months,
     daily_contacts,
     daily_usage_by_subscriber,
 )
 
 EVENT_FEEDS = ("cdr_voice", "cdr_sms", "cdr_data", "recharge", "ticket")
+
+#: gold monthly summaries of a daily rollup: summary table -> (daily table it is built from, builder).
+#: A month's summary is built once, when a monthly stage first reads it, and read by every later
+#: month whose window spans it; rewriting a day of the daily table drops its month's summary first.
+MONTH_SUMMARIES = {
+    "contact_months": ("daily_contacts", contact_months),
+    "activity_months": ("daily_usage_by_subscriber", activity_months),
+}
 NOTHING_PENDING = "rollups: no changed days"
 
 
@@ -65,10 +74,9 @@ def build_daily_rollups(
     started = ops.utcnow()
     events = {feed: silver(spark, lake, feed).where(F.col("event_date").isin(days)) for feed in EVENT_FEEDS}
     usage = daily_usage_by_subscriber(*(events[f] for f in EVENT_FEEDS))
-    where = delta.in_predicate("usage_date", days)
-    delta.replace_where(usage, lake.gold("daily_usage_by_subscriber"), where, ["usage_date"])
+    replace_daily(spark, lake, "daily_usage_by_subscriber", usage, days)
     faults.point("rollup")
-    replace_daily_contacts(spark, lake, daily_contacts(events["cdr_voice"], events["cdr_sms"], hmac_key), days)
+    replace_daily(spark, lake, "daily_contacts", daily_contacts(events["cdr_voice"], events["cdr_sms"], hmac_key), days)
     with stage("validate", "rollup_reconciliation"):
         written = delta.read(spark, lake.gold("daily_usage_by_subscriber")).where(F.col("usage_date").isin(days))
         checks = rollup_reconciliation(spark, events, written, days)
@@ -105,35 +113,40 @@ def rollup_reconciliation(spark: SparkSession, events: dict[str, DataFrame], usa
     return out.select("usage_date", *gaps)
 
 
-def replace_daily_contacts(spark: SparkSession, lake: LakeLayout, contacts: DataFrame, days: list[date]) -> None:
-    """Replace `days` of gold daily_contacts with `contacts`, and forget the monthly pairs of their
-    months first (rebuilt from the daily rows when next read): a crash between the two writes then
-    leaves those pairs missing, never stale."""
-    delta.delete_where(spark, lake.gold("contact_months"), delta.in_predicate("month", {d.replace(day=1) for d in days}))
-    delta.replace_where(contacts, lake.gold("daily_contacts"), delta.in_predicate("usage_date", days), ["usage_date"])
+def replace_daily(spark: SparkSession, lake: LakeLayout, table: str, rows: DataFrame, days: list[date]) -> None:
+    """Replace `days` of the gold daily table `table` with `rows`, and forget the monthly summaries
+    built from it for their months first (rebuilt from the daily rows when next read): a crash
+    between the two writes then leaves those summaries missing, never stale."""
+    months = {d.replace(day=1) for d in days}
+    for name, (source, _) in MONTH_SUMMARIES.items():
+        if source == table:
+            delta.delete_where(spark, lake.gold(name), delta.in_predicate("month", months))
+    delta.replace_where(rows, lake.gold(table), delta.in_predicate("usage_date", days), ["usage_date"])
 
 
-def monthly_contact_pairs(spark: SparkSession, lake: LakeLayout, months: list[date]) -> DataFrame:
-    """gold contact_months for `months`, built from gold daily_contacts for the months it lacks.
+def month_summaries(spark: SparkSession, lake: LakeLayout, name: str, months: list[date]) -> DataFrame:
+    """The gold monthly summary `name` (a key of MONTH_SUMMARIES) for `months`, built from its daily
+    table for the months it lacks.
 
-    A month's pairs are written once and read by every later month whose calling circle spans it;
-    `build_daily_rollups` deletes a month's pairs whenever it rewrites one of its days, so the
-    stored pairs always equal what the current daily rows give.
+    `replace_daily` deletes a month's summary whenever it rewrites one of its days, so the stored
+    rows always equal what the current daily rows give.
     """
-    path = lake.gold("contact_months")
+    source, build = MONTH_SUMMARIES[name]
+    path = lake.gold(name)
     stored = delta.read(spark, path)
     have = {r[0] for r in stored.select("month").distinct().collect()} if stored is not None else set()
     missing = sorted(set(months) - have)
     if missing:
-        daily = delta.read(spark, lake.gold("daily_contacts"))
+        daily = delta.read(spark, lake.gold(source))
         if daily is None:
             raise RuntimeError("gold daily rollups are missing: run the rollup step first")
         spans = F.lit(False)
         for m in missing:
             spans = spans | F.col("usage_date").between(m, add_months(m, 1) - timedelta(days=1))
-        with stage("contact_pairs"):
+        with stage("month_summaries", name):
             # written as the aggregation's tasks hold them (hashed over every task, one month each
             # per task): no second shuffle to bin-pack
-            delta.replace_where(contact_months(daily.where(spans)), path, delta.in_predicate("month", missing),
+            delta.replace_where(build(daily.where(spans)), path, delta.in_predicate("month", missing),
                                 ["month"], optimize_write=False)
     return delta.read(spark, path).where(F.col("month").isin(months))
+

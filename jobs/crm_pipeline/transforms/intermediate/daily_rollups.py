@@ -127,3 +127,21 @@ def contact_months(contacts: DataFrame) -> DataFrame:
         F.sum("calls").cast("long").alias("calls"),
         F.max(F.when(F.col("calls") > 0, F.col("other_operator"))).alias("call_operator"),
     )
+
+
+def activity_months(usage: DataFrame) -> DataFrame:
+    """gold daily_usage_by_subscriber -> one row per subscriber and month with any usage row.
+
+    Grain: subscriber_id x month. `last_active`: the last day with an outgoing call, an outgoing SMS
+    or a data session (NULL without one); `recharge_dates`: the days with a top-up, in order;
+    `regulator_complaints`: their sum. The top-up days themselves (at most one per day of the month)
+    are kept so that any span of months gives its top-up count, last top-up and longest gap between
+    top-ups exactly, and the churn features read one row per subscriber and month instead of every
+    day's.
+    """
+    active = (F.col("voice_mo_sec") > 0) | (F.col("sms_mo_count") > 0) | (F.col("data_sessions") > 0)
+    return usage.groupBy("subscriber_id", F.trunc("usage_date", "month").alias("month")).agg(
+        F.max(F.when(active, F.col("usage_date"))).alias("last_active"),
+        F.array_sort(F.collect_list(F.when(F.col("recharge_count") > 0, F.col("usage_date")))).alias("recharge_dates"),
+        F.sum("regulator_complaints").cast("long").alias("regulator_complaints"),
+    )

@@ -1,7 +1,7 @@
 """Churn features, labels, watch list and lost customers in Spark (docs/churn.md).
 
 Point in time: the features of month M read only rows dated up to M's last day (subscriber
-months up to M, daily rollups and contacts up to M's end, tickets created and resolved by then).
+months up to M, monthly activity and contact summaries up to M, tickets created and resolved by then).
 """
 
 from __future__ import annotations
@@ -59,33 +59,31 @@ def history_stats(history: DataFrame) -> DataFrame:
     )
 
 
-def activity_stats(daily_usage: DataFrame, months: DataFrame) -> DataFrame:
-    """From gold daily_usage_by_subscriber: last own activity (MO call, MO SMS or data session) and last
-    top-up within M-3..M, the longest gap between top-ups in M-2..M (the open gap to M's end included)
-    and regulator complaints in M-2..M. `months`: month, month_end."""
-    d = daily_usage.select(
-        "subscriber_id", "usage_date",
-        ((F.col("voice_mo_sec") > 0) | (F.col("sms_mo_count") > 0) | (F.col("data_sessions") > 0)).alias("active"),
-        (F.col("recharge_count") > 0).alias("recharged"), "regulator_complaints",
-    )
+def activity_stats(activity: DataFrame, months: DataFrame) -> DataFrame:
+    """From gold activity_months: last own activity (MO call, MO SMS or data session) and last top-up
+    within M-3..M, the longest gap between top-ups in M-2..M (the open gap to M's end included), the
+    top-up days and regulator complaints in M-2..M. `months`: month, month_end."""
+    a = activity.select("subscriber_id", F.col("month").alias("_k"), "last_active", "recharge_dates",
+                        "regulator_complaints")
     m = F.broadcast(months.select("month", "month_end"))
-    j = d.join(m, d.usage_date.between(F.add_months(m.month, -ACTIVITY_LOOKBACK_MONTHS), m.month_end))
-    in3 = F.col("usage_date") >= F.add_months(F.col("month"), -2)
-    recharges = j.where(F.col("recharged") & in3)
-    by_day = Window.partitionBy("subscriber_id", "month").orderBy("usage_date")
-    gaps = recharges.select(
-        "subscriber_id", "month", "month_end",
-        F.datediff("usage_date", F.lag("usage_date").over(by_day)).alias("gap"), "usage_date",
-    ).groupBy("subscriber_id", "month").agg(
-        F.greatest(F.max("gap"), F.datediff(F.max("month_end"), F.max("usage_date"))).alias("recharge_gap_max_days"),
-        F.count(F.lit(1)).alias("recharge_days_3m"),
-    )
-    last = j.groupBy("subscriber_id", "month").agg(
-        F.max(F.when(F.col("active"), F.col("usage_date"))).alias("_last_active"),
-        F.max(F.when(F.col("recharged"), F.col("usage_date"))).alias("_last_recharge"),
+    j = a.join(m, a._k.between(F.add_months(m.month, -ACTIVITY_LOOKBACK_MONTHS), m.month))
+    in3 = F.col("_k") >= F.add_months(F.col("month"), -2)
+    per_month = j.groupBy("subscriber_id", "month").agg(
+        F.max("last_active").alias("_last_active"),
+        F.max(F.array_max("recharge_dates")).alias("_last_recharge"),
         F.sum(F.when(in3, F.col("regulator_complaints")).otherwise(0)).alias("regulator_complaints_3m"),
+        # the months' top-up days never overlap: together, in order, they are the days of M-2..M
+        F.array_sort(F.flatten(F.collect_list(F.when(in3, F.col("recharge_dates"))))).alias("_days"),
+        F.max("month_end").alias("_month_end"),
     )
-    return last.join(gaps, ["subscriber_id", "month"], "left")
+    days, n = F.col("_days"), F.size("_days")
+    gaps = F.zip_with(F.slice(days, 2, n - 1), F.slice(days, 1, n - 1), lambda later, earlier: F.datediff(later, earlier))
+    return per_month.select(
+        "subscriber_id", "month", "_last_active", "_last_recharge", "regulator_complaints_3m",
+        F.when(n > 0, F.greatest(F.array_max(gaps), F.datediff("_month_end", F.array_max(days))))
+        .alias("recharge_gap_max_days"),
+        F.when(n > 0, n.cast("long")).alias("recharge_days_3m"),
+    )
 
 
 def ticket_stats(tickets: DataFrame, months: DataFrame) -> DataFrame:
@@ -131,19 +129,19 @@ def _d(col: str | Column) -> Column:
     return (F.col(col) if isinstance(col, str) else col).cast("double")
 
 
-def churn_features(rows: DataFrame, history: DataFrame, daily_usage: DataFrame, contacts: DataFrame,
+def churn_features(rows: DataFrame, history: DataFrame, activity: DataFrame, contacts: DataFrame,
                    tickets: DataFrame) -> DataFrame:
     """One row per subscriber active at the end of a month of `rows`: month, subscriber_id, FEATURES.
 
     `rows`: the batch's subscriber_month rows (with the gold extra columns and activation_date);
     `history`: CHURN_HISTORY_COLUMNS of every month at hand up to the batch's last (earlier ones
-    included); `daily_usage`: gold daily rollups covering M-3..M; `contacts`: gold contact_months
+    included); `activity`: gold activity_months of M-3..M; `contacts`: gold contact_months
     of M-2..M; `tickets`: silver ticket rows created in M-2..M. Units and definitions: docs/churn.md.
     """
     months = rows.select("month").distinct().withColumn("month_end", F.last_day("month"))
     base = rows.where(F.col("closing")).join(F.broadcast(months), "month")
     hist = history_stats(history)
-    act = activity_stats(daily_usage, months)
+    act = activity_stats(activity, months)
     tix = ticket_stats(tickets, months)
     circle = circle_stats(contacts, history, months)
     j = base.join(hist, ["subscriber_id", "month"], "left").join(act, ["subscriber_id", "month"], "left") \
