@@ -149,4 +149,3 @@ def month_summaries(spark: SparkSession, lake: LakeLayout, name: str, months: li
             delta.replace_where(build(daily.where(spans)), path, delta.in_predicate("month", missing),
                                 ["month"], optimize_write=False)
     return delta.read(spark, path).where(F.col("month").isin(months))
-
