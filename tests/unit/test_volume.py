@@ -47,3 +47,34 @@ def test_a_small_feed_swinging_by_chance_is_no_drop_but_an_empty_day_of_a_steady
     # ... unless the count is far out of chance's reach
     assert volume_drop(_days([20, 22, 19, 21, 20, 18, 20]), D + timedelta(days=7), 5) is not None
     assert volume_drop(_days([30] * 7), D + timedelta(days=7), 0) is not None
+
+
+def _negative_binomial(mean: float, phi: float, days: int, seed: int) -> list[int]:
+    import numpy as np
+
+    size = 1 / phi
+    return [int(n) for n in np.random.default_rng(seed).negative_binomial(size, size / (size + mean), days)]
+
+
+def test_a_feed_swinging_more_than_chance_is_judged_by_its_own_spread():
+    from crm_pipeline.ingest.volume import overdispersion
+
+    # a small feed whose days swing far more than Poisson's (the variance of a negative binomial,
+    # mean 20, phi 0.3): a day of 3 is its ordinary swing, though Poisson would call it a drop
+    swinging = _negative_binomial(20, 0.3, 42, seed=1)
+    history = _days(swinging)
+    assert 0.1 < overdispersion(swinging[-28:]) < 1.0
+    last = D + timedelta(days=len(swinging))
+    median7 = sorted(swinging[-7:])[3]
+    assert 3 < 0.5 * median7
+    assert volume_drop(history, last, 3) is None
+    assert volume_drop(history, last, 0) is None or median7 > 30
+    # a steady feed (weekly rhythm, a few percent of noise): its small spread still makes half a day a drop
+    steady = [round(n * f) for n, f in zip([100_000] * 5 + [60_000] * 2, [1.0, 1.02, 0.98, 1.01, 0.99, 1.0, 1.03])] * 4
+    assert 0 < overdispersion(steady) < 0.01
+    assert volume_drop(_days(steady), D + timedelta(days=28), 45_000) is not None
+    # a swinging feed that goes silent, or a big one that loses most of a day, is still a drop
+    big = _negative_binomial(2_000, 0.3, 28, seed=2)
+    assert volume_drop(_days(big), D + timedelta(days=28), 0) is not None
+    # fewer than 14 days judge by Poisson alone
+    assert overdispersion(swinging[:13]) == 0.0
