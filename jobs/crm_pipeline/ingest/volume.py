@@ -34,7 +34,7 @@ MIN_SPREAD = 14
 
 def overdispersion(counts: list[int]) -> float:
     """phi in variance = mean + phi * mean^2 from a robust spread of `counts` (0: no more than
-    Poisson's). The median absolute deviation ignores a few outlying days (a month-end spike)."""
+    Poisson's). The median absolute deviation ignores a few outlying days (a payday spike)."""
     if len(counts) < MIN_SPREAD:
         return 0.0
     centre = statistics.median(counts)
