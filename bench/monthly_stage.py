@@ -143,10 +143,10 @@ def scale_child(base: str, out: str, volume: int, month: str) -> None:
     # those months left them
     from crm_pipeline.pipeline.rollups import month_summaries
 
-    for name, start in (("contact_months", lo2), ("activity_months", lo3)):
+    earlier = [lo3, lo2, _add_months(m, -1)]
+    for name, months in (("contact_months", earlier[1:]), ("activity_months", earlier)):
         t0 = time.monotonic()
-        n = month_summaries(spark, dst, name, [_add_months(start, i) for i in range((m.year - start.year) * 12
-                                                                                    + m.month - start.month)]).count()
+        n = month_summaries(spark, dst, name, months).count()
         print(f"[scale] gold/{name}: {n:,} rows ({time.monotonic() - t0:.0f} s)", flush=True)
     for layer in ("ops", "models"):
         shutil.copytree(Path(base) / layer, Path(out) / layer, dirs_exist_ok=True)

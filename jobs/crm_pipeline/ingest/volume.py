@@ -46,7 +46,8 @@ def overdispersion(counts: list[int]) -> float:
 
 def volume_drop(history: dict[date, int], day: date, rows: int) -> str | None:
     """Why `rows` records on `day` are a drop against `history` (business date -> records), or None."""
-    before = [history[d] for d in sorted(history) if d < day][-BASELINE_DAYS:]
+    prior = [history[d] for d in sorted(history) if d < day]
+    before = prior[-BASELINE_DAYS:]
     if len(before) < MIN_BASELINE:
         return None
     median = statistics.median(before)
@@ -54,7 +55,7 @@ def volume_drop(history: dict[date, int], day: date, rows: int) -> str | None:
         return None
     from scipy.stats import nbinom, poisson
 
-    phi = overdispersion([history[d] for d in sorted(history) if d < day][-SPREAD_DAYS:])
+    phi = overdispersion(prior[-SPREAD_DAYS:])
     if phi > 0:
         size = 1 / phi
         chance = nbinom.cdf(rows, size, size / (size + median))

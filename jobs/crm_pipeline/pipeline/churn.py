@@ -362,10 +362,12 @@ def churn_inputs(spark: SparkSession, lake: LakeLayout, months: list[date]) -> t
     from crm_pipeline.pipeline.tables import silver
     from crm_pipeline.transforms.marts.churn import ACTIVITY_LOOKBACK_MONTHS
 
+    def and_before(n: int) -> list[date]:  # the batch's months and the n months before each
+        return sorted({add_months(m, -k) for m in months for k in range(n + 1)})
+
     hi = max(month_days(max(months)))
-    activity = month_summaries(spark, lake, "activity_months",
-                               sorted({add_months(m, -k) for m in months for k in range(ACTIVITY_LOOKBACK_MONTHS + 1)}))
-    contacts = month_summaries(spark, lake, "contact_months", sorted({add_months(m, -k) for m in months for k in range(3)}))
+    activity = month_summaries(spark, lake, "activity_months", and_before(ACTIVITY_LOOKBACK_MONTHS))
+    contacts = month_summaries(spark, lake, "contact_months", and_before(2))
     tickets = silver(spark, lake, "ticket").where(F.col("event_date").between(add_months(min(months), -2), hi))
     return activity, contacts, tickets
 
