@@ -36,6 +36,8 @@ class FieldSpec:
     pii: bool = False
     #: plausibility bound: larger values load but fail a warning check in silver
     warn_above: int | None = None
+    #: unit of a published column (fen, minutes, MB, share 0-1, ...; schemas/tables)
+    unit: str = ""
 
     @property
     def spark_type(self) -> T.DataType:
@@ -153,6 +155,12 @@ class TableSpec:
     description: str
     columns: tuple[FieldSpec, ...]
     partition: str | None = None
+    #: the columns that identify a row (its grain); empty for append-only logs
+    key: tuple[str, ...] = ()
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.schema}.{self.table}"
 
     def spark_schema(self) -> T.StructType:
         return T.StructType([T.StructField(c.name, SPARK_COLUMN_TYPES[c.type], c.nullable) for c in self.columns])
@@ -177,11 +185,21 @@ SPARK_COLUMN_TYPES: dict[str, T.DataType] = {
 def table_spec(name: str) -> TableSpec:
     path = resource_dir("schemas") / "tables" / f"{name}.json"
     raw = json.loads(path.read_text(encoding="utf-8"))
-    cols = tuple(FieldSpec(c["name"], c["type"], c["nullable"], c.get("description", "")) for c in raw["columns"])
+    cols = tuple(FieldSpec(c["name"], c["type"], c["nullable"], c.get("description", ""), unit=c.get("unit", ""))
+                 for c in raw["columns"])
     bad = {c.type for c in cols} - SPARK_COLUMN_TYPES.keys()
     if bad:
         raise ValueError(f"{path}: unknown column types {sorted(bad)}")
-    return TableSpec(raw["table"], raw["schema"], raw["grain"], raw["description"], cols, raw.get("partition"))
+    key = tuple(raw.get("key", ()))
+    unknown = [k for k in key if k not in {c.name for c in cols}]
+    if unknown:
+        raise ValueError(f"{path}: key columns {unknown} are not columns of the table")
+    return TableSpec(raw["table"], raw["schema"], raw["grain"], raw["description"], cols, raw.get("partition"), key)
+
+
+def table_names() -> list[str]:
+    """Every table defined in schemas/tables."""
+    return sorted(p.stem for p in (resource_dir("schemas") / "tables").glob("*.json"))
 
 
 def conform(df, spec: TableSpec):

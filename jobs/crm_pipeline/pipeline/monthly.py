@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from crm_pipeline import faults, ops
 from crm_pipeline.feeds import load_feeds
-from crm_pipeline.io import delta, delta_rs
+from crm_pipeline.io import delta
 from crm_pipeline.months import add_months
 from crm_pipeline.pipeline.rollups import month_summaries
 from crm_pipeline.pipeline.tables import silver
@@ -204,16 +204,13 @@ def reconciliation_checks(tables: dict[str, DataFrame]) -> DataFrame:
     return out.select("month", *checks)
 
 
-RESTATEMENT_COLUMNS = ("month", "table_name", "run_id", "previous_rows", "new_rows", "detected_at")
-
-
 def record_restatements(lake: LakeLayout, restated: list[tuple]) -> None:
-    """Append (month, table, run id, rows before, rows after, detected at) rows to ops/restatements."""
-    import pyarrow as pa
+    """Append (month, table, run id, rows before, rows after, detected at) rows to ops/restatements
+    (columns from schemas/tables/restatements.json)."""
+    from crm_pipeline.feeds import table_spec
 
-    schema = pa.schema(list(zip(RESTATEMENT_COLUMNS, (
-        pa.date32(), pa.string(), pa.string(), pa.int64(), pa.int64(), pa.timestamp("us")))))
-    delta_rs.append_rows(lake.ops("restatements"), [dict(zip(RESTATEMENT_COLUMNS, r)) for r in restated], schema)
+    columns = table_spec("restatements").column_names
+    ops.append_rows_arrow(lake, "restatements", [dict(zip(columns, r)) for r in restated])
 
 
 def fingerprints(df: DataFrame, partition: str = "month") -> dict[date, tuple[int, str | None]]:

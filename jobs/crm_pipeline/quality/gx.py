@@ -18,7 +18,7 @@ from pyspark.sql import DataFrame
 
 from crm_pipeline.errors import PipelineError
 from crm_pipeline.ops import utcnow
-from crm_pipeline.quality.suites import feed_suite
+from crm_pipeline.quality.suites import feed_suite, with_table_checks
 from crm_pipeline.settings import resource_dir
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def load_suite_definition(table: str) -> dict:
     path = resource_dir("expectations") / f"{table}.json"
     if not path.is_file():
         raise FileNotFoundError(f"no expectation suite for {table}: {path}")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return with_table_checks(table, json.loads(path.read_text(encoding="utf-8")))
 
 
 @lru_cache(maxsize=1)

@@ -1,9 +1,12 @@
-"""Expectation suites of the bronze and silver layers, built from the feed contract.
+"""Expectation suites of the bronze and silver layers, built from the feed contract, and the
+not-null and key checks of the gold tables, built from their table definitions.
 
 `schemas/feeds/<feed>.json` is the one source: the key, nullability, allowed codes and ranges
 that silver typing enforces on every record are the same facts the suites check on the result,
-so the two cannot drift apart. Gold and published suites stay hand-written in
-`expectations/<table>.json`: they state business rules no feed schema knows.
+so the two cannot drift apart. Likewise `schemas/tables/<table>.json`, which creates the
+warehouse tables with their NOT NULL columns and primary keys, gives each gold suite its
+not-null and key checks (`table_checks`). The rest of a gold suite stays hand-written in
+`expectations/gold_<table>.json`: business rules no definition knows.
 
 A suite is a plain dict in the file format (`name`, `meta`, `expectations` of `type`, `kwargs`,
 `meta.severity`), so generated and hand-written suites run through the same code.
@@ -11,7 +14,7 @@ A suite is a plain dict in the file format (`name`, `meta`, `expectations` of `t
 
 from __future__ import annotations
 
-from crm_pipeline.feeds import FeedSpec, load_feeds
+from crm_pipeline.feeds import FeedSpec, TableSpec, load_feeds, table_names, table_spec
 from crm_pipeline.transforms.staging.validate import LINEAGE
 
 #: silver typing accepts an msisdn only as 11 digits once a country prefix is dropped
@@ -82,3 +85,33 @@ def feed_suite(table: str) -> dict | None:
     if layer not in LAYERS or feed not in feeds:
         return None
     return bronze_suite(feeds[feed]) if layer == "bronze" else silver_suite(feeds[feed])
+
+
+def _key_check(key: list[str]) -> dict:
+    if len(key) == 1:
+        return _check("column_values_to_be_unique", column=key[0])
+    return _check("compound_columns_to_be_unique", column_list=key)
+
+
+def table_checks(spec: TableSpec, key_only: bool = False) -> list[dict]:
+    """Blocking checks from a table definition: its key unique, its NOT NULL columns without nulls
+    (only the key's columns with `key_only`, for a suite validating a frame derived from the table)."""
+    columns = [c.name for c in spec.columns if not c.nullable and (not key_only or c.name in spec.key)]
+    checks = [_check("column_values_to_not_be_null", column=c) for c in columns]
+    return checks + ([_key_check(list(spec.key))] if spec.key else [])
+
+
+def _same_check(a: dict, b: dict) -> bool:
+    return a["type"] == b["type"] and a["kwargs"] == b["kwargs"]
+
+
+def with_table_checks(table: str, suite: dict) -> dict:
+    """A gold suite (`gold_<name>`) with the checks of `name`'s table definition in front; a
+    hand-written check equal to a generated one is dropped. A suite whose `meta.frame` names
+    another frame than the table gets the key checks only."""
+    layer, _, name = table.partition("_")
+    if layer != "gold" or name not in table_names():
+        return suite
+    generated = table_checks(table_spec(name), key_only=bool(suite.get("meta", {}).get("frame")))
+    rest = [e for e in suite["expectations"] if not any(_same_check(e, g) for g in generated)]
+    return {**suite, "expectations": generated + rest}
