@@ -2,7 +2,8 @@
 #   make demo   generate a data set and run the pipeline on it
 #   make test   run the test suite
 # Each bootstraps what it still lacks: the virtual environment with the locked
-# packages, the JVM jars resolved by Maven into infra/jars/lib, Airflow's metadata DB.
+# packages, the JVM jars resolved by Maven into infra/jars/lib, Airflow's metadata DB, and
+# Debian's PostgreSQL server package (the warehouse tests start their own server from it).
 
 PYTHON ?= python3
 VENV := .venv
@@ -12,7 +13,7 @@ export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 
-.PHONY: demo test crash-test setup venv jars airflow-db bench clean
+.PHONY: demo test crash-test setup venv jars airflow-db postgres bench clean
 
 demo: setup
 	$(BIN)/crm demo $(DEMO_ARGS)
@@ -29,7 +30,7 @@ test: setup
 crash-test: setup
 	$(BIN)/pytest -p no:xdist -m crash tests/integration/test_crash_safety.py tests/integration/test_crash_ingest.py
 
-setup: venv jars airflow-db
+setup: venv jars airflow-db postgres
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -53,6 +54,11 @@ $(AIRFLOW_HOME)/.migrated: $(VENV)/.installed
 	mkdir -p $(AIRFLOW_HOME)
 	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/migrate.log 2>&1 || (tail -20 $(AIRFLOW_HOME)/migrate.log; exit 1)
 	touch $@
+
+# Debian's PostgreSQL server binaries, for the warehouse tests' throwaway server (tests/pg_server.py);
+# installed when missing (as root; otherwise the script says what to install).
+postgres:
+	infra/postgres/install.sh
 
 bench: setup
 	$(BIN)/python bench/daily_stage.py --section $(BENCH_ARGS)

@@ -17,6 +17,12 @@ from airflow.sdk import DAG
 CRM = f"{sys.executable} -m crm_pipeline.cli"
 RUN = "--run-id '{{ run_id }}' --dag-id {{ dag.dag_id }} --task-id {{ task.task_id }}"
 KEY = {"CRM_MSISDN_HMAC_KEY": "{{ conn.crm_msisdn_hmac.password }}"}
+# The warehouse: the connection `crm_warehouse` when there is one (PostgreSQL: login, host, port,
+# schema = database; its password reaches libpq as PGPASSWORD, masked in logs), else the
+# Variable `crm_warehouse` (a URL, e.g. the embedded duckdb:///... file).
+WAREHOUSE = ("{% set c = conn.get('crm_warehouse') %}{{ 'postgresql://%s@%s:%s/%s' % "
+             "(c.login, c.host, c.port or 5432, c.schema) if c else var.value.crm_warehouse }}")
+WAREHOUSE_PASSWORD = {"PGPASSWORD": "{% set c = conn.get('crm_warehouse') %}{{ c.password or '' if c else '' }}"}
 
 with DAG(
     dag_id="crm_churn_training",
@@ -42,7 +48,8 @@ with DAG(
     )
     publish = BashOperator(
         task_id="publish",
-        bash_command=f"{CRM} publish --lake '{{{{ var.value.crm_lake }}}}' "
-        f"--warehouse '{{{{ var.value.crm_warehouse }}}}' {RUN}",
+        bash_command=f"{CRM} publish --lake '{{{{ var.value.crm_lake }}}}' --warehouse '{WAREHOUSE}' {RUN}",
+        env=WAREHOUSE_PASSWORD,
+        append_env=True,
     )
     train >> rescore >> publish

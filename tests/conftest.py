@@ -34,6 +34,42 @@ def spark(tmp_path_factory):
     session.stop()
 
 
+@pytest.fixture(scope="session")
+def pg_server():
+    """A throwaway PostgreSQL server for this test session (tests/pg_server.py)."""
+    from tests.pg_server import running
+
+    with running() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_database(pg_server, monkeypatch):
+    """A fresh database on the session's server, initialised by `crm warehouse init` with a
+    password for each role: its admin URL. Roles are cluster-wide, so every database shares them."""
+    import uuid
+
+    import psycopg
+
+    from crm_pipeline.publish.postgres import BI, CAMPAIGN, LOADER, init_warehouse, password_setting
+
+    name = f"wh_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.url(database="postgres"), autocommit=True) as con:
+        con.execute(f'CREATE DATABASE "{name}"')
+    for role in (LOADER, BI, CAMPAIGN):
+        monkeypatch.setenv(password_setting(role), f"{role}-pw")
+    init_warehouse(pg_server.url(database=name), progress=lambda _: None)
+    return pg_server.url(database=name)
+
+
+def role_url(admin_url: str, role: str) -> str:
+    """The URL of `admin_url`'s database for a role set up by the pg_database fixture."""
+    from urllib.parse import urlparse
+
+    u = urlparse(admin_url)
+    return f"postgresql://{role}:{role}-pw@{u.hostname}:{u.port}{u.path}"
+
+
 def write_delivery(
     landing: Path,
     feed: str,
@@ -76,6 +112,7 @@ RUN_GROUPS = {
         "tests/integration/test_failures_on_record.py",
         "tests/integration/test_privacy.py",
         "tests/integration/test_generated_ingest.py",
+        "tests/integration/test_postgres_publish.py",
     }),
     # the Airflow DAGs' run of tests/dag_run.py, which the cluster run is compared with
     "dag_run": frozenset({

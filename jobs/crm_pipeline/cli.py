@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         adder(p)
         p.set_defaults(handler=f"crm_pipeline.entrypoints.steps:{name}")
 
+    from crm_pipeline.entrypoints import warehouse
+
+    wh = sub.add_parser("warehouse", help="set up a server warehouse (schemas, roles); print the data dictionary")
+    warehouse.add_arguments(wh)
+    wh.set_defaults(handler="crm_pipeline.entrypoints.warehouse:run")
+
     from crm_pipeline.entrypoints import demo
 
     dem = sub.add_parser("demo", help="generate a data set and run the pipeline on it")

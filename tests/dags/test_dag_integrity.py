@@ -100,3 +100,29 @@ def test_business_date_is_the_shanghai_day_before_the_logical_date(dagbag, logic
         var={"value": {"crm_landing": "L", "crm_lake": "K"}},
     )
     assert f"--to {business} " in rendered
+
+
+class _Connections:
+    """What the `conn` accessor of a template context returns for known and unknown ids."""
+
+    def __init__(self, **conns):
+        self.conns = conns
+
+    def get(self, conn_id, default_conn=None):
+        return self.conns.get(conn_id, default_conn)
+
+
+def test_publish_tasks_take_the_warehouse_connection_else_the_variable(dagbag):
+    from types import SimpleNamespace
+
+    pg = SimpleNamespace(login="crm_loader", password="s3cret", host="db.example", port=6432, schema="crm")
+    for dag_id in ("crm_monthly_analytics", "crm_churn_training"):
+        task = dagbag.dags[dag_id].get_task("publish")
+        ctx = dict(run_id="r", dag={"dag_id": "d"}, task={"task_id": "t"},
+                   var={"value": {"crm_lake": "K", "crm_warehouse": "duckdb:///w.duckdb"}})
+        with_conn = jinja2.Template(task.bash_command).render(conn=_Connections(crm_warehouse=pg), **ctx)
+        assert "--warehouse 'postgresql://crm_loader@db.example:6432/crm'" in with_conn and "s3cret" not in with_conn
+        assert jinja2.Template(task.env["PGPASSWORD"]).render(conn=_Connections(crm_warehouse=pg)) == "s3cret"
+        without = jinja2.Template(task.bash_command).render(conn=_Connections(), **ctx)
+        assert "--warehouse 'duckdb:///w.duckdb'" in without
+        assert jinja2.Template(task.env["PGPASSWORD"]).render(conn=_Connections()) == ""

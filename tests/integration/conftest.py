@@ -28,7 +28,8 @@ def warehouse_tables(path: Path, schema: str = "crm") -> dict[str, pd.DataFrame]
     con = duckdb.connect(str(path), read_only=True)
     try:
         names = [r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = ? ORDER BY 1", [schema]).fetchall()]
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = ? AND table_type = 'BASE TABLE' "
+            "ORDER BY 1", [schema]).fetchall()]
         out = {}
         for n in names:
             df = con.execute(f'SELECT * FROM "{schema}"."{n}"').fetchdf()

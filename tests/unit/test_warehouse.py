@@ -57,7 +57,8 @@ def test_the_published_row_count_check_sees_inside_the_transaction(tmp_path):
 
 def test_restricted_schema_lives_in_an_owner_only_file(tmp_path):
     wh = open_warehouse(f"duckdb:///{tmp_path}/w.duckdb")
-    wh.replace_table("crm_restricted", "contact", pa.table({"subscriber_id": ["S1"], "msisdn": ["13800000001"]}))
+    wh.replace_table("crm_restricted", "contact", pa.table({"subscriber_id": ["S1"], "msisdn": ["13800000001"],
+                                                            "customer_name": ["Li Lei"]}))
     assert stat.S_IMODE(wh.target.restricted_path.stat().st_mode) == 0o600
     assert wh.query('SELECT msisdn FROM "crm_restricted"."contact"', restricted=True) == [("13800000001",)]
     assert not wh.path.exists() or wh.query(
@@ -109,3 +110,16 @@ def test_a_lock_held_too_long_fails_naming_the_file_and_the_setting(tmp_path, mo
         reader.kill()
         reader.wait()
     assert wh.query('SELECT x FROM crm.t') == [(1,)]
+
+
+def test_the_embedded_warehouse_has_the_bi_views_of_its_tables(tmp_path):
+    rows = [dict(month=m, dimension="ALL", dimension_value="ALL", active_subscribers=10, opening_subscribers=10,
+                 closing_subscribers=10, gross_adds=0, churned_subscribers=1, churn_rate=c, revenue_fen=1000,
+                 arpu_fen=a, voice_mou_per_sub=1.0, data_mb_per_sub=2.0) for m, a, c in ((JAN, 100.0, 0.1),
+                                                                                        (FEB, 110.0, 0.05))]
+    wh = open_warehouse(f"duckdb:///{tmp_path}/w.duckdb")
+    wh.replace_partitions("crm", "kpi_month", pa.Table.from_pylist(rows), "month", [JAN, FEB])
+    assert wh.create_views() == ["crm.kpi_trend"]
+    (jan, feb) = wh.query("SELECT month, prev_arpu_fen, arpu_change FROM crm.kpi_trend ORDER BY month")
+    assert jan == (JAN, None, None) and feb[:2] == (FEB, 100.0) and feb[2] == pytest.approx(0.1)
+    assert wh.query("SELECT comment FROM duckdb_tables() WHERE table_name = 'kpi_month'")[0][0].startswith("Counts")

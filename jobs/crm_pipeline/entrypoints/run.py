@@ -16,7 +16,7 @@ from crm_pipeline.entrypoints.common import (
     spark_session,
 )
 from crm_pipeline.errors import EXIT_FAILED, EXIT_OK, TaskFailed
-from crm_pipeline.publish.warehouse import check_url
+from crm_pipeline.publish.warehouse import check_warehouse
 from crm_pipeline.settings import LakeLayout
 
 DEFAULT_WAREHOUSE = "duckdb:///var/warehouse/warehouse.duckdb"
@@ -25,7 +25,7 @@ DEFAULT_WAREHOUSE = "duckdb:///var/warehouse/warehouse.duckdb"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_landing_arguments(parser)
     parser.add_argument("--warehouse", default=DEFAULT_WAREHOUSE,
-                        help=f"warehouse URL; duckdb:///path (default {DEFAULT_WAREHOUSE})")
+                        help=f"warehouse URL: duckdb:///path or postgresql://user@host/db (default {DEFAULT_WAREHOUSE})")
     parser.add_argument("--demo-key", action="store_true",
                         help="allow the labelled demo HMAC key when CRM_MSISDN_HMAC_KEY is unset")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
     check_landing(args.landing)
-    check_url(args.warehouse)
+    check_warehouse(args.warehouse)
     from crm_pipeline.settings import msisdn_hmac_key
 
     key = msisdn_hmac_key(allow_demo=args.demo_key)

@@ -14,7 +14,7 @@ from crm_pipeline.entrypoints.common import (
     spark_session,
 )
 from crm_pipeline.errors import EXIT_OK, TaskFailed
-from crm_pipeline.publish.warehouse import check_url
+from crm_pipeline.publish.warehouse import check_warehouse
 from crm_pipeline.quality.summary import print_data_quality_summary
 from crm_pipeline.settings import LakeLayout
 
@@ -24,7 +24,7 @@ def _common(parser: argparse.ArgumentParser, warehouse: bool = False) -> None:
     if warehouse:
         from crm_pipeline.entrypoints.run import DEFAULT_WAREHOUSE
 
-        parser.add_argument("--warehouse", default=DEFAULT_WAREHOUSE, help="warehouse URL (duckdb:///path)")
+        parser.add_argument("--warehouse", default=DEFAULT_WAREHOUSE, help="warehouse URL: duckdb:///path or postgresql://user@host/db")
     parser.add_argument("--demo-key", action="store_true", help="allow the labelled demo HMAC key")
     parser.add_argument("-v", "--verbose", action="store_true")
     add_run_arguments(parser)
@@ -106,7 +106,7 @@ def train(args: argparse.Namespace) -> int:
 
 def publish(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
-    check_url(args.warehouse)
+    check_warehouse(args.warehouse)
     from crm_pipeline.publish.publish import gold_months, publish as do_publish, publish_ops_after_failure
 
     lake, ctx = LakeLayout(args.lake), run_context(args, "publish")

@@ -13,8 +13,9 @@ import pyarrow.dataset as ds
 from deltalake.exceptions import TableNotFoundError
 
 from crm_pipeline import faults
+from crm_pipeline.feeds import table_spec
 from crm_pipeline.ops import RunContext, append_rows_arrow, step_row, utcnow
-from crm_pipeline.publish.warehouse import DuckDBWarehouse, open_warehouse
+from crm_pipeline.publish.warehouse import empty_table, open_warehouse
 from crm_pipeline.quality.gx import CheckResult, blocking_error, dq_rows
 from crm_pipeline.settings import LakeLayout
 from crm_pipeline.stages import stage
@@ -27,7 +28,6 @@ OPS_TABLES = ("pipeline_runs", "data_quality", "restatements")
 def published_tables() -> list[tuple[str, str, list[str], str]]:
     """(warehouse schema, table, columns, partition column) of every published gold table, from
     schemas/tables; gold-only tables (schema "gold", e.g. churn_features) are not published."""
-    from crm_pipeline.feeds import table_spec
     from crm_pipeline.pipeline.churn import MODEL_TABLES
     from crm_pipeline.pipeline.marts import MART_TABLES
 
@@ -55,10 +55,12 @@ def gold_months(lake: LakeLayout) -> list[date]:
 
 
 def read_gold_months(lake: LakeLayout, name: str, months: list[date], columns: list[str],
-                     partition: str = "month") -> pa.Table:
+                     partition: str = "month") -> tuple[pa.RecordBatchReader, int]:
+    """The rows of `months` of a gold table as a stream of Arrow batches (bounded memory), and
+    their number (from the Parquet footers)."""
     dataset = _delta_dataset(lake.gold(name))
-    table = dataset.to_table(filter=pc.field(partition).isin(pa.array(months, pa.date32())))
-    return table.select(columns).sort_by([(c, "ascending") for c in columns[:3]])
+    where = pc.field(partition).isin(pa.array(months, pa.date32()))
+    return dataset.scanner(columns=columns, filter=where).to_reader(), dataset.count_rows(filter=where)
 
 
 def publish(
@@ -82,15 +84,15 @@ def publish(
             for schema, name, cols, partition in published_tables():
                 with stage("publish", name):
                     try:
-                        data = read_gold_months(lake, name, months, cols, partition)
+                        data, expected = read_gold_months(lake, name, months, cols, partition)
                     except TableNotFoundError:
                         progress(f"publish: gold/{name} not built yet; run `crm analyse` (or `crm train`) first")
                         continue
                     wh.replace_partitions(schema, name, data, partition, months)
-                    checks += _reconciled(wh, schema, name, partition, months, data.num_rows, ctx)
+                    checks += _reconciled(wh, schema, name, partition, months, expected, ctx)
                 faults.point("publish")
-                tables, rows = tables + 1, rows + data.num_rows
-                progress(f"publish: {schema}.{name} {len(months)} months, {data.num_rows:,} rows")
+                tables, rows = tables + 1, rows + expected
+                progress(f"publish: {schema}.{name} {len(months)} months, {expected:,} rows")
             blocking = blocking_error(checks)
             if blocking is not None:  # rolled back: the warehouse keeps its previous tables
                 raise blocking
@@ -99,7 +101,7 @@ def publish(
         if contact is not None:
             wh.replace_table("crm_restricted", "contact", contact)
     if contact is not None:
-        progress(f"publish: crm_restricted.contact {contact.num_rows:,} rows -> {wh.target.restricted_path} (mode 0600)")
+        progress(f"publish: crm_restricted.contact {contact.num_rows:,} rows -> {wh.where('crm_restricted')}")
     if ctx is not None:
         append_rows_arrow(lake, "data_quality", checks)
         span = f"{months[0]:%Y-%m}..{months[-1]:%Y-%m}" if months else "no month"
@@ -107,9 +109,12 @@ def publish(
             ctx, started, f"published {span}: {tables} tables, {rows:,} rows to {wh.target.display}",
             months[-1] if months else None)])
     publish_ops(lake, wh)
+    views = wh.create_views()
+    if views:
+        progress(f"publish: views {', '.join(views)}")
 
 
-def _reconciled(wh: DuckDBWarehouse, schema: str, name: str, partition: str, months: list[date], expected: int,
+def _reconciled(wh, schema: str, name: str, partition: str, months: list[date], expected: int,
                 ctx: RunContext | None) -> list[dict]:
     """The blocking check `published_<table>: row_count_equals_gold`: the rows of `months` the
     warehouse table now holds (inside the publish transaction) against the gold rows written."""
@@ -118,15 +123,15 @@ def _reconciled(wh: DuckDBWarehouse, schema: str, name: str, partition: str, mon
     return dq_rows([result], f"published_{name}", ctx.run_id if ctx else "", months[-1])
 
 
-def publish_ops(lake: LakeLayout, warehouse: str | DuckDBWarehouse) -> None:
+def publish_ops(lake: LakeLayout, warehouse) -> None:
     """Copy the lake's ops tables (pipeline_runs, data_quality, restatements) to crm_ops."""
     wh = open_warehouse(warehouse) if isinstance(warehouse, str) else warehouse
     for name in OPS_TABLES:
         with stage("publish", name):
             try:
-                data = _delta_dataset(lake.ops(name)).to_table()
-            except TableNotFoundError:  # no run of that kind so far
-                continue
+                data = _delta_dataset(lake.ops(name)).scanner().to_reader()
+            except TableNotFoundError:  # nothing of that kind so far: the table exists, empty, for BI
+                data = empty_table(table_spec(name))
             wh.replace_table("crm_ops", name, data)
 
 

@@ -1,6 +1,9 @@
-"""Warehouse adapters chosen by URL scheme: `duckdb:///path/to/file.duckdb` (embedded default).
+"""Warehouse adapters chosen by URL scheme: `duckdb:///path/to/file.duckdb` (embedded default) or
+`postgresql://user@host:port/database` (a PostgreSQL server: `publish.postgres`).
 
-Paths follow SQLAlchemy: three slashes and a relative path, or four slashes and an absolute one.
+DuckDB paths follow SQLAlchemy: three slashes and a relative path, or four slashes and an absolute one.
+Every table a publish writes is created and checked from its definition in `schemas/tables`
+(`publish.ddl`); a table without one (ad-hoc use) takes the columns of its first data.
 
 Every write is one transaction per table, or one for every table written inside
 `DuckDBWarehouse.transaction()` (what a publish does): a reader sees the previous complete
@@ -23,6 +26,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pyarrow as pa
+
+from crm_pipeline.feeds import FieldSpec, TableSpec
+from crm_pipeline.publish import ddl
+from crm_pipeline.publish.ddl import quote, spec_of
 
 
 @dataclass(frozen=True)
@@ -56,17 +63,41 @@ class WarehouseTarget:
         return p.with_name(p.stem + "_restricted" + p.suffix)
 
 
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
 def check_url(url: str) -> WarehouseTarget:
     """The target of a warehouse URL; UsageError when no adapter serves it."""
     from crm_pipeline.errors import UsageError
 
     target = WarehouseTarget(url)
+    if target.scheme in POSTGRES_SCHEMES:
+        if not urlparse(url).hostname or not urlparse(url).path.strip("/"):
+            raise UsageError(f"warehouse URL {target.display!r}: expected postgresql://user@host[:port]/database")
+        return target
     if target.scheme != "duckdb":
-        raise UsageError(f"unsupported warehouse URL {target.display!r}: expected duckdb:///path")
+        raise UsageError(f"unsupported warehouse URL {target.display!r}: expected duckdb:///path or "
+                         "postgresql://user@host[:port]/database")
     try:
         target.duckdb_path
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    return target
+
+
+def check_warehouse(url: str) -> WarehouseTarget:
+    """check_url, and for a server warehouse a connection and its schemas, before any work starts:
+    UsageError naming what is wrong (unreachable, bad credentials, not initialised)."""
+    from crm_pipeline.errors import UsageError
+
+    target = check_url(url)
+    if target.scheme in POSTGRES_SCHEMES:
+        from crm_pipeline.publish.postgres import PostgresWarehouse
+
+        try:
+            PostgresWarehouse(target).check()
+        except ConnectionError as exc:
+            raise UsageError(str(exc)) from None
     return target
 
 
@@ -101,22 +132,76 @@ def duckdb_connect(path: Path | str, read_only: bool = False, wait: float | None
             time.sleep(0.5)
 
 
-def open_warehouse(url: str) -> DuckDBWarehouse:
-    return DuckDBWarehouse(check_url(url))
+def open_warehouse(url: str):
+    """The warehouse adapter of `url`: DuckDBWarehouse or PostgresWarehouse."""
+    target = check_url(url)
+    if target.scheme in POSTGRES_SCHEMES:
+        from crm_pipeline.publish.postgres import PostgresWarehouse
+
+        return PostgresWarehouse(target)
+    return DuckDBWarehouse(target)
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def _spec_type(dtype: pa.DataType) -> str:
+    """The schemas/tables type of an Arrow type (tables with no definition)."""
+    for test, name in ((pa.types.is_boolean, "boolean"), (pa.types.is_int32, "int"), (pa.types.is_integer, "long"),
+                       (pa.types.is_floating, "double"), (pa.types.is_date, "date"),
+                       (pa.types.is_timestamp, "timestamp"), (pa.types.is_string, "string"),
+                       (pa.types.is_large_string, "string")):
+        if test(dtype):
+            return name
+    raise TypeError(f"no warehouse type for Arrow type {dtype}")
+
+
+ARROW_TYPES = {"string": pa.string(), "int": pa.int32(), "long": pa.int64(), "double": pa.float64(),
+               "boolean": pa.bool_(), "date": pa.date32(), "timestamp": pa.timestamp("us")}
+
+
+def empty_table(spec: TableSpec) -> pa.Table:
+    """No rows, the definition's columns: what is published for a table the lake does not have yet."""
+    return pa.schema([(c.name, ARROW_TYPES[c.type]) for c in spec.columns]).empty_table()
+
+
+def table_definition(schema: str, table: str, data: pa.Table | pa.RecordBatchReader) -> TableSpec:
+    """The definition of `schema.table` in schemas/tables, else one read off `data`'s columns
+    (all nullable, no key, no comments)."""
+    spec = spec_of(schema, table)
+    if spec is not None:
+        return spec
+    cols = tuple(FieldSpec(f.name, _spec_type(f.type), True, "") for f in data.schema)
+    return TableSpec(table, schema, "", "", cols)
+
+
+def conformed(spec: TableSpec, data: pa.Table | pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """`data` with the definition's columns in its order (a stream, consumed once); a missing
+    column names the table and the column."""
+    missing = [c for c in spec.column_names if c not in data.schema.names]
+    if missing:
+        raise ValueError(f"data for {spec.schema}.{spec.table} lacks the columns {missing} of its definition")
+    if isinstance(data, pa.Table):
+        return data.select(spec.column_names).to_reader()
+    positions = [data.schema.get_field_index(c) for c in spec.column_names]
+    schema = pa.schema([data.schema.field(i) for i in positions])
+    return pa.RecordBatchReader.from_batches(
+        schema, (pa.RecordBatch.from_arrays([b.column(i) for i in positions], schema=schema) for b in data))
 
 
 class DuckDBWarehouse:
     """The embedded warehouse: `crm` and `crm_ops` in one file, `crm_restricted` in another."""
+
+    dialect = "duckdb"
 
     def __init__(self, target: WarehouseTarget):
         self.target = target
         self.path = target.duckdb_path
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._open = None  # the connection of a transaction() block
+
+    def where(self, schema: str) -> str:
+        """Where a schema's tables live, for progress lines."""
+        if schema == "crm_restricted":
+            return f"{self.target.restricted_path} (mode 0600)"
+        return str(self.path)
 
     @contextlib.contextmanager
     def transaction(self):
@@ -149,32 +234,44 @@ class DuckDBWarehouse:
         else:
             con = duckdb_connect(self.path)
         catalog = con.execute("SELECT current_database()").fetchone()[0]
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(catalog)}.{_quote(schema)}")
-        return con, f"{_quote(catalog)}.{_quote(schema)}"
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(catalog)}.{quote(schema)}")
+        return con, f"{quote(catalog)}.{quote(schema)}"
 
-    def _ensure_table(self, con, fq: str, data: pa.Table) -> None:
-        con.execute(f"CREATE TABLE IF NOT EXISTS {fq} AS SELECT * FROM incoming LIMIT 0")
-        have = {r[0] for r in con.execute(f"SELECT column_name FROM (DESCRIBE {fq})").fetchall()}
-        for field in data.schema:
-            if field.name not in have:
-                dtype = con.execute(f"SELECT typeof({_quote(field.name)}) FROM incoming LIMIT 1").fetchone()
-                dtype = dtype[0] if dtype else "VARCHAR"
-                con.execute(f"ALTER TABLE {fq} ADD COLUMN {_quote(field.name)} {dtype}")
+    def _ensure_table(self, con, spec: TableSpec) -> None:
+        """Create the table from its definition, or migrate an older one (ddl.migration)."""
+        rows = con.execute("SELECT column_name, data_type, is_nullable = 'YES' FROM information_schema.columns "
+                           "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ?",
+                           [spec.schema, spec.table]).fetchall()
+        if not rows:
+            con.execute(ddl.create_table(spec, self.dialect))
+            for statement in ddl.comments(spec) if spec.description else []:
+                con.execute(statement)
+            return
+        for statement in ddl.migration(spec, self.dialect, {r[0]: (r[1], r[2]) for r in rows}).add:
+            con.execute(statement)
 
-    def _in_transaction(self, schema: str, table: str, data: pa.Table, statements) -> None:
-        """Register `data` as `incoming` and run `statements(con, fq)` in one transaction (the
-        open `transaction()` block's, if any)."""
-        con, qualified = self._connect(schema)
-        fq = f"{qualified}.{_quote(table)}"
+    def _in_transaction(self, schema: str, table: str, data, statements) -> None:
+        """Register `data` as `incoming` (conformed to the table's definition) and run
+        `statements(con, fq, columns)` in one transaction (the open `transaction()` block's, if any)."""
+        spec = table_definition(schema, table, data)
+        con, _ = self._connect(schema)
+        fq = ddl.qualified(schema, table)
+        cols = ", ".join(quote(c) for c in spec.column_names)
+
+        def run() -> None:
+            self._ensure_table(con, spec)
+            con.register("incoming", conformed(spec, data))
+            try:
+                statements(con, fq, cols)
+            finally:
+                con.unregister("incoming")
+
         if con is self._open:
-            con.register("incoming", data)
-            statements(con, fq)
-            con.unregister("incoming")
+            run()
             return
         try:
-            con.register("incoming", data)
             con.execute("BEGIN TRANSACTION")
-            statements(con, fq)
+            run()
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
@@ -182,31 +279,53 @@ class DuckDBWarehouse:
         finally:
             con.close()
 
-    def replace_partitions(self, schema: str, table: str, data: pa.Table, column: str, values: list) -> None:
+    def replace_partitions(self, schema: str, table: str, data, column: str, values: list) -> None:
         """Replace the rows whose `column` is in `values` with `data`, in one transaction."""
 
-        def statements(con, fq: str) -> None:
-            self._ensure_table(con, fq, data)
-            con.execute(f"DELETE FROM {fq} WHERE {_quote(column)} IN (SELECT UNNEST(?))", [list(values)])
-            con.execute(f"INSERT INTO {fq} BY NAME SELECT * FROM incoming")
+        def statements(con, fq: str, cols: str) -> None:
+            con.execute(f"DELETE FROM {fq} WHERE {quote(column)} IN (SELECT UNNEST(?))", [list(values)])
+            con.execute(f"INSERT INTO {fq} ({cols}) SELECT {cols} FROM incoming")
 
         self._in_transaction(schema, table, data, statements)
 
     def count_partitions(self, schema: str, table: str, column: str, values: list) -> int:
         """Rows of `table` whose `column` is in `values` (inside the open transaction, if any)."""
-        con, qualified = self._connect(schema)
+        con, _ = self._connect(schema)
         try:
-            return con.execute(f"SELECT count(*) FROM {qualified}.{_quote(table)} WHERE {_quote(column)} "
+            return con.execute(f"SELECT count(*) FROM {ddl.qualified(schema, table)} WHERE {quote(column)} "
                                "IN (SELECT UNNEST(?))", [list(values)]).fetchone()[0]
         finally:
             if con is not self._open:
                 con.close()
 
-    def replace_table(self, schema: str, table: str, data: pa.Table) -> None:
-        """Swap the whole table for `data` in one transaction."""
-        self._in_transaction(
-            schema, table, data, lambda con, fq: con.execute(f"CREATE OR REPLACE TABLE {fq} AS SELECT * FROM incoming")
-        )
+    def replace_table(self, schema: str, table: str, data) -> None:
+        """Swap the whole table's rows for `data` in one transaction."""
+
+        def statements(con, fq: str, cols: str) -> None:
+            con.execute(f"DELETE FROM {fq}")
+            con.execute(f"INSERT INTO {fq} ({cols}) SELECT {cols} FROM incoming")
+
+        self._in_transaction(schema, table, data, statements)
+
+    def create_views(self) -> list[str]:
+        """Create or replace every view of schemas/views whose tables exist; the views of
+        `crm_restricted` are left out here, its tables living in another file. Returns their names."""
+        con = duckdb_connect(self.path)
+        try:
+            have = {f"{s}.{t}" for s, t in con.execute(
+                "SELECT table_schema, table_name FROM information_schema.tables "
+                "WHERE table_catalog = current_database()").fetchall()}
+            made = []
+            con.execute("BEGIN TRANSACTION")
+            for view in ddl.view_specs():
+                if view.schema != "crm_restricted" and set(view.requires) <= have:
+                    for statement in view.statements():
+                        con.execute(statement)
+                    made.append(view.qualified_name)
+            con.execute("COMMIT")
+            return made
+        finally:
+            con.close()
 
     def query(self, sql: str, restricted: bool = False) -> list[tuple]:
         path = self.target.restricted_path if restricted else self.path
