@@ -220,3 +220,20 @@ def test_a_publish_to_a_server_it_cannot_use_is_a_usage_error_before_any_work(pg
         err = capsys.readouterr().err
         assert says in err and "wrong" not in err.replace("password authentication failed", ""), err
     assert not (tmp_path / "lake").exists()  # nothing was written
+
+
+def test_crm_warehouse_init_sets_up_a_server_and_refuses_the_embedded_file(pg_server, tmp_path, capsys):
+    from crm_pipeline import cli
+
+    with psycopg.connect(pg_server.url(database="postgres"), autocommit=True) as con:
+        con.execute('CREATE DATABASE "fresh"')
+    url = pg_server.url(database="fresh")
+    assert cli.main(["warehouse", "init", "--warehouse", url]) == 0
+    out = capsys.readouterr().out
+    assert "created schema crm_restricted" in out and "admin-test-password" not in out
+    assert _rows(url, "SELECT nspname, pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname LIKE 'crm%' "
+                      "ORDER BY 1") == [("crm", LOADER), ("crm_ops", LOADER), ("crm_restricted", LOADER)]
+    assert cli.main(["warehouse", "init", "--warehouse", url]) == 0  # again: nothing to create
+    assert "created" not in capsys.readouterr().out
+    assert cli.main(["warehouse", "init", "--warehouse", f"duckdb:///{tmp_path}/w.duckdb"]) == 2
+    assert "server warehouse" in capsys.readouterr().err
