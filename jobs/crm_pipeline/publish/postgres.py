@@ -12,7 +12,7 @@ its password.
   administrator (a member of `crm_loader`) acts as `crm_loader`, so the tables are the loader's
   and the readers' grants (default privileges) apply to them.
 - **Atomic loads**: each table's new rows are copied (`COPY ... FROM STDIN`, CSV written by Arrow
-  batch by batch: bounded memory) into a temporary staging table, then the replaced months are
+  batch by batch, never collected whole) into a temporary staging table, then the replaced months are
   deleted and the staged rows inserted, in the publish's one transaction. A BI query running
   meanwhile sees the previous complete tables (MVCC) until the commit, then the new ones.
 - **Definitions**: tables are created from `schemas/tables` with their primary key, NOT NULL

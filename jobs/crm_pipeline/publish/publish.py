@@ -56,7 +56,7 @@ def gold_months(lake: LakeLayout) -> list[date]:
 
 def read_gold_months(lake: LakeLayout, name: str, months: list[date], columns: list[str],
                      partition: str = "month") -> tuple[pa.RecordBatchReader, int]:
-    """The rows of `months` of a gold table as a stream of Arrow batches (bounded memory), and
+    """The rows of `months` of a gold table as a stream of Arrow batches (never collected whole), and
     their number (from the Parquet footers)."""
     dataset = _delta_dataset(lake.gold(name))
     where = pc.field(partition).isin(pa.array(months, pa.date32()))
