@@ -35,7 +35,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
-    import pandas as pd
     import pyarrow.parquet as pq
     from pyspark.sql import functions as F
 

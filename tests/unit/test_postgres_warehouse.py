@@ -15,7 +15,7 @@ from crm_pipeline.errors import UsageError
 from crm_pipeline.feeds import table_spec
 from crm_pipeline.publish.ddl import SchemaMismatch, column_comment, table_comment
 from crm_pipeline.publish.postgres import BI, CAMPAIGN, LOADER, init_warehouse
-from crm_pipeline.publish.warehouse import check_url, open_warehouse
+from crm_pipeline.publish.warehouse import check_url, empty_table, open_warehouse
 from tests.conftest import role_url
 
 pytestmark = pytest.mark.postgres
@@ -87,11 +87,9 @@ def test_a_reader_during_a_publish_sees_the_old_or_the_new_complete_tables(pg_da
 
 def test_a_published_table_has_its_definition_key_comments_and_indexes(pg_database):
     spec = table_spec("segment_summary")
-    types = {"string": (pa.string(), "x"), "long": (pa.int64(), 1), "double": (pa.float64(), 0.5),
-             "date": (pa.date32(), JAN), "int": (pa.int32(), 1), "boolean": (pa.bool_(), True),
-             "timestamp": (pa.timestamp("us"), datetime(2026, 1, 1))}
-    data = pa.Table.from_pylist([{c.name: types[c.type][1] for c in spec.columns}],
-                                schema=pa.schema([(c.name, types[c.type][0]) for c in spec.columns]))
+    value = {"string": "x", "long": 1, "double": 0.5, "date": JAN, "int": 1, "boolean": True,
+             "timestamp": datetime(2026, 1, 1)}
+    data = pa.Table.from_pylist([{c.name: value[c.type] for c in spec.columns}], schema=empty_table(spec).schema)
     open_warehouse(pg_database).replace_partitions("crm", "segment_summary", data, "month", [JAN])
     catalog = _rows(pg_database, "SELECT column_name, is_nullable, col_description('crm.segment_summary'::regclass, "
                                  "ordinal_position) FROM information_schema.columns WHERE table_schema = 'crm' AND "

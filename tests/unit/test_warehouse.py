@@ -123,3 +123,27 @@ def test_the_embedded_warehouse_has_the_bi_views_of_its_tables(tmp_path):
     (jan, feb) = wh.query("SELECT month, prev_arpu_fen, arpu_change FROM crm.kpi_trend ORDER BY month")
     assert jan == (JAN, None, None) and feb[:2] == (FEB, 100.0) and feb[2] == pytest.approx(0.1)
     assert wh.query("SELECT comment FROM duckdb_tables() WHERE table_name = 'kpi_month'")[0][0].startswith("Counts")
+
+
+def test_the_publish_stream_reads_a_partitioned_table_row_group_by_row_group(tmp_path):
+    """`publish.stream` yields exactly the rows a whole-table read gives (partition columns included,
+    the filter applied), in batches no larger than a row group."""
+    import pyarrow.dataset as ds
+
+    from crm_pipeline.publish.publish import stream
+
+    rows = 2_500
+    table = pa.table({"month": [JAN if i % 3 else FEB for i in range(rows)], "x": list(range(rows)),
+                      "s": [f"r{i}" for i in range(rows)]})
+    by_month = ds.partitioning(pa.schema([("month", pa.date32())]), flavor="hive")
+    ds.write_dataset(table, tmp_path / "t", format="parquet", partitioning=by_month, max_rows_per_group=400,
+                     min_rows_per_group=400)
+    dataset = ds.dataset(tmp_path / "t", format="parquet", partitioning=by_month)
+    where = ds.field("month") == pa.scalar(JAN, pa.date32())
+    reader = stream(dataset, ["x", "month"], where)
+    batches = list(reader)
+    assert reader.schema.names == ["x", "month"]
+    assert max(b.num_rows for b in batches) <= 400 and len(batches) > 1
+    got = pa.Table.from_batches(batches, reader.schema).sort_by("x")
+    assert got.equals(dataset.to_table(columns=["x", "month"], filter=where).sort_by("x"))
+    assert got.num_rows == sum(1 for i in range(rows) if i % 3)

@@ -40,7 +40,8 @@ from crm_pipeline.io import delta
 from crm_pipeline.quality import gx
 from crm_pipeline.settings import LakeLayout
 from crm_pipeline.stages import stage
-from crm_pipeline.transforms.staging.parse import LATE_DAYS, LINEAGE, REJECT_COLUMNS, type_and_validate
+from crm_pipeline.transforms.staging.parse import LINEAGE, REJECT_COLUMNS, type_and_validate
+from crm_pipeline.transforms.staging.validate import LATE_DAYS
 from crm_pipeline.transforms.staging.silver import (
     holders_by_day,
     latest_version_wins,

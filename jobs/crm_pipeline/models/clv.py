@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize
-from scipy.special import betaln, hyp2f1
+from scipy.special import hyp2f1
 
 LOG_PARAM_BOUNDS = (-10.0, 10.0)
 """Bounds on ln(alpha) and ln(beta) during the fit: alpha and beta in [4.5e-5, 2.2e4]."""

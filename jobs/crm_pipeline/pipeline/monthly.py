@@ -19,7 +19,6 @@ from crm_pipeline.pipeline.tables import silver
 from crm_pipeline.quality import gx
 from crm_pipeline.settings import LakeLayout
 from crm_pipeline.stages import stage
-from crm_pipeline.transforms.marts.kpi_month import kpi_month
 from crm_pipeline.transforms.marts.subscriber_month import (
     month_frame,
     monthly_revenue,
@@ -213,18 +212,29 @@ def record_restatements(lake: LakeLayout, restated: list[tuple]) -> None:
     ops.append_rows_arrow(lake, "restatements", [dict(zip(columns, r)) for r in restated])
 
 
+#: decimals a floating-point column is rounded to before it is hashed: a sum or mean of doubles
+#: depends on the order Spark adds them in, so two runs over the same rows may differ in the last
+#: bits, which is not a restatement
+HASH_DECIMALS = 6
+
+
+def _hashed(df: DataFrame, cols: list[str]):
+    """An order-independent row hash of `cols`, floating-point columns rounded (HASH_DECIMALS)."""
+    floating = {f.name for f in df.schema.fields if f.dataType.typeName() in ("double", "float")}
+    return F.xxhash64(*[F.round(c, HASH_DECIMALS) if c in floating else F.col(c) for c in cols])
+
+
 def fingerprints(df: DataFrame, partition: str = "month") -> dict[date, tuple[int, str | None]]:
     """Per month: row count and an order-independent content hash (restatement detection)."""
     cols = sorted(c for c in df.columns if c != partition)
-    got = df.select(F.col(partition).alias("_p"), F.xxhash64(*cols).cast("decimal(38,0)").alias("h")).groupBy(
+    got = df.select(F.col(partition).alias("_p"), _hashed(df, cols).cast("decimal(38,0)").alias("h")).groupBy(
         "_p").agg(F.count(F.lit(1)).alias("n"), F.sum("h").alias("s")).collect()
     return {r._p: (int(r.n), str(r.s)) for r in got}
 
 
 def fingerprint(df: DataFrame) -> tuple[int, str | None]:
     """Row count and an order-independent content hash of a whole table."""
-    cols = sorted(df.columns)
-    got = df.select(F.xxhash64(*cols).cast("decimal(38,0)").alias("h")).agg(
+    got = df.select(_hashed(df, sorted(df.columns)).cast("decimal(38,0)").alias("h")).agg(
         F.count(F.lit(1)).alias("n"), F.sum("h").alias("s")
     ).collect()[0]
     return int(got.n), None if got.s is None else str(got.s)

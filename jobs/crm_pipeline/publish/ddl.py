@@ -124,6 +124,23 @@ def migration(spec: TableSpec, dialect: str, existing: dict[str, tuple[str, bool
     return Migration(add)
 
 
+def table_statements(spec: TableSpec, dialect: str, catalog: list[tuple[str, str, bool]]) -> list[str]:
+    """The statements that bring `spec`'s table to its definition, given the rows the backend's
+    information_schema.columns holds for it ((column, data type, nullable); none when it does not
+    exist): create it with its comments (and, on PostgreSQL, its indexes), or migrate it."""
+    if not catalog:
+        return [create_table(spec, dialect), *(comments(spec) if spec.description else []),
+                *(indexes(spec) if dialect == "postgresql" else [])]
+    return migration(spec, dialect, {name: (dtype, nullable) for name, dtype, nullable in catalog}).add
+
+
+#: information_schema.columns of one table, as table_statements takes them (`{p}`: the
+#: driver's parameter marker)
+CATALOG_QUERY = ("SELECT column_name, data_type, is_nullable = 'YES' FROM information_schema.columns "
+                 "WHERE table_schema = {p} AND table_name = {p} AND table_catalog = current_database() "
+                 "ORDER BY ordinal_position")
+
+
 @dataclass(frozen=True)
 class ViewSpec:
     """A view BI users would otherwise write, from `schemas/views/<schema>.<view>.sql`: header lines
@@ -143,6 +160,17 @@ class ViewSpec:
     def statements(self) -> list[str]:
         fq = qualified(self.schema, self.name)
         return [f"CREATE OR REPLACE VIEW {fq} AS\n{self.select}", f"COMMENT ON VIEW {fq} IS {literal(self.description)}"]
+
+
+def view_statements(existing: set[str], schemas=WAREHOUSE_SCHEMAS) -> tuple[list[str], list[str]]:
+    """(statements, view names) creating every view of `schemas` whose tables are among
+    `existing` ("schema.table")."""
+    statements, made = [], []
+    for view in view_specs():
+        if view.schema in schemas and set(view.requires) <= existing:
+            statements += view.statements()
+            made.append(view.qualified_name)
+    return statements, made
 
 
 def view_specs() -> list[ViewSpec]:

@@ -146,16 +146,9 @@ class PostgresWarehouse:
         """Create the table from its definition (key, comments, indexes), or migrate an older one."""
         if (spec.schema, spec.table) in self._ready:
             return
-        rows = con.execute("SELECT column_name, data_type, is_nullable = 'YES' FROM information_schema.columns "
-                           "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
-                           [spec.schema, spec.table]).fetchall()
-        if not rows:
-            con.execute(ddl.create_table(spec, self.dialect))
-            for statement in (ddl.comments(spec) if spec.description else []) + ddl.indexes(spec):
-                con.execute(statement)
-        else:
-            for statement in ddl.migration(spec, self.dialect, {r[0]: (r[1], r[2]) for r in rows}).add:
-                con.execute(statement)
+        catalog = con.execute(ddl.CATALOG_QUERY.format(p="%s"), [spec.schema, spec.table]).fetchall()
+        for statement in ddl.table_statements(spec, self.dialect, catalog):
+            con.execute(statement)
         self._ready.add((spec.schema, spec.table))
 
     def _replace(self, schema: str, table: str, data, where: str, params: list) -> None:
@@ -193,14 +186,10 @@ class PostgresWarehouse:
         """Create or replace every view of schemas/views whose tables exist, in one transaction.
         Returns their names."""
         with self._transaction() as con:
-            have = {f"{s}.{t}" for s, t in con.execute(
-                "SELECT table_schema, table_name FROM information_schema.tables").fetchall()}
-            made = []
-            for view in ddl.view_specs():
-                if set(view.requires) <= have:
-                    for statement in view.statements():
-                        con.execute(statement)
-                    made.append(view.qualified_name)
+            statements, made = ddl.view_statements({f"{s}.{t}" for s, t in con.execute(
+                "SELECT table_schema, table_name FROM information_schema.tables").fetchall()})
+            for statement in statements:
+                con.execute(statement)
             return made
 
     def query(self, sql: str, restricted: bool = False) -> list[tuple]:

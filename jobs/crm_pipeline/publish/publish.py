@@ -35,6 +35,32 @@ def published_tables() -> list[tuple[str, str, list[str], str]]:
     return [(s.schema, s.table, s.column_names, s.partition) for s in specs if s.schema != "gold"]
 
 
+#: rows per Arrow batch of every stream the publish reads
+BATCH_ROWS = 32_768
+
+
+def stream(dataset: ds.Dataset, columns: list[str] | None = None, where=None) -> pa.RecordBatchReader:
+    """`dataset`'s rows (of `columns`, matching `where`) as a stream of Arrow batches, in memory
+    bounded by one Parquet row group (the lake's writer bounds those: Spark's 128 MB blocks) and a
+    batch, whatever the size of the month.
+
+    Scanned one row group at a time: a scanner over the whole dataset reads ahead by files and
+    row groups as fast as it can decode, so a slow consumer (a warehouse's COPY) would find most of
+    the month in memory."""
+    columns = list(columns or dataset.schema.names)
+    schema = pa.schema([dataset.schema.field(c) for c in columns])
+
+    def batches():
+        for fragment in dataset.get_fragments(filter=where):
+            for row_group in fragment.split_by_row_group():
+                # a dataset of the one row group, so its partition values fill the partition columns
+                part = ds.FileSystemDataset([row_group], dataset.schema, fragment.format, fragment.filesystem)
+                yield from part.to_batches(columns=columns, filter=where, batch_size=BATCH_ROWS,
+                                           batch_readahead=1, fragment_readahead=1)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
 def _delta_dataset(path: str) -> ds.Dataset:
     from deltalake import DeltaTable
 
@@ -60,7 +86,7 @@ def read_gold_months(lake: LakeLayout, name: str, months: list[date], columns: l
     their number (from the Parquet footers)."""
     dataset = _delta_dataset(lake.gold(name))
     where = pc.field(partition).isin(pa.array(months, pa.date32()))
-    return dataset.scanner(columns=columns, filter=where).to_reader(), dataset.count_rows(filter=where)
+    return stream(dataset, columns, where), dataset.count_rows(filter=where)
 
 
 def publish(
@@ -129,7 +155,7 @@ def publish_ops(lake: LakeLayout, warehouse) -> None:
     for name in OPS_TABLES:
         with stage("publish", name):
             try:
-                data = _delta_dataset(lake.ops(name)).scanner().to_reader()
+                data = stream(_delta_dataset(lake.ops(name)))
             except TableNotFoundError:  # nothing of that kind so far: the table exists, empty, for BI
                 data = empty_table(table_spec(name))
             wh.replace_table("crm_ops", name, data)

@@ -239,15 +239,8 @@ class DuckDBWarehouse:
 
     def _ensure_table(self, con, spec: TableSpec) -> None:
         """Create the table from its definition, or migrate an older one (ddl.migration)."""
-        rows = con.execute("SELECT column_name, data_type, is_nullable = 'YES' FROM information_schema.columns "
-                           "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ?",
-                           [spec.schema, spec.table]).fetchall()
-        if not rows:
-            con.execute(ddl.create_table(spec, self.dialect))
-            for statement in ddl.comments(spec) if spec.description else []:
-                con.execute(statement)
-            return
-        for statement in ddl.migration(spec, self.dialect, {r[0]: (r[1], r[2]) for r in rows}).add:
+        catalog = con.execute(ddl.CATALOG_QUERY.format(p="?"), [spec.schema, spec.table]).fetchall()
+        for statement in ddl.table_statements(spec, self.dialect, catalog):
             con.execute(statement)
 
     def _in_transaction(self, schema: str, table: str, data, statements) -> None:
@@ -312,16 +305,13 @@ class DuckDBWarehouse:
         `crm_restricted` are left out here, its tables living in another file. Returns their names."""
         con = duckdb_connect(self.path)
         try:
-            have = {f"{s}.{t}" for s, t in con.execute(
-                "SELECT table_schema, table_name FROM information_schema.tables "
-                "WHERE table_catalog = current_database()").fetchall()}
-            made = []
+            statements, made = ddl.view_statements(
+                {f"{s}.{t}" for s, t in con.execute("SELECT table_schema, table_name FROM information_schema.tables "
+                                                    "WHERE table_catalog = current_database()").fetchall()},
+                schemas=[s for s in ddl.WAREHOUSE_SCHEMAS if s != "crm_restricted"])
             con.execute("BEGIN TRANSACTION")
-            for view in ddl.view_specs():
-                if view.schema != "crm_restricted" and set(view.requires) <= have:
-                    for statement in view.statements():
-                        con.execute(statement)
-                    made.append(view.qualified_name)
+            for statement in statements:
+                con.execute(statement)
             con.execute("COMMIT")
             return made
         finally:

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 
 from crm_pipeline.feeds import FeedSpec
-from crm_pipeline.transforms.staging.validate import LATE_DAYS, LINEAGE, validate_batch
+from crm_pipeline.transforms.staging.validate import LINEAGE, validate_batch
 
 REASONS = (
     "bad_encoding",
