@@ -19,6 +19,15 @@ CRM = f"{sys.executable} -m crm_pipeline.cli"
 BUSINESS_DATE = "{{ logical_date.in_timezone('Asia/Shanghai').subtract(days=1).to_date_string() }}"
 RUN = "--run-id '{{ run_id }}' --dag-id {{ dag.dag_id }} --task-id {{ task.task_id }}"
 
+
+def alert_on_failure(context) -> None:
+    """Every failed try goes through the project's one alert hook (log; webhook or e-mail when
+    CRM_ALERT_WEBHOOK / CRM_ALERT_EMAIL are set): imported when a task fails, not at parse time."""
+    from crm_pipeline.alerts import task_failed
+
+    task_failed(context)
+
+
 with DAG(
     dag_id="crm_daily_ingest",
     description="BOSS deliveries -> bronze -> silver -> daily rollups",
@@ -27,7 +36,10 @@ with DAG(
     catchup=False,
     max_active_runs=1,  # one writer per Delta table
     tags=["crm", "ingest", "daily"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=10), "owner": "data-engineering"},
+    default_args={"owner": "data-engineering", "retries": 3, "retry_delay": timedelta(minutes=5),
+                  "retry_exponential_backoff": True, "max_retry_delay": timedelta(hours=1),
+                  "execution_timeout": timedelta(minutes=180), "on_failure_callback": alert_on_failure},
+    doc_md=__doc__,
 ) as dag:
     ingest = BashOperator(
         task_id="ingest",

@@ -26,6 +26,15 @@ WAREHOUSE = ("{% set c = conn.get('crm_warehouse') %}{{ 'postgresql://%s@%s:%s/%
              "(c.login, c.host, c.port or 5432, c.schema) if c else var.value.crm_warehouse }}")
 WAREHOUSE_PASSWORD = {"PGPASSWORD": "{% set c = conn.get('crm_warehouse') %}{{ c.password or '' if c else '' }}"}
 
+
+def alert_on_failure(context) -> None:
+    """Every failed try goes through the project's one alert hook (log; webhook or e-mail when
+    CRM_ALERT_WEBHOOK / CRM_ALERT_EMAIL are set): imported when a task fails, not at parse time."""
+    from crm_pipeline.alerts import task_failed
+
+    task_failed(context)
+
+
 with DAG(
     dag_id="crm_monthly_analytics",
     description="silver + rollups -> gold marts -> churn models -> warehouse",
@@ -34,7 +43,10 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     tags=["crm", "analytics", "monthly"],
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=15), "owner": "data-engineering"},
+    default_args={"owner": "data-engineering", "retries": 3, "retry_delay": timedelta(minutes=5),
+                  "retry_exponential_backoff": True, "max_retry_delay": timedelta(hours=1),
+                  "execution_timeout": timedelta(minutes=360), "on_failure_callback": alert_on_failure},
+    doc_md=__doc__,
 ) as dag:
     analyse = BashOperator(
         task_id="analyse",

@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         adder(p)
         p.set_defaults(handler=f"crm_pipeline.entrypoints.steps:{name}")
 
+    from crm_pipeline.entrypoints import status
+
+    st = sub.add_parser("status", help="what arrived, what is late or rejected, last runs, months published or waiting")
+    status.add_arguments(st)
+    st.set_defaults(handler="crm_pipeline.entrypoints.status:run")
+
     from crm_pipeline.entrypoints import warehouse
 
     wh = sub.add_parser("warehouse", help="set up a server warehouse (schemas, roles); print the data dictionary")

@@ -5,14 +5,24 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from datetime import date
+from datetime import date, datetime
 
 
-def iso_date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {text!r}") from exc
+def _argument_type(parse, expected: str, name: str):
+    """An argparse `type` calling `parse`, whose error names the format expected."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from exc
+
+    convert.__name__ = name
+    return convert
+
+
+iso_date = _argument_type(date.fromisoformat, "YYYY-MM-DD", "iso_date")
+#: a local date and time (`--as-of`)
+local_time = _argument_type(datetime.fromisoformat, "YYYY-MM-DD or YYYY-MM-DDTHH:MM", "local_time")
 
 
 def add_landing_arguments(parser: argparse.ArgumentParser) -> None:

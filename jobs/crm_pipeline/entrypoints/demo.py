@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from crm_pipeline import ops
@@ -48,8 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"demo folder (default {DEFAULT_DIR})")
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--start", type=iso_date, default=iso_date("2026-01-01"))
-    parser.add_argument("--days", type=int, default=246,
-                        help="days of deliveries (default 246: January-August complete, 8 months)")
+    parser.add_argument("--days", type=int, default=247,
+                        help="days of deliveries (default 247: January-August complete, 8 months, and the first "
+                             "days of September)")
+    parser.add_argument("--late-feed", default="ticket",
+                        help="feed whose last delivery is left without its control file, still being written, "
+                             "so `crm status` shows it late (default ticket; '' for none)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("-v", "--verbose", action="store_true")
 
@@ -67,14 +72,26 @@ def run(args: argparse.Namespace) -> int:
     else:
         progress(f"demo: generating {args.subscribers:,} subscribers x {args.days} days into {landing}")
         generate(GeneratorConfig(landing=landing, subscribers=args.subscribers, start=args.start,
-                                 days=args.days, seed=args.seed, progress="month"))
+                                 days=args.days, seed=args.seed, progress="month",
+                                 withhold_control=tuple(f for f in [args.late_feed] if f)))
     key = msisdn_hmac_key(allow_demo=True)
     layout, ctx = LakeLayout(str(lake)), ops.RunContext(ops.new_run_id("demo"), "cli", "run")
     spark = spark_session(layout, ctx)
     code = run_pipeline(spark, landing, layout, f"duckdb:///{wh}", ctx, key)
     spark.stop()
     show(wh, time.monotonic() - t0, lake)
+    show_status(layout, landing, args.start + timedelta(days=args.days))
     return code
+
+
+def show_status(lake: LakeLayout, landing: Path, morning_after: date) -> None:
+    """`crm status` as the operations team would read it the morning after the last delivery."""
+    from crm_pipeline import status
+
+    as_of = datetime.combine(morning_after, datetime.min.time()).replace(hour=9)
+    command = f"crm status --lake {lake.root} --landing {landing} --as-of {as_of:%Y-%m-%dT%H:%M}"
+    progress(f"\n-- the operations view: {command}")
+    progress(status.render(status.status(lake, as_of, landing=str(landing)), f"lake {lake.root}", status.DAYS))
 
 
 def show(wh: Path, seconds: float, lake: Path) -> None:

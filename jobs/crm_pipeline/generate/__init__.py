@@ -73,6 +73,10 @@ _OPTIONS: tuple[tuple[str, type, str], ...] = (
 )
 
 
+def _feeds(text: str) -> tuple[str, ...]:
+    return tuple(f.strip() for f in text.split(",") if f.strip())
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``crm generate`` options to ``parser``."""
     defaults = GeneratorConfig(landing=Path("."), subscribers=10, start=date(2000, 1, 1), days=1)
@@ -87,6 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--survey-weights", dest="survey_weights", type=_weights,
                         default=defaults.survey_weights,
                         help="overall-score weights of service,quality,value (default 0.35,0.25,0.40)")
+    parser.add_argument("--withhold-control", dest="withhold_control", type=_feeds, default=(),
+                        metavar="FEED[,FEED]",
+                        help="leave the last day's delivery of these feeds without its control file, as if still "
+                             "being written: it is not loaded and the feed shows as late in `crm status`")
     parser.add_argument("--schema-dir", type=Path, default=None, help="feed schemas folder (default: the repo's)")
     parser.add_argument("--progress", choices=("day", "month", "none"), default="day",
                         help="progress lines on stderr (default %(default)s)")
@@ -94,7 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> GeneratorConfig:
     """The ``GeneratorConfig`` of parsed ``crm generate`` arguments."""
-    names = ["landing", "subscribers", "start", "days", "seed", "survey_weights", "schema_dir", "progress"]
+    names = ["landing", "subscribers", "start", "days", "seed", "survey_weights", "schema_dir", "progress",
+             "withhold_control"]
     names += [name for name, _, _ in _OPTIONS]
     return GeneratorConfig(**{name: getattr(args, name) for name in names})
 

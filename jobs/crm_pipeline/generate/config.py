@@ -63,6 +63,9 @@ class GeneratorConfig:
     cdr_gzip_share: float = 0.8
     other_gzip_share: float = 0.15
     crlf_share: float = 0.1
+    # feeds whose last day's delivery is left without its control file (still being written, so
+    # late: what `crm status` reports)
+    withhold_control: tuple[str, ...] = ()
     # plumbing (not part of the generated content)
     schema_dir: Path | None = None
     progress: str = "day"
@@ -84,6 +87,11 @@ class GeneratorConfig:
                      "survey_rate", "upgrade_rate", "suspend_rate", "spend_sigma"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        from crm_pipeline.feeds import load_feeds
+
+        unknown = sorted(set(self.withhold_control) - set(load_feeds()))
+        if unknown:
+            problems.append(f"withhold_control names no feed: {', '.join(unknown)}")
         if not 1 <= self.bill_run_day <= 28:
             problems.append(f"bill_run_day must be within 1..28, got {self.bill_run_day}")
         if not 1 <= self.bill_correction_day <= 28:

@@ -60,8 +60,10 @@ class DeliveryWriter:
         self._pending: list[Future] = []
         self._previous: list[Future] = []
 
-    def write(self, feed: str, ymd: int, lines: pa.Array, fmt: DeliveryFormat) -> list[WrittenFile]:
-        """Queue one delivery of ``feed`` for business date ``ymd``; the control file goes last.
+    def write(self, feed: str, ymd: int, lines: pa.Array, fmt: DeliveryFormat,
+              control: bool = True) -> list[WrittenFile]:
+        """Queue one delivery of ``feed`` for business date ``ymd``; the control file goes last
+        (not at all without ``control``: a delivery still being written).
 
         Lines are split into files of at most ``max_rows``; a delivery without lines is one empty
         ``.dat`` file listed with 0 rows. A previous delivery of the same feed and day is replaced.
@@ -82,7 +84,7 @@ class DeliveryWriter:
             files.append(WrittenFile(name, b - a, a))
             chunks.append(chunk)
         folder = self.landing / feed / str(ymd)
-        self._pending.append(self._pool.submit(_write_files, folder, stem, files, chunks, fmt))
+        self._pending.append(self._pool.submit(_write_files, folder, stem, files, chunks, fmt, control))
         return files
 
     def end_day(self) -> None:
@@ -105,7 +107,7 @@ class DeliveryWriter:
 
 
 def _write_files(folder: Path, stem: str, files: list[WrittenFile], chunks: list[bytes],
-                 fmt: DeliveryFormat) -> None:
+                 fmt: DeliveryFormat, control: bool = True) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     ctl = folder / f"{stem}.ctl"
     if ctl.exists():
@@ -118,7 +120,8 @@ def _write_files(folder: Path, stem: str, files: list[WrittenFile], chunks: list
             chunk = gzip_bytes(chunk)
         (folder / f.name).write_bytes(chunk)
         ctl_lines.append(f"{f.name}|{f.rows}|{len(chunk)}|{hashlib.md5(chunk).hexdigest()}|{fmt.encoding}\n")
-    ctl.write_bytes("".join(ctl_lines).encode("ascii"))
+    if control:
+        ctl.write_bytes("".join(ctl_lines).encode("ascii"))
 
 
 def locate(files: list[WrittenFile], position: int) -> tuple[str, int]:

@@ -55,6 +55,7 @@ class FeedTruth:
         self.encodings = {"UTF-8": 0, "GBK": 0}
         self.gzip_files = 0
         self.crlf_files = 0
+        self.withheld_lines = 0  # written without a control file (config.withhold_control)
 
     def as_dict(self, feed: str) -> dict:
         bad = {r: v for r, v in self.bad.items() if r in DEFECT_FIELDS.get(feed, {})}
@@ -72,6 +73,7 @@ class FeedTruth:
             "encodings": self.encodings,
             "gzip_files": self.gzip_files,
             "crlf_files": self.crlf_files,
+            "withheld_lines": self.withheld_lines,
         }
 
 
@@ -217,8 +219,10 @@ class Generator:
         return DeliveryFormat("GBK" if gbk else "UTF-8", bool(u[1] < gz_share), bool(u[2] < cfg.crlf_share))
 
     def _write(self, feed: str, t: int, ymd: int, lines: pa.Array, fmt: DeliveryFormat) -> list[WrittenFile]:
-        files = self.writer.write(feed, ymd, lines, fmt)
+        withheld = feed in self.cfg.withhold_control and t == self.cfg.days - 1
+        files = self.writer.write(feed, ymd, lines, fmt, control=not withheld)
         tr = self.truth[feed]
+        tr.withheld_lines += len(lines) if withheld else 0
         tr.deliveries += 1
         tr.empty_deliveries += int(len(lines) == 0)
         tr.files += len(files)

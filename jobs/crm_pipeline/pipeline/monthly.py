@@ -41,20 +41,47 @@ def next_month(m: date) -> date:
     return add_months(m, 1)
 
 
-def complete_months(loaded_days: dict[str, set[date]], bill_months: set[date]) -> list[date]:
-    """Months whose bill has landed and whose daily feeds have every day of M and 3 days of M+1."""
+def month_readiness(loaded_days: dict[str, set[date]], bill_months: set[date],
+                    through: date | None = None) -> dict[date, list[str]]:
+    """Per month from the first loaded day to `through` (default: the last loaded day): what it still
+    waits for, empty once complete. A month is complete when its bill has landed and every daily
+    feed has every day of the month and the first LATE_DAYS days of the next (late CDRs)."""
     daily = [s.feed for s in load_feeds().values() if s.is_daily]
     all_days = set().union(*[loaded_days.get(f, set()) for f in daily]) if daily else set()
     if not all_days:
-        return []
-    out = []
+        return {}
+    out: dict[date, list[str]] = {}
     m = min(all_days).replace(day=1)
-    while m <= max(all_days):
+    while m <= (through or max(all_days)):
         needed = month_days(m) + [next_month(m) + timedelta(days=i) for i in range(LATE_DAYS)]
-        if m in bill_months and all(set(needed) <= loaded_days.get(f, set()) for f in daily):
-            out.append(m)
+        waits = [] if m in bill_months else ["bill not delivered"]
+        gaps: dict[str, list[str]] = {}  # days not loaded -> the feeds missing them
+        for feed in daily:
+            missing = sorted(set(needed) - loaded_days.get(feed, set()))
+            if missing:
+                gaps.setdefault(_spans(missing), []).append(feed)
+        for span, feeds in gaps.items():
+            waits.append(f"{span} not loaded ({'every daily feed' if len(feeds) == len(daily) else ', '.join(feeds)})")
+        out[m] = waits
         m = next_month(m)
     return out
+
+
+def _spans(days: list[date]) -> str:
+    """Sorted days as runs: 2026-03-04..2026-03-06, 2026-03-09 (at most three runs, then a count)."""
+    runs: list[list[date]] = []
+    for d in days:
+        if runs and d == runs[-1][-1] + timedelta(days=1):
+            runs[-1].append(d)
+        else:
+            runs.append([d])
+    text = [f"{r[0]}..{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs[:3]]
+    return ", ".join(text) + (f" and {len(runs) - 3} more spans" if len(runs) > 3 else "")
+
+
+def complete_months(loaded_days: dict[str, set[date]], bill_months: set[date]) -> list[date]:
+    """Months whose bill has landed and whose daily feeds have every day of M and 3 days of M+1."""
+    return [m for m, waits in month_readiness(loaded_days, bill_months).items() if not waits]
 
 
 def loaded_days(lake: LakeLayout) -> dict[str, set[date]]:
@@ -311,7 +338,8 @@ def analyse(
     from crm_pipeline.pipeline.summary import print_summary
 
     bills = silver(spark, lake, "bill").select("bill_month").distinct().collect()
-    complete = complete_months(loaded_days(lake), {r[0] for r in bills})
+    readiness = month_readiness(loaded_days(lake), {r[0] for r in bills}, max(months) if months else None)
+    complete = [m for m, waits in readiness.items() if not waits]
     targets = sorted(set(months) & set(complete)) if months else complete
     if rescore:
         from crm_pipeline.pipeline.churn import months_to_rescore
@@ -322,8 +350,9 @@ def analyse(
             ops.record_step(lake, ctx, ops.utcnow(), "nothing to rescore")
             return []
     skipped = sorted(set(months or []) - set(complete))
-    if skipped:
-        progress(f"analyse: months not complete, skipped: {', '.join(m.strftime('%Y-%m') for m in skipped)}")
+    for m in skipped:
+        waits = readiness.get(m) or ["no delivery loaded"]
+        progress(f"analyse: {m:%Y-%m} is not complete, skipped: {'; '.join(waits)}")
     if not targets:
         progress("analyse: no complete month to build")
         ops.record_step(lake, ctx, ops.utcnow(), "no complete month to build")

@@ -14,7 +14,7 @@ from deltalake.exceptions import TableNotFoundError
 
 from crm_pipeline import faults
 from crm_pipeline.feeds import table_spec
-from crm_pipeline.ops import RunContext, append_rows_arrow, step_row, utcnow
+from crm_pipeline.ops import RunContext, append_rows_arrow, new_run_id, step_row, utcnow
 from crm_pipeline.publish.warehouse import empty_table, open_warehouse
 from crm_pipeline.quality.gx import CheckResult, blocking_error, dq_rows
 from crm_pipeline.settings import LakeLayout
@@ -22,7 +22,9 @@ from crm_pipeline.stages import stage
 
 log = logging.getLogger(__name__)
 
-OPS_TABLES = ("pipeline_runs", "data_quality", "restatements")
+OPS_TABLES = ("pipeline_runs", "data_quality", "restatements", "publications")
+#: crm_ops tables of the operations view (crm_pipeline.status), computed at each publish
+STATUS_TABLES = ("delivery_status", "month_status")
 
 
 def published_tables() -> list[tuple[str, str, list[str], str]]:
@@ -81,12 +83,16 @@ def gold_months(lake: LakeLayout) -> list[date]:
 
 
 def read_gold_months(lake: LakeLayout, name: str, months: list[date], columns: list[str],
-                     partition: str = "month") -> tuple[pa.RecordBatchReader, int]:
-    """The rows of `months` of a gold table as a stream of Arrow batches (never collected whole), and
-    their number (from the Parquet footers)."""
-    dataset = _delta_dataset(lake.gold(name))
+                     partition: str = "month") -> tuple[pa.RecordBatchReader, dict[date, int], int]:
+    """The rows of `months` of a gold table as a stream of Arrow batches (never collected whole),
+    their number per month (from the Parquet footers) and the Delta version read."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(lake.gold(name))
+    dataset = table.to_pyarrow_dataset()
     where = pc.field(partition).isin(pa.array(months, pa.date32()))
-    return stream(dataset, columns, where), dataset.count_rows(filter=where)
+    per_month = {m: dataset.count_rows(filter=pc.field(partition) == pa.scalar(m, pa.date32())) for m in months}
+    return stream(dataset, columns, where), per_month, table.version()
 
 
 def publish(
@@ -105,17 +111,20 @@ def publish(
     wh = open_warehouse(warehouse_url)
     tables = rows = 0
     checks: list[dict] = []
+    written: list[dict] = []  # crm_ops.publications rows
     if months:
         with wh.transaction():  # every table of these months, or none
             for schema, name, cols, partition in published_tables():
                 with stage("publish", name):
                     try:
-                        data, expected = read_gold_months(lake, name, months, cols, partition)
+                        data, per_month, version = read_gold_months(lake, name, months, cols, partition)
                     except TableNotFoundError:
                         progress(f"publish: gold/{name} not built yet; run `crm analyse` (or `crm train`) first")
                         continue
+                    expected = sum(per_month.values())
                     wh.replace_partitions(schema, name, data, partition, months)
                     checks += _reconciled(wh, schema, name, partition, months, expected, ctx)
+                    written += [dict(table_name=name, month=m, rows=n, gold_version=version) for m, n in per_month.items()]
                 faults.point("publish")
                 tables, rows = tables + 1, rows + expected
                 progress(f"publish: {schema}.{name} {len(months)} months, {expected:,} rows")
@@ -128,6 +137,10 @@ def publish(
             wh.replace_table("crm_restricted", "contact", contact)
     if contact is not None:
         progress(f"publish: crm_restricted.contact {contact.num_rows:,} rows -> {wh.where('crm_restricted')}")
+    if written:
+        run_id = ctx.run_id if ctx is not None else new_run_id("publish")
+        append_rows_arrow(lake, "publications", [dict(r, run_id=run_id, warehouse=wh.target.display,
+                                                      published_at=utcnow()) for r in written])
     if ctx is not None:
         append_rows_arrow(lake, "data_quality", checks)
         span = f"{months[0]:%Y-%m}..{months[-1]:%Y-%m}" if months else "no month"
@@ -150,7 +163,10 @@ def _reconciled(wh, schema: str, name: str, partition: str, months: list[date], 
 
 
 def publish_ops(lake: LakeLayout, warehouse) -> None:
-    """Copy the lake's ops tables (pipeline_runs, data_quality, restatements) to crm_ops."""
+    """Copy the lake's ops tables (pipeline_runs, data_quality, restatements, publications) to
+    crm_ops, with the operations view as of now (delivery_status, month_status)."""
+    from crm_pipeline import status
+
     wh = open_warehouse(warehouse) if isinstance(warehouse, str) else warehouse
     for name in OPS_TABLES:
         with stage("publish", name):
@@ -159,6 +175,15 @@ def publish_ops(lake: LakeLayout, warehouse) -> None:
             except TableNotFoundError:  # nothing of that kind so far: the table exists, empty, for BI
                 data = empty_table(table_spec(name))
             wh.replace_table("crm_ops", name, data)
+    with stage("publish", "status"):
+        config = status.load_operations_config()
+        now = status.now(config)
+        views = {"delivery_status": status.delivery_status(lake, now, status.DAYS, config),
+                 "month_status": status.month_status(lake, now, config.timezone)}
+        for name in STATUS_TABLES:
+            schema = empty_table(table_spec(name)).schema
+            wh.replace_table("crm_ops", name, pa.Table.from_pylist(
+                [{c: r.get(c) for c in schema.names} for r in views[name]], schema=schema))
 
 
 def publish_ops_after_failure(lake: LakeLayout, warehouse_url: str) -> None:
