@@ -7,58 +7,37 @@ import sys
 from collections.abc import Sequence
 
 
+STEPS = "crm_pipeline.entrypoints.steps"
+
+#: (subcommand, module, help), in the order `crm --help` lists them. A module has `add_arguments`
+#: and `run`; the single steps of `crm run` share STEPS (`add_<step>_arguments` and `<step>`).
+COMMANDS = (
+    ("generate", "crm_pipeline.generate", "write synthetic BOSS deliveries into a landing zone"),
+    ("ingest", "crm_pipeline.entrypoints.ingest", "load complete deliveries: landing -> bronze -> silver"),
+    ("run", "crm_pipeline.entrypoints.run", "landing zone -> published warehouse tables (every layer)"),
+    ("rollup", STEPS, "rebuild daily rollups for days whose silver changed"),
+    ("analyse", STEPS, "build every gold mart for complete months, scored by the churn models in the registry"),
+    ("train", STEPS, "train the churn models the complete months allow (model registry)"),
+    ("publish", STEPS, "publish gold and ops tables to the warehouse"),
+    ("status", "crm_pipeline.entrypoints.status",
+     "what arrived, what is late or rejected, last runs, months published or waiting"),
+    ("warehouse", "crm_pipeline.entrypoints.warehouse",
+     "set up a server warehouse (schemas, roles); print the data dictionary"),
+    ("demo", "crm_pipeline.entrypoints.demo", "generate a data set and run the pipeline on it"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
     parser = argparse.ArgumentParser(prog="crm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    from crm_pipeline.generate import add_arguments as add_generate_arguments
-
-    gen = sub.add_parser("generate", help="write synthetic BOSS deliveries into a landing zone")
-    add_generate_arguments(gen)
-    gen.set_defaults(handler="crm_pipeline.generate:run")
-
-    from crm_pipeline.entrypoints import ingest
-
-    ing = sub.add_parser("ingest", help="load complete deliveries: landing -> bronze -> silver")
-    ingest.add_arguments(ing)
-    ing.set_defaults(handler="crm_pipeline.entrypoints.ingest:run")
-
-    from crm_pipeline.entrypoints import run
-
-    rn = sub.add_parser("run", help="landing zone -> published warehouse tables (every layer)")
-    run.add_arguments(rn)
-    rn.set_defaults(handler="crm_pipeline.entrypoints.run:run")
-
-    from crm_pipeline.entrypoints import steps
-
-    for name, adder, help_ in (
-        ("rollup", steps.add_rollup_arguments, "rebuild daily rollups for days whose silver changed"),
-        ("analyse", steps.add_analyse_arguments, "build every gold mart for complete months, scored by the churn "
-                                                 "models in the registry"),
-        ("train", steps.add_train_arguments, "train the churn models the complete months allow (model registry)"),
-        ("publish", steps.add_publish_arguments, "publish gold and ops tables to the warehouse"),
-    ):
+    for name, module_name, help_ in COMMANDS:
+        module = importlib.import_module(module_name)
+        step = module_name == STEPS
         p = sub.add_parser(name, help=help_)
-        adder(p)
-        p.set_defaults(handler=f"crm_pipeline.entrypoints.steps:{name}")
-
-    from crm_pipeline.entrypoints import status
-
-    st = sub.add_parser("status", help="what arrived, what is late or rejected, last runs, months published or waiting")
-    status.add_arguments(st)
-    st.set_defaults(handler="crm_pipeline.entrypoints.status:run")
-
-    from crm_pipeline.entrypoints import warehouse
-
-    wh = sub.add_parser("warehouse", help="set up a server warehouse (schemas, roles); print the data dictionary")
-    warehouse.add_arguments(wh)
-    wh.set_defaults(handler="crm_pipeline.entrypoints.warehouse:run")
-
-    from crm_pipeline.entrypoints import demo
-
-    dem = sub.add_parser("demo", help="generate a data set and run the pipeline on it")
-    demo.add_arguments(dem)
-    dem.set_defaults(handler="crm_pipeline.entrypoints.demo:run")
+        getattr(module, f"add_{name}_arguments" if step else "add_arguments")(p)
+        p.set_defaults(handler=f"{module_name}:{name if step else 'run'}")
     return parser
 
 

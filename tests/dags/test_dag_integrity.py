@@ -125,6 +125,21 @@ def test_business_date_is_the_shanghai_day_before_the_logical_date(dagbag, logic
     assert f"--to {business} " in rendered
 
 
+@pytest.mark.parametrize(
+    "logical, month",
+    [
+        (pendulum.datetime(2026, 2, 4, 0, 0, tz="Asia/Shanghai"), "2026-01-01"),  # the scheduled run, 4 Feb
+        (pendulum.datetime(2026, 1, 31, 16, 0, tz="UTC"), "2026-01-01"),  # midnight Shanghai on 1 February
+        (pendulum.datetime(2026, 1, 31, 15, 59, tz="UTC"), "2025-12-01"),  # still 31 January in Shanghai
+    ],
+)
+def test_the_monthly_dag_analyses_the_shanghai_month_before_its_logical_date(dagbag, logical, month):
+    cmd = dagbag.dags["crm_monthly_analytics"].get_task("analyse").bash_command
+    rendered = jinja2.Template(cmd).render(logical_date=logical, run_id="r", dag={"dag_id": "d"},
+                                           task={"task_id": "t"}, var={"value": {"crm_lake": "K"}})
+    assert f"--month {month} " in rendered
+
+
 class _Connections:
     """What the `conn` accessor of a template context returns for known and unknown ids."""
 

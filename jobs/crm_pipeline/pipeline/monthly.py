@@ -11,6 +11,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crm_pipeline import faults, ops
+from crm_pipeline.errors import PipelineError
 from crm_pipeline.feeds import load_feeds
 from crm_pipeline.io import delta
 from crm_pipeline.months import add_months
@@ -350,9 +351,12 @@ def analyse(
             ops.record_step(lake, ctx, ops.utcnow(), "nothing to rescore")
             return []
     skipped = sorted(set(months or []) - set(complete))
+    if skipped and not rescore:  # a month asked for by name (a scheduled run's) must not pass silently
+        raise PipelineError("; ".join(f"{m:%Y-%m} is not complete: {'; '.join(readiness.get(m) or ['nothing loaded'])}"
+                                      for m in skipped)
+                            + ". Nothing was built; run again once it is (`crm status` shows what is late)")
     for m in skipped:
-        waits = readiness.get(m) or ["no delivery loaded"]
-        progress(f"analyse: {m:%Y-%m} is not complete, skipped: {'; '.join(waits)}")
+        progress(f"analyse: {m:%Y-%m} is not complete, not rescored: {'; '.join(readiness.get(m) or ['nothing loaded'])}")
     if not targets:
         progress("analyse: no complete month to build")
         ops.record_step(lake, ctx, ops.utcnow(), "no complete month to build")
