@@ -29,7 +29,7 @@ from crm_pipeline.settings import LakeLayout, resource_dir
 DAYS = 7
 
 #: states of a feed's business date, worst first (the order `crm status` sorts by)
-LATE, FAILED, IN_PROGRESS, LOADED, DUE = "LATE", "FAILED", "IN_PROGRESS", "LOADED", "DUE"
+LATE, FAILED, ARRIVED, IN_PROGRESS, LOADED, DUE = "LATE", "FAILED", "ARRIVED", "IN_PROGRESS", "LOADED", "DUE"
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class Status:
 
     def late(self) -> list[dict]:
         """Deliveries past their expected arrival and not loaded, and failed ones."""
-        return [d for d in self.deliveries if d["status"] == FAILED or (d["status"] != LOADED and d["hours_late"])]
+        return [d for d in self.deliveries if d["status"] == FAILED or d["hours_late"]]
 
     def as_json(self) -> str:
         def default(value):
@@ -181,18 +181,18 @@ def delivery_status(lake: LakeLayout, as_of: datetime, days: int, config: Operat
             row = _row(feed, d, due, loaded.get(key), count.get(key, 0), records, tz)
             if key in loaded:
                 if key in arrived and arrived[key] not in loaded_ids:
-                    row.update(status="ARRIVED", detail="a re-delivery is in the landing zone; not ingested yet")
+                    row.update(status=ARRIVED, detail="a re-delivery is in the landing zone; not ingested yet")
             elif key in failures and key not in arrived:
                 row.update(status=FAILED, detail=failures[key])
             elif key in arrived:
-                row.update(status="ARRIVED", detail="complete in the landing zone; not ingested yet")
+                row.update(status=ARRIVED, detail="complete in the landing zone; not ingested yet")
             elif key in unfinished:
                 row.update(status=IN_PROGRESS, detail=f"{unfinished[key]} file(s) without their control file")
             elif due is not None and as_of > due:
                 row.update(status=LATE)
             elif due is None:
                 continue  # optional and not delivered that day
-            if row["status"] != LOADED and due is not None and as_of > due:
+            if key not in loaded and due is not None and as_of > due:
                 row["hours_late"] = round((as_of - due).total_seconds() / 3600, 1)
             out.append(row)
     return out

@@ -144,6 +144,14 @@ def test_failed_quarantined_and_redelivered_days_and_the_landing_zone(lake, tmp_
     assert by[("ticket", day)]["deliveries"] == 2 and by[("ticket", day)]["rows_loaded"] == 12
     assert by[("ticket", day)]["delivery_id"] == "ticket/20260409/second"
     assert by[("recharge", day)]["status"] == status.LOADED  # the loaded delivery still stands
+    # a complete re-delivery of a loaded day, not ingested yet, is shown, and is not late
+    (landing / "plan" / "20260409").mkdir(parents=True)
+    (landing / "plan" / "20260409" / "PLAN_20260409_001.dat").write_text("")
+    (landing / "plan" / "20260409" / "PLAN_20260409.ctl").write_text(
+        "PLAN_20260409_001.dat|0|0|d41d8cd98f00b204e9800998ecf8427e|UTF-8\n")
+    again = status.status(lake, AS_OF, days=3, landing=str(landing))
+    plan = next(d for d in again.deliveries if (d["feed"], d["business_date"]) == ("plan", day))
+    assert plan["status"] == status.ARRIVED and plan["hours_late"] is None and plan not in again.late()
     assert [(q["feed"], q["reason"], q["records"]) for q in st.quarantine] == [("cdr_voice", "bad_timestamp", 1)]
     assert "line 17" in st.quarantine[0]["example"] and "13800138000" not in st.as_json()
     assert [r["status"] for r in st.runs][:1] == ["SUCCESS"] and "FAILED" in {r["status"] for r in st.runs}
