@@ -30,7 +30,10 @@ COMMANDS = (
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
+    from crm_pipeline import __version__
+
     parser = argparse.ArgumentParser(prog="crm", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"crm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name, help_ in COMMANDS:
         module = importlib.import_module(module_name)

@@ -29,6 +29,15 @@ def test_usage_errors_exit_2_with_a_message_and_record_nothing(argv, says, tmp_p
     assert not (tmp_path / "lake").exists()
 
 
+def test_crm_version_prints_the_package_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"crm {version('crm-pipeline')}"
+
+
 def test_bad_arguments_exit_2():
     with pytest.raises(SystemExit) as exc:
         cli.main(["analyse", "--lake", "x", "--month", "2026-13-01"])
