@@ -1,13 +1,14 @@
-"""Monthly analytics: the gold marts of the month before the run, churn models, then publish.
+"""Monthly analytics: the gold marts of every complete month, churn models, then publish.
 
 Runs on the 4th (Asia/Shanghai) for the month before: a month is complete once its bill has
-landed and the first 3 days of the next month are in (late CDRs). `analyse --month` builds that
-month only; if it is not complete yet (a late feed, a late bill) the task fails naming what it
-waits for, and is retried with back-off, never passed with nothing built (`crm status` shows the
-late deliveries). Backfill a month with `airflow dags backfill` (or `dags test`) at a logical date
-in the month after it. `train` fits the models the newly complete months allow (a no-op when
-the registry has them); `rescore` rebuilds the months a new model may now score; `publish`
-sends every gold month, so restated months are republished too.
+landed and the first 3 days of the next month are in (late CDRs). `analyse --require-month`
+names that month: if it is not complete yet (a late feed, a late bill) the task fails naming what
+it waits for, and is retried with back-off, never passed with nothing built (`crm status` shows
+the late deliveries). Every complete month is built, so a month a re-delivery changed is rebuilt
+(and recorded in crm_ops.restatements); unchanged months are compared and not rewritten.
+Backfill a month with `airflow backfill create` at a logical date in the month after it.
+`train` fits the models the newly complete months allow (a no-op when the registry has them);
+`rescore` rebuilds the months a new model may now score; `publish` sends every gold month.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from airflow.sdk import DAG
 
 CRM = f"{sys.executable} -m crm_pipeline.cli"
 RUN = "--run-id '{{ run_id }}' --dag-id {{ dag.dag_id }} --task-id {{ task.task_id }}"
-# The month analysed: the Shanghai month before the run's logical date.
+# The month this run is for: the Shanghai month before the run's logical date.
 MONTH = "{{ logical_date.in_timezone('Asia/Shanghai').subtract(months=1).start_of('month').to_date_string() }}"
 KEY = {"CRM_MSISDN_HMAC_KEY": "{{ conn.crm_msisdn_hmac.password }}"}
 # The warehouse: the connection `crm_warehouse` when there is one (PostgreSQL: login, host, port,
@@ -55,7 +56,7 @@ with DAG(
 ) as dag:
     analyse = BashOperator(
         task_id="analyse",
-        bash_command=f"{CRM} analyse --lake '{{{{ var.value.crm_lake }}}}' --month {MONTH} {RUN}",
+        bash_command=f"{CRM} analyse --lake '{{{{ var.value.crm_lake }}}}' --require-month {MONTH} {RUN}",
         env=KEY,
         append_env=True,
     )

@@ -133,11 +133,11 @@ def test_business_date_is_the_shanghai_day_before_the_logical_date(dagbag, logic
         (pendulum.datetime(2026, 1, 31, 15, 59, tz="UTC"), "2025-12-01"),  # still 31 January in Shanghai
     ],
 )
-def test_the_monthly_dag_analyses_the_shanghai_month_before_its_logical_date(dagbag, logical, month):
+def test_the_monthly_dag_requires_the_shanghai_month_before_its_logical_date(dagbag, logical, month):
     cmd = dagbag.dags["crm_monthly_analytics"].get_task("analyse").bash_command
     rendered = jinja2.Template(cmd).render(logical_date=logical, run_id="r", dag={"dag_id": "d"},
                                            task={"task_id": "t"}, var={"value": {"crm_lake": "K"}})
-    assert f"--month {month} " in rendered
+    assert f"--require-month {month} " in rendered
 
 
 class _Connections:

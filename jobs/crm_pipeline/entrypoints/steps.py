@@ -37,7 +37,11 @@ def add_rollup_arguments(parser: argparse.ArgumentParser) -> None:
 def add_analyse_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
     parser.add_argument("--month", dest="months", action="append", type=iso_date,
-                        help="first day of a month to (re)build; repeatable (default: every complete month)")
+                        help="first day of a month to (re)build; repeatable (default: every complete month). "
+                             "A named month that is not complete fails the step, naming what it waits for")
+    parser.add_argument("--require-month", dest="required", action="append", type=iso_date, default=[],
+                        help="build every complete month (so restated ones are rebuilt), but fail, naming what "
+                             "it waits for, unless this month is complete: a scheduled run's month; repeatable")
     parser.add_argument("--rescore", action="store_true",
                         help="rebuild only the months whose newest honest churn model differs from the one "
                              "that scored them (after `crm train`)")
@@ -82,7 +86,8 @@ def analyse(args: argparse.Namespace) -> int:
     spark = spark_session(lake, ctx)
     try:
         with ops.recorded(lake, ctx, "rescore" if args.rescore else "analyse"):
-            build(spark, lake, ctx, settings, key, months=args.months, rescore=args.rescore, progress=progress)
+            build(spark, lake, ctx, settings, key, months=args.months, rescore=args.rescore, progress=progress,
+                  required=args.required)
     finally:
         print_data_quality_summary(lake, ctx.run_id, progress)
     return EXIT_OK

@@ -328,8 +328,11 @@ def analyse(
     months: list[date] | None = None,
     progress: Callable[[str], None] = print,
     rescore: bool = False,
+    required: list[date] | None = None,
 ) -> list[date]:
     """Build every gold mart for every complete month (or the given ones) and print a summary.
+    A month named in `months` or `required` that is not complete fails the step (PipelineError
+    naming what it waits for) before anything is built.
 
     With `rescore`, only the complete months whose newest honest churn model differs from the one
     recorded in gold subscriber_month (a model trained since); changes to the score columns alone
@@ -339,7 +342,8 @@ def analyse(
     from crm_pipeline.pipeline.summary import print_summary
 
     bills = silver(spark, lake, "bill").select("bill_month").distinct().collect()
-    readiness = month_readiness(loaded_days(lake), {r[0] for r in bills}, max(months) if months else None)
+    named = sorted(set(months or []) | set(required or []))
+    readiness = month_readiness(loaded_days(lake), {r[0] for r in bills}, max(named) if named else None)
     complete = [m for m, waits in readiness.items() if not waits]
     targets = sorted(set(months) & set(complete)) if months else complete
     if rescore:
@@ -351,9 +355,10 @@ def analyse(
             ops.record_step(lake, ctx, ops.utcnow(), "nothing to rescore")
             return []
     skipped = sorted(set(months or []) - set(complete))
-    if skipped and not rescore:  # a month asked for by name (a scheduled run's) must not pass silently
+    unready = sorted(set(named) - set(complete))
+    if unready and not rescore:  # a month asked for by name (a scheduled run's) must not pass silently
         raise PipelineError("; ".join(f"{m:%Y-%m} is not complete: {'; '.join(readiness.get(m) or ['nothing loaded'])}"
-                                      for m in skipped)
+                                      for m in unready)
                             + ". Nothing was built; run again once it is (`crm status` shows what is late)")
     for m in skipped:
         progress(f"analyse: {m:%Y-%m} is not complete, not rescored: {'; '.join(readiness.get(m) or ['nothing loaded'])}")
