@@ -126,6 +126,9 @@ def test_complete_months_need_the_bill_and_every_day_with_the_late_window():
     assert month_readiness(loaded, {date(2026, 3, 1)})[date(2026, 3, 1)] == []
     loaded["ticket"].discard(date(2026, 4, 3))
     assert month_readiness(loaded, {date(2026, 3, 1)})[date(2026, 3, 1)] == ["2026-04-03 not loaded (ticket)"]
+    # `through` extends the months shown past the data, never cuts them short
+    assert list(month_readiness(loaded, set(), through=date(2026, 3, 1))) == [date(2026, 3, 1), date(2026, 4, 1)]
+    assert list(month_readiness(loaded, set(), through=date(2026, 6, 1)))[-1] == date(2026, 6, 1)
 
 
 def test_failed_quarantined_and_redelivered_days_and_the_landing_zone(lake, tmp_path):

@@ -44,7 +44,7 @@ def next_month(m: date) -> date:
 
 def month_readiness(loaded_days: dict[str, set[date]], bill_months: set[date],
                     through: date | None = None) -> dict[date, list[str]]:
-    """Per month from the first loaded day to `through` (default: the last loaded day): what it still
+    """Per month from the first loaded day to the last one (or to `through`, if later): what it still
     waits for, empty once complete. A month is complete when its bill has landed and every daily
     feed has every day of the month and the first LATE_DAYS days of the next (late CDRs)."""
     daily = [s.feed for s in load_feeds().values() if s.is_daily]
@@ -53,7 +53,8 @@ def month_readiness(loaded_days: dict[str, set[date]], bill_months: set[date],
         return {}
     out: dict[date, list[str]] = {}
     m = min(all_days).replace(day=1)
-    while m <= (through or max(all_days)):
+    last = max(all_days) if through is None else max(through, max(all_days))
+    while m <= last:
         needed = month_days(m) + [next_month(m) + timedelta(days=i) for i in range(LATE_DAYS)]
         waits = [] if m in bill_months else ["bill not delivered"]
         gaps: dict[str, list[str]] = {}  # days not loaded -> the feeds missing them
