@@ -233,14 +233,8 @@ def _monthly_rows(feed, expect, window, as_of, loaded, count, records, bill_mont
 
 
 def _bill_months(lake: LakeLayout) -> set[date]:
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        table = DeltaTable(lake.silver("bill")).to_pyarrow_dataset()
-    except TableNotFoundError:
-        return set()
-    return set(pc.unique(table.to_table(columns=["bill_month"]).column("bill_month")).to_pylist())
+    got = delta_rs.read(lake.silver("bill"), ["bill_month"])
+    return set() if got is None else set(pc.unique(got.column("bill_month")).to_pylist())
 
 
 def _landing_state(landing: str, window: list[date]) -> tuple[dict[tuple, str], dict[tuple, int]]:
@@ -258,13 +252,9 @@ def month_status(lake: LakeLayout, as_of: datetime, tz: ZoneInfo) -> list[dict]:
     """One row per month from the first delivered day to `as_of`'s month: PUBLISHED (in the
     warehouse, crm_ops.publications), BUILT (in gold, not published yet), COMPLETE (every delivery
     in, not built yet) or WAITING, with what it waits for."""
-    from crm_pipeline.ops import loaded_deliveries
-    from crm_pipeline.pipeline.monthly import month_readiness
+    from crm_pipeline.pipeline.monthly import loaded_days, month_readiness
 
-    days: dict[str, set[date]] = {}
-    for feed, day in loaded_deliveries(lake):
-        days.setdefault(feed, set()).add(day)
-    readiness = month_readiness(days, _bill_months(lake), through=as_of.date())
+    readiness = month_readiness(loaded_days(lake), _bill_months(lake), through=as_of.date())
     built = _gold_months(lake)
     published: dict[date, dict] = {}
     for r in _rows(lake, "publications", ["month", "run_id", "published_at", "rows", "warehouse"],
