@@ -49,10 +49,16 @@ $(JARS)/.resolved: infra/jars/pom.xml
 	ls $(JARS)/*.jar > /dev/null
 	touch $@
 
-airflow-db: $(AIRFLOW_HOME)/.migrated
+airflow-db: $(AIRFLOW_HOME)/.migrated $(AIRFLOW_HOME)/.pools
 $(AIRFLOW_HOME)/.migrated: $(VENV)/.installed
 	mkdir -p $(AIRFLOW_HOME)
 	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/migrate.log 2>&1 || (tail -20 $(AIRFLOW_HOME)/migrate.log; exit 1)
+	touch $@
+
+# One writer per lake layer at a time, across DAGs (crm_pipeline/dag_support.py POOLS)
+$(AIRFLOW_HOME)/.pools: $(AIRFLOW_HOME)/.migrated jobs/crm_pipeline/dag_support.py
+	$(BIN)/airflow pools set crm_silver_writer 1 "crm ingest and rollup: one writer of bronze, silver and the rollups" > /dev/null
+	$(BIN)/airflow pools set crm_gold_writer 1 "crm analyse, train and publish: one writer of gold, the registry and the warehouse" > /dev/null
 	touch $@
 
 # Debian's PostgreSQL server binaries, for the warehouse tests' throwaway server (tests/pg_server.py);

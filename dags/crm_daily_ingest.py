@@ -1,55 +1,56 @@
-"""Daily ingest: every complete BOSS delivery up to yesterday (Asia/Shanghai) -> bronze, silver, rollups.
+"""Daily ingest: the BOSS deliveries of yesterday (Asia/Shanghai) -> bronze, silver, rollups; then
+the months ready to build are announced to the monthly analytics.
 
-Wiring only: each task runs a `crm` entrypoint in its own process (Spark never runs inside the
-worker). Paths come from Airflow variables `crm_landing` and `crm_lake`; the msisdn HMAC key
-from the connection `crm_msisdn_hmac` (password), resolved at run time, never at parse time.
+- `wait_<feed>`: one sensor per feed, in reschedule mode (no worker slot held while waiting),
+  for that feed's control file. When a delivery falls due (config/operations.json) and is not
+  complete it alerts once, waits the feed's `wait_hours`, then is skipped naming what is missing.
+  Optional feeds, and the bill except on its due day, are skipped at once.
+- `ingest` runs once every sensor is done, whatever their outcome: it loads every complete
+  delivery up to the business date, so a delivery that was late (or re-delivered) is loaded by
+  the next run, and a failed delivery fails its own feed and day, not the others.
+- `rollup` rebuilds the daily rollups of the days that changed.
+- `announce_months` emits the Asset `crm_months_ready` (triggering `crm_monthly_analytics`) when
+  a month is complete and not built yet, or was built from deliveries since replaced; skipped
+  otherwise.
+
+Paths come from the Variables `crm_landing` and `crm_lake`; the msisdn HMAC key from the connection
+`crm_msisdn_hmac` (password), resolved at run time. docs/runbook.md: deploy, backfill, rerun.
 """
 
 from __future__ import annotations
 
-import sys
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.standard.operators.bash import BashOperator
+from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG
 
-CRM = f"{sys.executable} -m crm_pipeline.cli"
-# Business date = the Shanghai day before the run's logical date (the day the export covers).
-BUSINESS_DATE = "{{ logical_date.in_timezone('Asia/Shanghai').subtract(days=1).to_date_string() }}"
-RUN = "--run-id '{{ run_id }}' --dag-id {{ dag.dag_id }} --task-id {{ task.task_id }}"
-
-
-def alert_on_failure(context) -> None:
-    """Every failed try goes through the project's one alert hook (log; webhook or e-mail when
-    CRM_ALERT_WEBHOOK / CRM_ALERT_EMAIL are set): imported when a task fails, not at parse time."""
-    from crm_pipeline.alerts import task_failed
-
-    task_failed(context)
-
+from crm_pipeline.dag_support import (
+    BUSINESS_DATE, KEY_ENV, LAKE, LANDING, MONTHS_READY, SILVER_POOL, DeliverySensor, announce_months, crm_task,
+    default_args, feed_names,
+)
 
 with DAG(
     dag_id="crm_daily_ingest",
-    description="BOSS deliveries -> bronze -> silver -> daily rollups",
+    description="BOSS deliveries -> bronze -> silver -> daily rollups -> months ready",
     schedule="0 6 * * *",
     start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai"),
     catchup=False,
-    max_active_runs=1,  # one writer per Delta table
+    max_active_runs=1,
     tags=["crm", "ingest", "daily"],
-    default_args={"owner": "data-engineering", "retries": 3, "retry_delay": timedelta(minutes=5),
-                  "retry_exponential_backoff": True, "max_retry_delay": timedelta(hours=1),
-                  "execution_timeout": timedelta(minutes=180), "on_failure_callback": alert_on_failure},
+    default_args=default_args(timedelta(minutes=180)),
     doc_md=__doc__,
 ) as dag:
-    ingest = BashOperator(
-        task_id="ingest",
-        bash_command=f"{CRM} ingest --landing '{{{{ var.value.crm_landing }}}}' --lake '{{{{ var.value.crm_lake }}}}' "
-        f"--to {BUSINESS_DATE} {RUN}",
+    waits = [DeliverySensor(task_id=f"wait_{feed}", feed=feed, business_date=BUSINESS_DATE,
+                            landing=LANDING, execution_timeout=timedelta(minutes=10))
+             for feed in feed_names()]
+    ingest = crm_task("ingest", "ingest", "--landing", LANDING, "--lake", LAKE, "--to", BUSINESS_DATE,
+                      trigger_rule="all_done", pool=SILVER_POOL)
+    rollup = crm_task("rollup", "rollup", "--lake", LAKE, env=KEY_ENV, pool=SILVER_POOL)
+    announce = PythonOperator(
+        task_id="announce_months",
+        python_callable=announce_months,
+        op_kwargs={"lake": LAKE},
+        outlets=[MONTHS_READY],
     )
-    rollup = BashOperator(
-        task_id="rollup",
-        bash_command=f"{CRM} rollup --lake '{{{{ var.value.crm_lake }}}}' {RUN}",
-        env={"CRM_MSISDN_HMAC_KEY": "{{ conn.crm_msisdn_hmac.password }}"},
-        append_env=True,
-    )
-    ingest >> rollup
+    waits >> ingest >> rollup >> announce

@@ -1,12 +1,26 @@
-"""The session's Airflow run: the daily and monthly DAGs under `airflow dags test`, on generated data
-and a fresh SQLite metadata DB, in local mode. The DAG tests check its wiring and output; the
-cluster test runs `crm run` on the same landing zone against a standalone cluster and compares
-the warehouse tables with this run's. Registered as a plugin in tests/conftest.py."""
+"""The session's Airflow scenario: the DAGs under `airflow dags test` over a few days of generated
+deliveries, on a fresh SQLite metadata DB, in local mode, under a fixed clock (`CRM_AS_OF`, the
+morning of each run), as an operator would live them:
+
+1. 4 February, 09:00: the daily ingest for 3 February. The ticket deliveries of 1-3 February are
+   late (held back): the ticket sensor alerts and gives up, the other feeds load, January is not
+   complete (it waits for those days), nothing is announced.
+2. 5 February: the late tickets have landed (4 February's deliveries have not: every sensor gives
+   up): the daily ingest loads them, January is complete (late) and announced; the monthly
+   analytics (asset-triggered, run directly) build and publish it.
+3. 6 February: the recharge delivery of 20 January is re-delivered, one record short: the daily
+   ingest loads it and announces January again (built from a replaced delivery); the monthly
+   analytics rebuild it, record the restatement and publish.
+
+The DAG tests check the wiring and output of each step; the cluster test runs `crm run` on the
+final landing zone against a standalone cluster and compares the warehouse tables with this run's.
+Registered as a plugin in tests/conftest.py."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import date
@@ -20,16 +34,29 @@ from crm_pipeline.generate import GeneratorConfig, generate
 REPO = Path(__file__).resolve().parents[1]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 KEY = "dag-test-key"  # the msisdn HMAC key, from the Airflow connection crm_msisdn_hmac
+LATE = [("ticket", date(2026, 2, d)) for d in (1, 2, 3)]  # held back on the first morning
+REDELIVERED = ("recharge", date(2026, 1, 20))  # re-delivered on the third morning, one record short
+
+#: (name, DAG, logical date, CRM_AS_OF): the scenario's runs, in order
+STEPS = [
+    ("daily-1", "crm_daily_ingest", "2026-02-04", "2026-02-04T09:00"),  # business date 2026-02-03
+    ("daily-2", "crm_daily_ingest", "2026-02-05", "2026-02-05T09:00"),
+    ("monthly-1", "crm_monthly_analytics", "2026-02-05", "2026-02-05T10:00"),
+    ("daily-3", "crm_daily_ingest", "2026-02-06", "2026-02-06T09:00"),
+    ("monthly-2", "crm_monthly_analytics", "2026-02-06", "2026-02-06T10:00"),
+]
 
 
 @pytest.fixture(scope="session")
 def airflow_env(tmp_path_factory):
+    from crm_pipeline.dag_support import POOLS
+
     root = tmp_path_factory.mktemp("airflow")
     landing = root / "landing"
-    # 35 days from January 1st: January's bill (Feb 2) and its late-CDR days (Feb 1-3) are in. Too
+    # 34 days from January 1st: January's bill (Feb 2) and its late-CDR days (Feb 1-3) are in. Too
     # short for a churn model (tests/unit/test_churn.py covers training and the honest-scoring rule;
     # `crm demo` the whole flow on 8 months): here the DAGs' wiring is what is tested.
-    generate(GeneratorConfig(landing=landing, subscribers=120, start=date(2026, 1, 1), days=35, seed=9,
+    generate(GeneratorConfig(landing=landing, subscribers=120, start=date(2026, 1, 1), days=34, seed=9,
                              progress="none"))
     env = {
         **os.environ,
@@ -42,12 +69,16 @@ def airflow_env(tmp_path_factory):
         "AIRFLOW_CONN_CRM_MSISDN_HMAC": json.dumps({"conn_type": "generic", "password": KEY}),
         "CRM_SHUFFLE_PARTITIONS": "2",  # a hundred subscribers: as the in-process test session
     }
-    env.pop("CRM_MSISDN_HMAC_KEY", None)
+    for name in ("CRM_MSISDN_HMAC_KEY", "CRM_AS_OF", "CRM_ALERT_WEBHOOK", "CRM_ALERT_EMAIL"):
+        env.pop(name, None)
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
+    for pool, description in POOLS.items():
+        subprocess.run([AIRFLOW, "pools", "set", pool, "1", description], env=env, check=True, capture_output=True)
     return root, env
 
 
-def dags_test(env, dag_id: str, logical_date: str, *args: str) -> subprocess.CompletedProcess:
+def dags_test(env, dag_id: str, logical_date: str, *args: str, as_of: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(env, **({"CRM_AS_OF": as_of} if as_of else {}))
     return subprocess.run([AIRFLOW, "dags", "test", dag_id, logical_date, *args], env=env, capture_output=True,
                           text=True, timeout=900)
 
@@ -60,14 +91,61 @@ def query(root: Path, sql: str) -> list[tuple]:
         con.close()
 
 
+def airflow_query(root: Path, sql: str) -> list[tuple]:
+    """The Airflow metadata DB of the scenario (SQLite)."""
+    import sqlite3
+
+    con = sqlite3.connect(str(root / "home" / "airflow.db"))
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def _hold(landing: Path, held: Path, feed: str, day: date) -> None:
+    (held / feed).mkdir(parents=True, exist_ok=True)
+    shutil.move(str(landing / feed / f"{day:%Y%m%d}"), str(held / feed / f"{day:%Y%m%d}"))
+
+
+def _land(landing: Path, held: Path, feed: str, day: date) -> None:
+    shutil.move(str(held / feed / f"{day:%Y%m%d}"), str(landing / feed / f"{day:%Y%m%d}"))
+
+
+def _redeliver_one_record_short(landing: Path, feed: str, day: date) -> None:
+    """The day's delivery again, its last record left out, as one file under a new control file."""
+    import gzip
+
+    from crm_pipeline.ingest.landing import discover
+    from tests.conftest import write_delivery
+
+    (delivery,) = discover(str(landing), [feed], day, day)
+    lines: list[bytes] = []
+    for entry in delivery.entries:
+        data = (Path(delivery.directory) / entry.file_name).read_bytes()
+        lines += [ln.rstrip(b"\r") for ln in (gzip.decompress(data) if entry.gzipped else data).split(b"\n") if ln.strip()]
+    write_delivery(landing, feed, day, [lines[:-1]], encoding=delivery.entries[0].encoding)
+
+
 @pytest.fixture(scope="session")
 def dag_run(airflow_env):
-    """The daily DAG for business date 2026-02-04 (every delivery of the landing zone), then the
-    monthly DAG: January is complete and published."""
+    """The scenario's runs (STEPS); returns (root, env) once every run has passed. Each run's output
+    is kept in <root>/steps/<name>.txt."""
     root, env = airflow_env
-    daily = dags_test(env, "crm_daily_ingest", "2026-02-05")  # business date 2026-02-04
-    assert daily.returncode == 0, daily.stdout[-3000:] + daily.stderr[-3000:]
-    monthly = dags_test(env, "crm_monthly_analytics", "2026-02-04")
-    assert monthly.returncode == 0, monthly.stdout[-3000:] + monthly.stderr[-3000:]
-    (root / "dags-test-output.txt").write_text(daily.stdout + daily.stderr + monthly.stdout + monthly.stderr)
+    landing, held = Path(env["AIRFLOW_VAR_CRM_LANDING"]), root / "held"
+    for feed, day in LATE:
+        _hold(landing, held, feed, day)
+    (root / "steps").mkdir()
+    for name, dag_id, logical, as_of in STEPS:
+        if name == "daily-2":
+            for feed, day in LATE:
+                _land(landing, held, feed, day)
+        if name == "daily-3":
+            _redeliver_one_record_short(landing, *REDELIVERED)
+        run = dags_test(env, dag_id, logical, as_of=as_of)
+        (root / "steps" / f"{name}.txt").write_text(run.stdout + run.stderr)
+        assert run.returncode == 0, f"{name}:\n{run.stdout[-3000:]}{run.stderr[-3000:]}"
     return root, env
+
+
+def step_output(root: Path, name: str) -> str:
+    return (root / "steps" / f"{name}.txt").read_text()

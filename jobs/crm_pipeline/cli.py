@@ -19,6 +19,7 @@ COMMANDS = (
     ("analyse", STEPS, "build every gold mart for complete months, scored by the churn models in the registry"),
     ("train", STEPS, "train the churn models the complete months allow (model registry)"),
     ("publish", STEPS, "publish gold and ops tables to the warehouse"),
+    ("maintain", STEPS, "compact and vacuum the lake's Delta tables, prune old Data Docs"),
     ("status", "crm_pipeline.entrypoints.status",
      "what arrived, what is late or rejected, last runs, months published or waiting"),
     ("warehouse", "crm_pipeline.entrypoints.warehouse",

@@ -30,16 +30,20 @@ def build_session(settings: SparkSettings | None = None) -> SparkSession:
     """
     settings = settings or SparkSettings.from_env()
     os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
+    builder = SparkSession.builder
+    if submitted():  # spark-submit chose the master, the jars, the name and the driver's memory
+        log.info("started by spark-submit: master, jars and driver memory as submitted")
+    else:
+        builder = (builder.master(settings.master).appName(settings.app_name)
+                   .config("spark.jars", ",".join(jar_paths(settings)))
+                   .config("spark.driver.memory", settings.driver_memory))
     builder = (
-        SparkSession.builder.master(settings.master)
-        .appName(settings.app_name)
-        .config("spark.jars", ",".join(jar_paths(settings)))
+        builder
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.sql.session.timeZone", "Asia/Shanghai")
         # BOSS times are local wall-clock times without a zone: keep them that way end to end.
         .config("spark.sql.timestampType", "TIMESTAMP_NTZ")
-        .config("spark.driver.memory", settings.driver_memory)
         .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J}")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
@@ -59,5 +63,11 @@ def build_session(settings: SparkSettings | None = None) -> SparkSession:
         # Parallelism follows the cluster: 4 shuffle partitions per core; adaptive query execution
         # (on by default) coalesces small ones and splits skewed ones.
         spark.conf.set("spark.sql.shuffle.partitions", str(4 * spark.sparkContext.defaultParallelism))
-    log.info("spark session %s on %s", spark.version, settings.master)
+    log.info("spark session %s on %s", spark.version, spark.sparkContext.master)
     return spark
+
+
+def submitted() -> bool:
+    """Whether this process is a driver spark-submit started (Airflow's SparkSubmitOperator): its
+    JVM is already running with the submitted master, jars and memory."""
+    return bool(os.environ.get("PYSPARK_GATEWAY_PORT"))

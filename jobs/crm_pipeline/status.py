@@ -35,12 +35,14 @@ LATE, FAILED, ARRIVED, IN_PROGRESS, LOADED, DUE = "LATE", "FAILED", "ARRIVED", "
 @dataclass(frozen=True)
 class Expectation:
     """When a feed's delivery is due: `days_after` its business date at `by` (daily feeds), or on
-    `day_of_next_month` at `by` (monthly feeds); never, for an optional feed."""
+    `day_of_next_month` at `by` (monthly feeds); never, for an optional feed. The daily DAG waits
+    `wait` past the due time for a late delivery before it ingests without it."""
 
     expected: bool = True
     days_after: int = 1
     day_of_next_month: int | None = None
     by: time = time(6, 0)
+    wait: timedelta = timedelta(hours=2)
 
     def due(self, business_date: date) -> datetime:
         if self.day_of_next_month is not None:
@@ -69,7 +71,7 @@ def load_operations_config(path: Path | None = None) -> OperationsConfig:
         raise UsageError(f"{path}: no such feed(s) {', '.join(sorted(unknown))} (feeds: {', '.join(sorted(feeds))})")
 
     def parse(entry: dict, where: str) -> dict:
-        allowed = {"expected", "days_after", "day_of_next_month", "by"}
+        allowed = {"expected", "days_after", "day_of_next_month", "by", "wait_hours"}
         if set(entry) - allowed:
             raise UsageError(f"{path}: {where} has unknown setting(s) {', '.join(sorted(set(entry) - allowed))}")
         out = dict(entry)
@@ -78,6 +80,11 @@ def load_operations_config(path: Path | None = None) -> OperationsConfig:
                 out["by"] = time.fromisoformat(out["by"])
             except ValueError:
                 raise UsageError(f"{path}: {where}.by must be HH:MM, not {entry['by']!r}") from None
+        if "wait_hours" in out:
+            hours = out.pop("wait_hours")
+            if not isinstance(hours, (int, float)) or isinstance(hours, bool) or not 0 <= hours <= 24:
+                raise UsageError(f"{path}: {where}.wait_hours must be a number of hours from 0 to 24, not {hours!r}")
+            out["wait"] = timedelta(hours=hours)
         return out
 
     default = parse(raw.get("default", {}), "default")
@@ -251,11 +258,15 @@ def _landing_state(landing: str, window: list[date]) -> tuple[dict[tuple, str], 
 def month_status(lake: LakeLayout, as_of: datetime, tz: ZoneInfo) -> list[dict]:
     """One row per month from the first delivered day to `as_of`'s month: PUBLISHED (in the
     warehouse, crm_ops.publications), BUILT (in gold, not published yet), COMPLETE (every delivery
-    in, not built yet) or WAITING, with what it waits for."""
+    in, not built yet) or WAITING, with what it waits for (for a built month: a rebuild, when
+    deliveries were loaded since its build)."""
     from crm_pipeline.pipeline.monthly import loaded_days, month_readiness
+
+    from crm_pipeline.orchestration import months_to_build
 
     readiness = month_readiness(loaded_days(lake), _bill_months(lake), through=as_of.date())
     built = _gold_months(lake)
+    rebuild = months_to_build(lake)
     published: dict[date, dict] = {}
     for r in _rows(lake, "publications", ["month", "run_id", "published_at", "rows", "warehouse"],
                    pc.field("table_name") == "subscriber_month"):
@@ -269,8 +280,11 @@ def month_status(lake: LakeLayout, as_of: datetime, tz: ZoneInfo) -> list[dict]:
             p = published[month]
             row.update(status="PUBLISHED", published_at=local(p["published_at"], tz), published_run_id=p["run_id"],
                        published_rows=p["rows"])
+            if month in built and month in rebuild:
+                row.update(waiting_for=f"a rebuild: {rebuild[month]}")
         elif month in built:
-            row.update(status="BUILT", waiting_for="the next publish")
+            row.update(status="BUILT", waiting_for=f"a rebuild: {rebuild[month]}" if month in rebuild
+                       else "the next publish")
         elif not waits:
             row.update(status="COMPLETE", waiting_for="the monthly analytics (crm analyse)")
         out.append(row)
@@ -340,7 +354,15 @@ def quarantined(lake: LakeLayout, first_day: date) -> list[dict]:
 
 
 def now(config: OperationsConfig) -> datetime:
-    """The local time of the operations timezone, naive."""
+    """The local time of the operations timezone, naive: the wall clock, or `CRM_AS_OF`
+    (YYYY-MM-DDTHH:MM, local) when set, so a replay or a test judges deliveries as they would have
+    been judged that morning (the DAGs' delivery sensors and the crm_ops view of a publish)."""
+    fixed = os.environ.get("CRM_AS_OF")
+    if fixed:
+        try:
+            return datetime.fromisoformat(fixed).replace(tzinfo=None)
+        except ValueError:
+            raise UsageError(f"CRM_AS_OF={fixed!r}: expected local time as YYYY-MM-DDTHH:MM") from None
     return datetime.now(config.timezone).replace(tzinfo=None)
 
 

@@ -4,11 +4,12 @@ The cluster is the one infra/spark/standalone.sh starts: a master and two worker
 processes bound to 127.0.0.1, from the pyspark distribution's `bin/spark-class`. `crm run` is the
 command line in its own process (its driver), pointed at the master with CRM_SPARK_MASTER, on the
 landing zone of the session's Airflow run (`dag_run`, tests/dag_run.py: the daily and monthly DAGs
-in local mode, 120 subscribers over 35 days, January complete).
+in local mode, 120 subscribers over 34 days, January complete).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.dag_run import KEY
+from tests.dag_run import KEY, dags_test
 from tests.integration.conftest import warehouse_tables
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
@@ -59,7 +60,7 @@ def cluster_run(cluster, dag_run, tmp_path_factory):
          "--lake", str(root / "lake"), "--warehouse", f"duckdb:///{warehouse}"],
         env=env, capture_output=True, text=True, timeout=1500,
     )
-    return dict(proc=proc, warehouse=warehouse, local=dag_run[0] / "wh" / "warehouse.duckdb",
+    return dict(proc=proc, warehouse=warehouse, lake=root / "lake", local=dag_run[0] / "wh" / "warehouse.duckdb",
                 landing=Path(dag_run[1]["AIRFLOW_VAR_CRM_LANDING"]))
 
 
@@ -142,3 +143,39 @@ def test_the_cluster_runs_output_holds_no_personal_data(cluster_run):
 
     proc = cluster_run["proc"]
     assert proc.stdout and not planted(cluster_run["landing"], KEY).scan([proc.stdout, proc.stderr])
+
+
+def test_the_maintenance_dag_submits_its_steps_to_the_cluster_through_the_spark_connection(cluster, cluster_run,
+                                                                                          dag_run):
+    """With CRM_SPARK_CONN_ID, the DAG's `crm` steps are SparkSubmitOperator tasks: spark-submit, on
+    the connection's master, with the resolved jars; here the maintenance DAG on the cluster run's
+    lake, under `airflow dags test`. The master registers both applications, executors run their
+    tasks, and the tables keep their rows while small files are compacted."""
+    from deltalake import DeltaTable
+
+    from crm_pipeline.io import delta_rs
+    from crm_pipeline.settings import LakeLayout
+
+    assert cluster_run["proc"].returncode == 0
+    lake = cluster_run["lake"]
+    tables = ("silver/cdr_voice", "gold/subscriber_month", "ops/pipeline_runs")
+    before = {t: (DeltaTable(str(lake / t)).to_pyarrow_table().num_rows, len(DeltaTable(str(lake / t)).file_uris()))
+              for t in tables}
+    env = dict(dag_run[1], AIRFLOW_VAR_CRM_LAKE=str(lake), CRM_SPARK_CONN_ID="crm_spark", SPARK_LOCAL_IP="127.0.0.1",
+               AIRFLOW_CONN_CRM_SPARK=json.dumps({"conn_type": "spark", "host": cluster["url"]}))
+    run = dags_test(env, "crm_maintenance", "2026-02-08")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    output = run.stdout + run.stderr
+    assert f"--master {cluster['url']}" in output and "crm_pipeline/cli.py maintain" in output
+    registered = (cluster["state"] / "master.log").read_text(errors="replace")
+    for task in ("maintain_silver", "maintain_gold"):
+        assert f"Registering app crm_maintenance.{task}" in registered, task
+    after = {t: (DeltaTable(str(lake / t)).to_pyarrow_table().num_rows, len(DeltaTable(str(lake / t)).file_uris()))
+             for t in tables}
+    assert {t: rows for t, (rows, _) in after.items()} == {t: rows for t, (rows, _) in before.items()}
+    assert after["ops/pipeline_runs"][1] < before["ops/pipeline_runs"][1]  # one append per step, compacted
+    steps = [r["message"] for r in delta_rs.read(LakeLayout(str(lake)).ops("pipeline_runs"),
+                                                  ["task_id", "message"]).to_pylist()
+             if r["task_id"] in ("maintain_silver", "maintain_gold")]
+    assert len(steps) == 2 and all(m.startswith("maintained ") for m in steps)
+    assert (lake / "data_docs" / "index.html").is_file()

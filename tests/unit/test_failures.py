@@ -19,6 +19,7 @@ from crm_pipeline.settings import LakeLayout
      "unsupported warehouse URL"),
     (["publish", "--lake", "{tmp}/lake", "--warehouse", "duckdb://host/w.duckdb"], "has no host"),
     (["rollup", "--lake", "{tmp}/lake"], "CRM_MSISDN_HMAC_KEY is not set"),
+    (["maintain", "--lake", "{tmp}/lake", "--retain-days", "3"], "at least 7 days of history"),
 ])
 def test_usage_errors_exit_2_with_a_message_and_record_nothing(argv, says, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("CRM_MSISDN_HMAC_KEY", raising=False)
@@ -36,6 +37,17 @@ def test_crm_version_prints_the_package_version(capsys):
         cli.main(["--version"])
     assert exc.value.code == 0
     assert capsys.readouterr().out.strip() == f"crm {version('crm-pipeline')}"
+
+
+def test_months_may_be_named_one_by_one_or_comma_separated_and_retrain_takes_yes_or_no():
+    from datetime import date
+
+    parse = cli.build_parser().parse_args
+    jan, feb = date(2026, 1, 1), date(2026, 2, 1)
+    assert parse(["analyse", "--lake", "x", "--month", "2026-01-01,2026-02-01"]).months == [jan, feb]
+    assert parse(["analyse", "--lake", "x", "--month", "2026-01-01", "--month", "2026-02-01"]).months == [jan, feb]
+    assert [parse(["train", "--lake", "x", *a]).retrain for a in ([], ["--retrain"], ["--retrain", "yes"],
+                                                                  ["--retrain", "no"])] == [False, True, True, False]
 
 
 def test_bad_arguments_exit_2():

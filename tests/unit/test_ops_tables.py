@@ -38,6 +38,10 @@ def test_pending_days_are_the_event_feeds_changes_after_the_watermark(tmp_path):
     ops.log_silver_changes(lake, "run-2", {"ticket": {D3}})
     days, later = pending_days(lake)
     assert days == [D3] and later > mark
+    record_watermark(lake, later, "run-2")
+    # a rebuild from a date (an HMAC key rotation): every event-feed day from it, changed or not
+    assert pending_days(lake, rebuild_from=D2) == ([D2, D3], later)
+    assert pending_days(lake, rebuild_from=D3 + (D3 - D2)) == ([], None)
 
 
 def test_spark_reads_what_delta_rs_wrote(spark, tmp_path):
@@ -68,7 +72,7 @@ def test_a_rollup_with_nothing_pending_starts_no_spark(tmp_path, monkeypatch, ca
     monkeypatch.setattr(steps, "spark_session", no_spark)
     monkeypatch.setenv("CRM_MSISDN_HMAC_KEY", "unit-test-key")
     args = argparse.Namespace(lake=str(tmp_path), demo_key=False, verbose=False, run_id=None, dag_id="cli",
-                              task_id=None)
+                              task_id=None, rebuild_from=None)
     assert steps.rollup(args) == 0
     assert "rollups: no changed days" in capsys.readouterr().out
     ops.log_silver_changes(lake, "run-2", {"cdr_voice": {D2}})

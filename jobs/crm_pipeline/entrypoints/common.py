@@ -21,6 +21,9 @@ def _argument_type(parse, expected: str, name: str):
 
 
 iso_date = _argument_type(date.fromisoformat, "YYYY-MM-DD", "iso_date")
+#: one date or several, comma-separated (`--month 2026-01-01,2026-02-01`)
+iso_dates = _argument_type(lambda text: [date.fromisoformat(t.strip()) for t in text.split(",") if t.strip()],
+                           "YYYY-MM-DD[,YYYY-MM-DD...]", "iso_dates")
 #: a local date and time (`--as-of`)
 local_time = _argument_type(datetime.fromisoformat, "YYYY-MM-DD or YYYY-MM-DDTHH:MM", "local_time")
 

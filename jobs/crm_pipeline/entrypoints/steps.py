@@ -8,6 +8,7 @@ from crm_pipeline import ops
 from crm_pipeline.entrypoints.common import (
     add_run_arguments,
     iso_date,
+    iso_dates,
     progress,
     run_context,
     setup_logging,
@@ -32,13 +33,17 @@ def _common(parser: argparse.ArgumentParser, warehouse: bool = False) -> None:
 
 def add_rollup_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
+    parser.add_argument("--from", dest="rebuild_from", type=iso_date,
+                        help="also rebuild every day from this date on, changed or not (after rotating the "
+                             "msisdn HMAC key: the contact rollups hold keyed numbers; docs/runbook.md)")
 
 
 def add_analyse_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
-    parser.add_argument("--month", dest="months", action="append", type=iso_date,
-                        help="first day of a month to (re)build; repeatable (default: every complete month). "
-                             "A named month that is not complete fails the step, naming what it waits for")
+    parser.add_argument("--month", dest="months", action="extend", type=iso_dates,
+                        help="first day of a month to (re)build; repeatable or comma-separated (default: every "
+                             "complete month). A named month that is not complete fails the step, naming what it "
+                             "waits for")
     parser.add_argument("--require-month", dest="required", action="append", type=iso_date, default=[],
                         help="build every complete month (so restated ones are rebuilt), but fail, naming what "
                              "it waits for, unless this month is complete: a scheduled run's month; repeatable")
@@ -49,14 +54,62 @@ def add_analyse_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
-    parser.add_argument("--retrain", action="store_true",
+    parser.add_argument("--retrain", nargs="?", const=True, default=False, type=_yes_no, metavar="yes|no",
                         help="fit every training window again, even those the registry already has")
+
+
+def _yes_no(text: str) -> bool:
+    if text.lower() in ("yes", "true"):
+        return True
+    if text.lower() in ("no", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
 
 
 def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser, warehouse=True)
     parser.add_argument("--month", dest="months", action="append", type=iso_date,
                         help="month to publish; repeatable (default: every month in gold)")
+
+
+def add_maintain_arguments(parser: argparse.ArgumentParser) -> None:
+    from crm_pipeline.maintenance import GROUPS, MIN_RETAIN_DAYS
+
+    _common(parser)
+    parser.add_argument("--tables", choices=GROUPS, action="append",
+                        help="which tables: silver (bronze, silver, quarantine, daily rollups) or gold (gold marts, "
+                             "ops); repeatable (default: both)")
+    parser.add_argument("--retain-days", type=int, default=30,
+                        help=f"days of Delta history kept for time travel (default 30, at least {MIN_RETAIN_DAYS})")
+    parser.add_argument("--docs-days", type=int, default=90,
+                        help="days of Data Docs and validation results kept (default 90)")
+    parser.epilog = ("example: crm maintain --lake /data/crm/lake --tables silver --retain-days 30\n"
+                     "  compacts small files, vacuums what no version within 30 days needs, prunes old Data Docs")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
+def maintain(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
+    from crm_pipeline.errors import UsageError
+    from crm_pipeline.maintenance import GROUPS, MIN_RETAIN_DAYS, optimize_and_vacuum, prune_data_docs
+
+    if args.retain_days < MIN_RETAIN_DAYS:
+        raise UsageError(f"--retain-days {args.retain_days}: Delta keeps at least {MIN_RETAIN_DAYS} days of history "
+                         "(readers and writers in flight may need the files)")
+    if args.docs_days < 1:
+        raise UsageError(f"--docs-days {args.docs_days}: keep at least one day of Data Docs")
+    lake, ctx = LakeLayout(args.lake), run_context(args, "maintain")
+    spark = spark_session(lake, ctx)
+    started = ops.utcnow()
+    with ops.recorded(lake, ctx, "maintain"):
+        done = []
+        for group in args.tables or GROUPS:
+            done += optimize_and_vacuum(spark, lake, group, args.retain_days, progress)
+        pruned = prune_data_docs(lake.data_docs, args.docs_days, progress=progress)
+        ops.record_step(lake, ctx, started, f"maintained {len(done)} tables: "
+                        f"{sum(r['compacted'] for r in done)} files compacted, "
+                        f"{sum(r['vacuumed'] for r in done)} removed; Data Docs of {len(pruned)} old runs removed")
+    return EXIT_OK
 
 
 def rollup(args: argparse.Namespace) -> int:
@@ -66,12 +119,12 @@ def rollup(args: argparse.Namespace) -> int:
 
     key = msisdn_hmac_key(allow_demo=args.demo_key)
     lake, ctx = LakeLayout(args.lake), run_context(args, "rollup")
-    if not pending_days(lake)[0]:  # no Spark session for nothing to do
+    if not pending_days(lake, args.rebuild_from)[0]:  # no Spark session for nothing to do
         progress(NOTHING_PENDING)
         return EXIT_OK
     spark = spark_session(lake, ctx)
     with ops.recorded(lake, ctx, "rollup"):
-        build_daily_rollups(spark, lake, ctx, key, progress=progress)
+        build_daily_rollups(spark, lake, ctx, key, progress=progress, rebuild_from=args.rebuild_from)
     return EXIT_OK
 
 

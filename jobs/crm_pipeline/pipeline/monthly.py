@@ -247,6 +247,18 @@ def record_restatements(lake: LakeLayout, restated: list[tuple]) -> None:
 HASH_DECIMALS = 6
 
 
+def record_inputs(lake: LakeLayout, ctx: ops.RunContext, months: list[date],
+                  loaded: dict[tuple[str, date], str]) -> None:
+    """crm_ops month_inputs: the deliveries each built month read (lineage, and what the monthly
+    DAG compares the loaded deliveries with to find the months to rebuild)."""
+    from crm_pipeline.orchestration import month_inputs
+
+    now = ops.utcnow()
+    ops.append_rows_arrow(lake, "month_inputs", [
+        dict(run_id=ctx.run_id, month=m, feed=feed, business_date=day, delivery_id=delivery, built_at=now)
+        for m in months for (feed, day), delivery in sorted(month_inputs(m, loaded).items())])
+
+
 def _hashed(df: DataFrame, cols: list[str]):
     """An order-independent row hash of `cols`, floating-point columns rounded (HASH_DECIMALS)."""
     floating = {f.name for f in df.schema.fields if f.dataType.typeName() in ("double", "float")}
@@ -342,6 +354,7 @@ def analyse(
     from crm_pipeline.pipeline.marts import MART_TABLES
     from crm_pipeline.pipeline.summary import print_summary
 
+    loaded = ops.loaded_deliveries(lake)  # what this build reads (lineage: crm_ops.month_inputs)
     bills = silver(spark, lake, "bill").select("bill_month").distinct().collect()
     named = sorted(set(months or []) | set(required or []))
     readiness = month_readiness(loaded_days(lake), {r[0] for r in bills}, max(named) if named else None)
@@ -408,6 +421,7 @@ def analyse(
     print_churn_summary(lake, tables, targets, progress)
     ops.write_data_quality(lake, dq)
     record_restatements(lake, restated)
+    record_inputs(lake, ctx, targets, loaded)
     ops.record_step(lake, ctx, started,
                     f"{'rescored' if rescore else 'built'} {', '.join(m.strftime('%Y-%m') for m in targets)}",
                     targets[-1])

@@ -36,22 +36,27 @@ MONTH_SUMMARIES = {
 NOTHING_PENDING = "rollups: no changed days"
 
 
-def pending_days(lake: LakeLayout) -> tuple[list[date], object]:
-    """Days with silver changes not rolled up yet, and the change watermark to record after (two
-    small ops tables, read without Spark)."""
+def pending_days(lake: LakeLayout, rebuild_from: date | None = None) -> tuple[list[date], object]:
+    """Days with silver changes not rolled up yet (with `rebuild_from`, also every silver day from
+    that date on), and the change watermark to record after (two small ops tables, read without
+    Spark)."""
     import pyarrow.compute as pc
 
     changes = delta_rs.read(lake.ops("silver_changes"), ["partition_date", "changed_at"],
                             pc.field("feed").isin(list(EVENT_FEEDS)))
     if changes is None:
         return [], None
+    every = changes
     done = delta_rs.read(lake.ops("rollup_watermark"), ["changed_through"])
     mark = pc.max(done.column("changed_through")).as_py() if done is not None else None
     if mark is not None:
         changes = changes.filter(pc.greater(changes.column("changed_at"), pa.scalar(mark, pa.timestamp("us"))))
-    if changes.num_rows == 0:
+    days = set(changes.column("partition_date").to_pylist())
+    if rebuild_from is not None:
+        days |= {d for d in every.column("partition_date").to_pylist() if d >= rebuild_from}
+    if not days:
         return [], None
-    return sorted(set(changes.column("partition_date").to_pylist())), pc.max(changes.column("changed_at")).as_py()
+    return sorted(days), pc.max(every.column("changed_at")).as_py()
 
 
 def record_watermark(lake: LakeLayout, mark, run_id: str) -> None:
@@ -64,10 +69,11 @@ def record_watermark(lake: LakeLayout, mark, run_id: str) -> None:
 
 def build_daily_rollups(
     spark: SparkSession, lake: LakeLayout, ctx: ops.RunContext, hmac_key: str,
-    progress: Callable[[str], None] = print,
+    progress: Callable[[str], None] = print, rebuild_from: date | None = None,
 ) -> list[date]:
-    """Rebuild `gold/daily_usage_by_subscriber` and `gold/daily_contacts` for changed days."""
-    days, mark = pending_days(lake)
+    """Rebuild `gold/daily_usage_by_subscriber` and `gold/daily_contacts` for changed days (and
+    every day from `rebuild_from`: after an HMAC key rotation, or a change of the rollups)."""
+    days, mark = pending_days(lake, rebuild_from)
     if not days:
         progress(NOTHING_PENDING)
         return []

@@ -22,7 +22,7 @@ from crm_pipeline.stages import stage
 
 log = logging.getLogger(__name__)
 
-OPS_TABLES = ("pipeline_runs", "data_quality", "restatements", "publications")
+OPS_TABLES = ("pipeline_runs", "data_quality", "restatements", "publications", "month_inputs")
 #: crm_ops tables of the operations view (crm_pipeline.status), computed at each publish
 STATUS_TABLES = ("delivery_status", "month_status")
 
@@ -163,8 +163,8 @@ def _reconciled(wh, schema: str, name: str, partition: str, months: list[date], 
 
 
 def publish_ops(lake: LakeLayout, warehouse) -> None:
-    """Copy the lake's ops tables (pipeline_runs, data_quality, restatements, publications) to
-    crm_ops, with the operations view as of now (delivery_status, month_status)."""
+    """Copy the lake's ops tables (pipeline_runs, data_quality, restatements, publications,
+    month_inputs) to crm_ops, with the operations view as of now (delivery_status, month_status)."""
     from crm_pipeline import status
 
     wh = open_warehouse(warehouse) if isinstance(warehouse, str) else warehouse
