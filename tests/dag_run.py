@@ -1,17 +1,17 @@
 """The session's Airflow scenario: the DAGs under `airflow dags test` over a few days of generated
 deliveries, on a fresh SQLite metadata DB, in local mode, under a fixed clock (`CRM_AS_OF`, the
-morning of each run), as an operator would live them:
+time of each run), as an operator would live them and as docs/runbook.md tells them to act:
 
 1. 4 February, 09:00: the daily ingest for 3 February. The ticket deliveries of 1-3 February are
    late (held back): the ticket sensor alerts and gives up, the other feeds load, January is not
    complete (it waits for those days), nothing is announced.
-2. 5 February: the late tickets have landed (4 February's deliveries have not: every sensor gives
-   up): the daily ingest loads them, January is complete (late) and announced; the monthly
-   analytics (asset-triggered, run directly) build and publish it.
-3. 6 February: the recharge delivery of 20 January is re-delivered, one record short: the daily
-   ingest loads it and announces January again (built from a replaced delivery); the monthly
-   analytics rebuild it, record the restatement and publish.
+2. 11:00: the late tickets have landed, and the recharge delivery of 20 January was re-delivered,
+   one record short; the operator reruns the day (the runbook's rerun): the ingest loads both,
+   January is complete (late) and announced; the monthly analytics (asset-triggered, run
+   directly) build and publish it.
 
+A re-delivery of a month already built is announced again and rebuilt (tests/unit/
+test_orchestration.py; the restatement end to end: tests/integration/test_run_against_reference.py).
 The DAG tests check the wiring and output of each step; the cluster test runs `crm run` on the
 final landing zone against a standalone cluster and compares the warehouse tables with this run's.
 Registered as a plugin in tests/conftest.py."""
@@ -35,15 +35,13 @@ REPO = Path(__file__).resolve().parents[1]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 KEY = "dag-test-key"  # the msisdn HMAC key, from the Airflow connection crm_msisdn_hmac
 LATE = [("ticket", date(2026, 2, d)) for d in (1, 2, 3)]  # held back on the first morning
-REDELIVERED = ("recharge", date(2026, 1, 20))  # re-delivered on the third morning, one record short
+REDELIVERED = ("recharge", date(2026, 1, 20))  # re-delivered before the rerun, one record short
 
 #: (name, DAG, logical date, CRM_AS_OF): the scenario's runs, in order
 STEPS = [
     ("daily-1", "crm_daily_ingest", "2026-02-04", "2026-02-04T09:00"),  # business date 2026-02-03
-    ("daily-2", "crm_daily_ingest", "2026-02-05", "2026-02-05T09:00"),
-    ("monthly-1", "crm_monthly_analytics", "2026-02-05", "2026-02-05T10:00"),
-    ("daily-3", "crm_daily_ingest", "2026-02-06", "2026-02-06T09:00"),
-    ("monthly-2", "crm_monthly_analytics", "2026-02-06", "2026-02-06T10:00"),
+    ("daily-1-rerun", "crm_daily_ingest", "2026-02-04", "2026-02-04T11:00"),  # the same day, run again
+    ("monthly-1", "crm_monthly_analytics", "2026-02-04", "2026-02-04T11:30"),
 ]
 
 
@@ -136,10 +134,9 @@ def dag_run(airflow_env):
         _hold(landing, held, feed, day)
     (root / "steps").mkdir()
     for name, dag_id, logical, as_of in STEPS:
-        if name == "daily-2":
+        if name == "daily-1-rerun":
             for feed, day in LATE:
                 _land(landing, held, feed, day)
-        if name == "daily-3":
             _redeliver_one_record_short(landing, *REDELIVERED)
         run = dags_test(env, dag_id, logical, as_of=as_of)
         (root / "steps" / f"{name}.txt").write_text(run.stdout + run.stderr)

@@ -33,38 +33,33 @@ def _ingest_runs(env) -> list[str]:
     return sorted(first, key=first.get)
 
 
-def test_a_late_feed_is_alerted_once_skipped_and_the_other_feeds_load(dag_run):
+def test_a_late_feed_is_alerted_once_skipped_the_other_feeds_load_and_a_rerun_of_the_day_loads_it(dag_run):
     root, env = dag_run
     out = step_output(root, "daily-1")
     assert out.count("ticket 2026-02-03 is late: due 2026-02-04 06:00") == 2  # the sensor's log line and the alert
     assert "ticket 2026-02-03: not delivered by 2026-02-04 08:00 (Asia/Shanghai); the ingest goes on without it" in out
-    first, second, _ = _ingest_runs(env)
+    first, rerun = _ingest_runs(env)
     loaded = {(r["run_id"], r["feed"], r["business_date"]) for r in
               _lake_rows(env, "deliveries", ["run_id", "feed", "business_date", "status"]) if r["status"] == "LOADED"}
     assert (first, "cdr_voice", date(2026, 2, 3)) in loaded and (first, "bill", date(2026, 2, 2)) in loaded
     assert not {(first, feed, day) for feed, day in LATE} & loaded
-    assert {(second, feed, day) for feed, day in LATE} <= loaded  # the next morning's run loads them
+    assert {(rerun, feed, day) for feed, day in LATE} <= loaded  # the rerun of the day, once they landed
+    assert {(first, *REDELIVERED), (rerun, *REDELIVERED)} <= loaded  # delivered, then re-delivered
+    output = step_output(root, "daily-1-rerun")
+    assert "is late" not in output and "ingest goes on without it" not in output
 
 
-def test_a_month_is_announced_by_the_run_that_completes_it_and_again_when_a_redelivery_changes_it(dag_run):
+def test_a_month_completed_late_is_announced_by_the_run_that_completes_it_and_built(dag_run):
     root, env = dag_run
     assert "no month is newly complete or built from replaced deliveries" in step_output(root, "daily-1")
     events = [(run, json.loads(extra)) for run, extra in airflow_query(
         root, "SELECT source_run_id, extra FROM asset_event ORDER BY id")]
-    assert [extra["months"] for _, extra in events] == [["2026-01-01"], ["2026-01-01"]]
-    assert events[0][1]["why"] == {"2026-01-01": "complete, not built yet"}
-    assert events[1][1]["why"] == {"2026-01-01": "1 delivery loaded since its last build"}
-    runs = dict(airflow_query(root, "SELECT run_id, logical_date FROM dag_run WHERE dag_id = 'crm_daily_ingest'"))
-    assert [runs[run][:10] for run, _ in events] == ["2026-02-05", "2026-02-06"]
-
-
-def test_the_monthly_runs_build_the_announced_month_and_restate_it_after_the_redelivery(dag_run):
-    root, env = dag_run
-    analyses = [r for r in _lake_rows(env, "pipeline_runs", ["dag_id", "task_id", "message", "started_at"])
+    assert [extra for _, extra in events] == [{"months": ["2026-01-01"], "why": {"2026-01-01": "complete, not built yet"}}]
+    rerun = _ingest_runs(env)[1]
+    assert events[0][0] == rerun  # the Airflow run id is the run id on record in crm_ops
+    analyses = [r["message"] for r in _lake_rows(env, "pipeline_runs", ["dag_id", "task_id", "message"])
                 if (r["dag_id"], r["task_id"]) == ("crm_monthly_analytics", "analyse")]
-    assert [r["message"] for r in sorted(analyses, key=lambda r: r["started_at"])] == ["built 2026-01", "built 2026-01"]
-    restated = query(root, 'SELECT DISTINCT table_name, month FROM "crm_ops"."restatements"')
-    assert ("subscriber_month", date(2026, 1, 1)) in restated
+    assert analyses == ["built 2026-01"]
     assert query(root, 'SELECT DISTINCT month FROM "crm"."subscriber_month" ORDER BY 1') == [(date(2026, 1, 1),)]
 
 
