@@ -60,13 +60,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handler = getattr(importlib.import_module(module_name), func_name)
     try:
-        return int(handler(args) or 0)
+        code = int(handler(args) or 0)
     except UsageError as exc:
         print(f"crm {args.command}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        code = EXIT_USAGE
     except TaskFailed as exc:
         print(f"crm {args.command}: FAILED: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        code = EXIT_FAILED
+    if argv is None and args.command in LEAVE_AT_ONCE:
+        _leave(code)
+    return code
+
+
+#: commands that start no Spark and read the lake through delta-rs: run from the command line, they
+#: leave as soon as their output is written. delta-rs's runtime threads can make the interpreter's
+#: own shutdown abort afterwards ("terminate called without an active exception", SIGABRT), which
+#: would turn a finished `crm status` into a failed one.
+LEAVE_AT_ONCE = frozenset({"status"})
+
+
+def _leave(code: int) -> None:
+    import logging
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 if __name__ == "__main__":
