@@ -59,15 +59,20 @@ def tables(lake: LakeLayout, group: str) -> list[str]:
     return found
 
 
+def check_retention(retain_days: int) -> None:
+    """A usage error for a retention below Delta's floor, before any work starts."""
+    if retain_days < MIN_RETAIN_DAYS:
+        raise UsageError(f"--retain-days {retain_days}: Delta keeps at least {MIN_RETAIN_DAYS} days of history "
+                         "(readers and writers in flight may need the files)")
+
+
 def optimize_and_vacuum(spark, lake: LakeLayout, group: str, retain_days: int,
                         progress: Callable[[str], None] = print) -> list[dict]:
     """OPTIMIZE then VACUUM every table of `group`; one row per table: files compacted and added,
     files removed by the vacuum."""
     from delta.tables import DeltaTable
 
-    if retain_days < MIN_RETAIN_DAYS:
-        raise UsageError(f"--retain-days {retain_days}: Delta keeps at least {MIN_RETAIN_DAYS} days of history "
-                         "(readers and writers in flight may need the files)")
+    check_retention(retain_days)
     # VACUUM lists a table's folders in a Spark job of spark.sql.sources.parallelPartitionDiscovery
     # .parallelism tasks (10,000 by default, thousands of empty tasks per table): a few per core do
     spark.conf.set("spark.sql.sources.parallelPartitionDiscovery.parallelism",

@@ -91,11 +91,9 @@ def add_maintain_arguments(parser: argparse.ArgumentParser) -> None:
 def maintain(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
     from crm_pipeline.errors import UsageError
-    from crm_pipeline.maintenance import GROUPS, MIN_RETAIN_DAYS, optimize_and_vacuum, prune_data_docs
+    from crm_pipeline.maintenance import GROUPS, check_retention, optimize_and_vacuum, prune_data_docs
 
-    if args.retain_days < MIN_RETAIN_DAYS:
-        raise UsageError(f"--retain-days {args.retain_days}: Delta keeps at least {MIN_RETAIN_DAYS} days of history "
-                         "(readers and writers in flight may need the files)")
+    check_retention(args.retain_days)
     if args.docs_days < 1:
         raise UsageError(f"--docs-days {args.docs_days}: keep at least one day of Data Docs")
     lake, ctx = LakeLayout(args.lake), run_context(args, "maintain")
