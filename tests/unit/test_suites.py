@@ -156,3 +156,36 @@ def test_a_suite_costs_the_same_spark_jobs_whatever_its_number_of_expectations(s
 
     assert len(full["expectations"]) >= 6 * len(small["expectations"])
     assert 0 < jobs(full) <= jobs(small) + 1
+
+
+
+@pytest.mark.spark
+def test_each_task_renders_only_its_own_data_docs_pages_and_the_index_lists_the_whole_run(spark, tmp_path,
+                                                                                           monkeypatch):
+    context, _ = gx._context()
+    monkeypatch.setattr(gx, "_results_folder", gx._results_folder)  # restored after the test
+    monkeypatch.setattr(gx, "_kept", [])
+    monkeypatch.setattr(gx, "load_suite_definition", lambda table: {"name": table, "expectations": [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "x"}, "meta": {"severity": "warning"}}]})
+    previous_store = context.variables.validation_results_store_name
+    gx.keep_results(str(tmp_path))
+    df = spark.createDataFrame([(1,), (None,)], "x int")
+    try:
+        gx.validate(df, "docs_first_task", run_id="run-7")  # the first task of run-7
+        index = gx.build_data_docs("run-7")
+        [first_page] = [p for p in index.parent.rglob("*.html") if "docs_first_task" in str(p)]
+        rendered = first_page.stat().st_mtime_ns
+
+        monkeypatch.setattr(gx, "_kept", [])  # a later task: another process of the same run
+        assert gx.build_data_docs("run-7") == index  # it validated nothing: nothing is rendered
+        assert first_page.stat().st_mtime_ns == rendered
+        gx.validate(df, "docs_later_task", run_id="run-7")
+        gx.validate(df, "docs_other_run", run_id="run-8")
+        assert gx.build_data_docs("run-7") == index
+        assert first_page.stat().st_mtime_ns == rendered  # the earlier task's page is not rendered again
+        pages = [p.name for p in index.parent.rglob("*.html")]
+        assert any("docs_later_task" in str(p) for p in index.parent.rglob("*.html")), pages
+        html = index.read_text(encoding="utf-8")
+        assert "docs_first_task" in html and "docs_later_task" in html and "docs_other_run" not in html
+    finally:
+        context.variables.validation_results_store_name = previous_store

@@ -69,6 +69,8 @@ def _context():
 
 _RESULTS_STORE = "crm_validation_results"
 _results_folder: str | None = None  # set by keep_results
+#: (suite, run identifier tuple) of every result this process kept: the pages its Data Docs build renders
+_kept: list[tuple[str, tuple]] = []
 
 
 def keep_results(folder: str | None) -> None:
@@ -95,6 +97,9 @@ def build_data_docs(run_id: str) -> Path | None:
     context, _ = _context()
     site = f"run:{folder}:{run_id}"
     target = Path(folder) / "runs" / run_id
+    mine = {k for k in _kept if k[1][0] == run_id}
+    if not mine and (target / "index.html").is_file():
+        return target / "index.html"  # this process added nothing: the run's pages and index stand
     if site not in context.list_data_docs_sites():
         context.add_data_docs_site(site, {
             "class_name": "SiteBuilder",
@@ -103,7 +108,16 @@ def build_data_docs(run_id: str) -> Path | None:
             "site_section_builders": {"validations": {"run_name_filter": {"equals": run_id}},
                                       "expectations": "0", "profiling": "0"},
         })
-    context.build_data_docs(site_names=[site])
+    # Only this process's results are rendered (the pages of the run's earlier tasks stand); the
+    # index lists every result of the run. Rendering all of them again cost each task about a
+    # second per suite validated so far in the run.
+    store = context.stores[context.variables.validation_results_store_name]
+    keys = [k for k in store.list_keys()
+            if (k.expectation_suite_identifier.name, k.run_id.to_tuple()) in mine]
+    if keys:
+        context.build_data_docs(site_names=[site], resource_identifiers=keys)
+    else:  # no page of its own yet (e.g. a run that validated nothing): the whole site, once
+        context.build_data_docs(site_names=[site])
     return target / "index.html"
 
 
@@ -156,11 +170,14 @@ def validate(df: DataFrame, table: str, params: dict | None = None, run_id: str 
     from great_expectations.core.run_identifier import RunIdentifier
 
     validation = _build(table, params)
+    run = RunIdentifier(run_name=run_id, run_time=datetime.now(timezone.utc)) if run_id else None
     result = validation.run(
         batch_parameters={"dataframe": df},
         result_format={"result_format": "SUMMARY", "partial_unexpected_count": 0},
-        run_id=RunIdentifier(run_name=run_id, run_time=datetime.now(timezone.utc)) if run_id else None,
+        run_id=run,
     )
+    if run is not None and _results_folder is not None:
+        _kept.append((table, run.to_tuple()))
     out = []
     for r in result.results:
         cfg = r.expectation_config.to_json_dict()
