@@ -11,6 +11,12 @@ from crm_pipeline.settings import REPO_ROOT, SparkSettings
 
 log = logging.getLogger(__name__)
 LOG4J = REPO_ROOT / "infra" / "spark" / "log4j2.properties"
+#: An optimized Delta write hashes its rows by partition value into this many reducers (Delta's
+#: default, 2000, whatever the cluster) and writes each reducer's rows in tasks of up to
+#: `optimizeWrite.binSize`; with as many reducers as shuffle partitions, a write of many small
+#: partition values (a batch of 247 days of a small feed) takes a few tasks instead of one per day,
+#: while a large partition value is still split into bins over many tasks.
+MAX_OPTIMIZED_WRITE_SHUFFLE = "spark.databricks.delta.optimizeWrite.maxShufflePartitions"
 
 
 def jar_paths(settings: SparkSettings) -> list[str]:
@@ -63,6 +69,8 @@ def build_session(settings: SparkSettings | None = None) -> SparkSession:
         # Parallelism follows the cluster: 4 shuffle partitions per core; adaptive query execution
         # (on by default) coalesces small ones and splits skewed ones.
         spark.conf.set("spark.sql.shuffle.partitions", str(4 * spark.sparkContext.defaultParallelism))
+    if not spark.sparkContext.getConf().contains(MAX_OPTIMIZED_WRITE_SHUFFLE):  # unless set by the deployment
+        spark.conf.set(MAX_OPTIMIZED_WRITE_SHUFFLE, spark.conf.get("spark.sql.shuffle.partitions"))
     log.info("spark session %s on %s", spark.version, spark.sparkContext.master)
     return spark
 
