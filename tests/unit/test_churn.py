@@ -587,3 +587,62 @@ def test_registry_round_trip(tmp_path):
     (tmp_path / "lake" / "models" / "churn" / "half").mkdir()
     (tmp_path / "lake" / "models" / "churn" / "half" / "model.joblib").write_bytes(b"partial")
     assert [c.version for c in reg.cards()] == ["abc"] and not reg.has("half")
+
+
+# --- Gold model tables ---------------------------------------------------------------------------
+
+class _Cards:
+    """A registry of model cards (`write_model_tables` reads only `cards()`)."""
+
+    def __init__(self, cards):
+        self._cards = cards
+
+    def cards(self):
+        return self._cards
+
+
+def _scored_card(version: str, auc: float, spec: str = "s"):
+    from dataclasses import replace
+
+    metrics = {"auc": auc, "top_decile_lift": 3.0, "emp": 1.0, "brier": 0.04, "base_rate": 0.05}
+    calibration = [{"bin": 1, "n": 10, "mean_score": 0.1, "observed_rate": 0.1}]
+    lift = [{"decile": 1, "targeted_share": 0.1, "churners_captured_share": 0.4, "cumulative_lift": 4.0,
+             "churn_rate": 0.2}]
+    algos = ("gradient_boosting", "logistic_regression")
+    return replace(_card(date(2026, 6, 1), date(2026, 4, 1), spec=spec, version=version),
+                   metrics={a: metrics for a in algos}, calibration={a: calibration for a in algos},
+                   lift={a: lift for a in algos})
+
+
+def test_model_tables_are_checked_and_rewritten_only_when_their_content_changes(spark, tmp_path):
+    from deltalake import DeltaTable
+
+    from crm_pipeline.pipeline.churn import MODEL_TABLES, write_model_tables
+    from crm_pipeline.quality.gx import DataQualityError
+    from crm_pipeline.settings import LakeLayout
+
+    lake = LakeLayout(str(tmp_path / "lake"))
+
+    def versions():
+        return {t: DeltaTable(lake.gold(t)).version() for t in MODEL_TABLES}
+
+    def checked(rows):
+        return {r["table_name"] for r in rows}
+
+    first = write_model_tables(spark, lake, _Cards([_scored_card("m1", 0.8)]), "s", "run-1")
+    assert checked(first) == {f"gold_{t}" for t in MODEL_TABLES} and all(r["success"] for r in first)
+    written = versions()
+
+    assert write_model_tables(spark, lake, _Cards([_scored_card("m1", 0.8)]), "s", "run-2") == []
+    assert versions() == written  # unchanged: neither checked nor rewritten
+
+    # another current spec flips in_use: only churn_model changes
+    assert checked(write_model_tables(spark, lake, _Cards([_scored_card("m1", 0.8)]), "t", "run-3")) \
+        == {"gold_churn_model"}
+    assert versions() == dict(written, churn_model=written["churn_model"] + 1)
+
+    # a blocking failure (an AUC above 1) raises before anything is written
+    before = versions()
+    with pytest.raises(DataQualityError, match=r"gold_churn_model: expect_column_values_to_be_between\(auc\)"):
+        write_model_tables(spark, lake, _Cards([_scored_card("m1", 1.5)]), "t", "run-4")
+    assert versions() == before

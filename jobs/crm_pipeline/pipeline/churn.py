@@ -153,11 +153,13 @@ def _records(df: pd.DataFrame) -> list[dict]:
 
 
 def train(spark: SparkSession, lake: LakeLayout, config: Mapping, config_version: str, retrain: bool = False,
-          progress: Callable[[str], None] = print) -> list[ModelCard]:
+          progress: Callable[[str], None] = print, run_id: str | None = None) -> tuple[list[ModelCard], list[dict]]:
     """Train a model for every training window the complete months allow that the registry lacks
-    (all of them with `retrain`), then rewrite the gold model tables from the registry.
+    (all of them with `retrain`), then rewrite the gold model tables from the registry
+    (`write_model_tables`, which validates those it rewrites).
 
-    Reads gold churn_features and subscriber_month (written by `crm analyse`). Returns the new cards.
+    Reads gold churn_features and subscriber_month (written by `crm analyse`). Returns the new
+    cards and the crm_ops.data_quality rows of the model tables' checks.
     """
     from crm_pipeline.transforms.marts.churn import churn_labels
 
@@ -165,7 +167,7 @@ def train(spark: SparkSession, lake: LakeLayout, config: Mapping, config_version
     sm = delta.read(spark, lake.gold("subscriber_month"))
     if features is None or sm is None or "terminate_reason" not in sm.columns:
         progress("train: no churn features yet; run `crm analyse` first")
-        return []
+        return [], []
     registry = Registry(lake.root, MODEL_NAME)
     spec = spec_hash(config)
     complete = sorted(r[0] for r in sm.select("month").distinct().collect())
@@ -179,14 +181,12 @@ def train(spark: SparkSession, lake: LakeLayout, config: Mapping, config_version
         progress(f"train: {len(labelled_months)} labelled month(s) (a month is labelled once M+2 is complete); "
                  f"a model needs {lo + 2} in a row: {lo} to train, then one whose labels overlap the test "
                  "month's, then the test month")
-        write_model_tables(spark, lake, registry, spec)
-        return []
+        return [], write_model_tables(spark, lake, registry, spec, run_id)
     existing = {(c.spec, c.labels_known_through) for c in registry.cards()}
     todo = [w for w in windows if retrain or (spec, w[0].isoformat()) not in existing]
     if not todo:
         progress(f"train: every training window has a model ({len(windows)}, spec {spec})")
-        write_model_tables(spark, lake, registry, spec)
-        return []
+        return [], write_model_tables(spark, lake, registry, spec, run_id)
     progress(f"train: {len(todo)} model(s) to fit, windows ending {', '.join(f'{w[0]:%Y-%m}' for w in todo)}")
     sample = training_sample(labelled, config)
     data_version = {t: _delta_version(lake.gold(t)) for t in ("churn_features", "subscriber_month")}
@@ -235,26 +235,20 @@ def train(spark: SparkSession, lake: LakeLayout, config: Mapping, config_version
                  f"top-decile lift {_f(m['top_decile_lift'], 2)}, EMP {_f(m['emp'], 2)} CNY, Brier {_f(m['brier'], 4)}; "
                  f"boosting {_chosen(estimators[DEPLOYED], config)}, trees per member {estimators[DEPLOYED].n_iter_} "
                  f"[{time.monotonic() - clock:.1f} s]")
-    write_model_tables(spark, lake, registry, spec)
-    return new
+    return new, write_model_tables(spark, lake, registry, spec, run_id)
 
 
 def train_step(spark: SparkSession, lake: LakeLayout, ctx, settings, retrain: bool = False,
                progress: Callable[[str], None] = print) -> list[ModelCard]:
-    """`crm train`: `train`, data-quality checks of the gold model tables, a crm_ops.pipeline_runs row."""
+    """`crm train`: `train` (which checks the gold model tables it rewrites), the checks' results and a
+    crm_ops.pipeline_runs row."""
     from crm_pipeline import ops
-    from crm_pipeline.quality import gx
 
     started = ops.utcnow()
-    new = train(spark, lake, settings.churn, settings.version, retrain=retrain, progress=progress)
-    dq = []
-    for name in MODEL_TABLES:
-        df = delta.read(spark, lake.gold(name))
-        if df is not None:
-            dq += gx.dq_rows(gx.validate(df, f"gold_{name}", run_id=ctx.run_id), f"gold_{name}", ctx.run_id, None)
-    blocking = gx.blocking_error(dq)
-    if blocking is not None:
-        raise blocking
+    # A blocking failure raises before the tables are written; the caller's `ops.recorded` puts
+    # its results on record.
+    new, dq = train(spark, lake, settings.churn, settings.version, retrain=retrain, progress=progress,
+                    run_id=ctx.run_id)
     ops.write_data_quality(lake, dq)
     ops.record_step(lake, ctx, started,
                     f"trained {len(new)} churn model(s)" + (f": {', '.join(c.version for c in new)}" if new else ""))
@@ -335,20 +329,34 @@ def model_table_rows(cards: list[ModelCard], current_spec: str) -> dict[str, lis
     return out
 
 
-def write_model_tables(spark: SparkSession, lake: LakeLayout, registry: Registry, current_spec: str) -> None:
-    """Mirror the registry into gold churn_model, churn_model_calibration and churn_model_lift
-    (rewritten only when their content changed)."""
+def write_model_tables(spark: SparkSession, lake: LakeLayout, registry: Registry, current_spec: str,
+                       run_id: str | None = None) -> list[dict]:
+    """Mirror the registry into gold churn_model, churn_model_calibration and churn_model_lift.
+
+    Only tables whose content changed are validated (their gold suites) and rewritten; a blocking
+    failure raises `DataQualityError` before any of them is written. An unchanged table was
+    validated when it was written. Returns the crm_ops.data_quality rows of the checks run.
+    """
     from crm_pipeline.feeds import conform, table_spec
     from crm_pipeline.pipeline.monthly import fingerprint
+    from crm_pipeline.quality import gx
 
     rows = model_table_rows(registry.cards(), current_spec)
+    changed, dq = {}, []
     for name in MODEL_TABLES:
         df = conform(spark.createDataFrame(rows[name], MODEL_TABLE_DDL[name]), table_spec(name))
         old = delta.read(spark, lake.gold(name))
         if old is not None and old.schema.simpleString() == df.schema.simpleString() \
                 and fingerprint(old) == fingerprint(df):
             continue
+        changed[name] = df
+        dq += gx.dq_rows(gx.validate(df, f"gold_{name}", run_id=run_id), f"gold_{name}", run_id, None)
+    blocking = gx.blocking_error(dq)
+    if blocking is not None:
+        raise blocking
+    for name, df in changed.items():
         df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(lake.gold(name))
+    return dq
 
 
 # ---------------------------------------------------------------------------------------------
