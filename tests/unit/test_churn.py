@@ -614,10 +614,11 @@ def _scored_card(version: str, auc: float, spec: str = "s"):
                    lift={a: lift for a in algos})
 
 
-def test_model_tables_are_checked_and_rewritten_only_when_their_content_changes(spark, tmp_path):
+def test_model_tables_are_checked_and_rewritten_only_when_their_content_changes(spark, tmp_path, monkeypatch):
     from deltalake import DeltaTable
 
     from crm_pipeline.pipeline.churn import MODEL_TABLES, write_model_tables
+    from crm_pipeline.quality import gx
     from crm_pipeline.quality.gx import DataQualityError
     from crm_pipeline.settings import LakeLayout
 
@@ -634,7 +635,19 @@ def test_model_tables_are_checked_and_rewritten_only_when_their_content_changes(
     written = versions()
 
     assert write_model_tables(spark, lake, _Cards([_scored_card("m1", 0.8)]), "s", "run-2") == []
-    assert versions() == written  # unchanged: neither checked nor rewritten
+    assert versions() == written  # unchanged and checked by the same suites: neither checked nor rewritten
+
+    # a suite that changed since (a new pipeline version) checks the unchanged table again, without rewriting it
+    real = gx.load_suite_definition
+    lift = real("gold_churn_model_lift")
+    stricter = dict(lift, expectations=[*lift["expectations"], {
+        "type": "expect_column_values_to_not_be_null", "kwargs": {"column": "cumulative_lift"},
+        "meta": {"severity": "blocking"}}])
+    monkeypatch.setattr(gx, "load_suite_definition", lambda t: stricter if t == "gold_churn_model_lift" else real(t))
+    assert checked(write_model_tables(spark, lake, _Cards([_scored_card("m1", 0.8)]), "s", "run-2b")) \
+        == {"gold_churn_model_lift"}
+    assert versions() == written
+    monkeypatch.setattr(gx, "load_suite_definition", real)
 
     # another current spec flips in_use: only churn_model changes
     assert checked(write_model_tables(spark, lake, _Cards([_scored_card("m1", 0.8)]), "t", "run-3")) \

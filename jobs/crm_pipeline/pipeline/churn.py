@@ -333,9 +333,10 @@ def write_model_tables(spark: SparkSession, lake: LakeLayout, registry: Registry
                        run_id: str | None = None) -> list[dict]:
     """Mirror the registry into gold churn_model, churn_model_calibration and churn_model_lift.
 
-    Only tables whose content changed are validated (their gold suites) and rewritten; a blocking
-    failure raises `DataQualityError` before any of them is written. An unchanged table was
-    validated when it was written. Returns the crm_ops.data_quality rows of the checks run.
+    A table is checked (its gold suite) unless its content is unchanged and was checked by the same
+    suite when written (the suite's hash is kept in the table's commit), and rewritten only when
+    its content changed. A blocking failure raises `DataQualityError` before anything is written.
+    Returns the crm_ops.data_quality rows of the checks run.
     """
     from crm_pipeline.feeds import conform, table_spec
     from crm_pipeline.pipeline.monthly import fingerprint
@@ -344,19 +345,34 @@ def write_model_tables(spark: SparkSession, lake: LakeLayout, registry: Registry
     rows = model_table_rows(registry.cards(), current_spec)
     changed, dq = {}, []
     for name in MODEL_TABLES:
+        suite, path = f"gold_{name}", lake.gold(name)
         df = conform(spark.createDataFrame(rows[name], MODEL_TABLE_DDL[name]), table_spec(name))
-        old = delta.read(spark, lake.gold(name))
-        if old is not None and old.schema.simpleString() == df.schema.simpleString() \
-                and fingerprint(old) == fingerprint(df):
+        old = delta.read(spark, path)
+        unchanged = old is not None and old.schema.simpleString() == df.schema.simpleString() \
+            and fingerprint(old) == fingerprint(df)
+        if unchanged and _checked_by(path) == gx.suite_hash(suite):
             continue
-        changed[name] = df
-        dq += gx.dq_rows(gx.validate(df, f"gold_{name}", run_id=run_id), f"gold_{name}", run_id, None)
+        dq += gx.dq_rows(gx.validate(df, suite, run_id=run_id), suite, run_id, None)
+        if not unchanged:
+            changed[name] = df
     blocking = gx.blocking_error(dq)
     if blocking is not None:
         raise blocking
     for name, df in changed.items():
-        df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(lake.gold(name))
+        (df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+         .option("userMetadata", json.dumps({"suite": gx.suite_hash(f"gold_{name}")})).save(lake.gold(name)))
     return dq
+
+
+def _checked_by(path: str) -> str | None:
+    """The suite hash recorded by the latest write of a model table (None if none was)."""
+    from deltalake import DeltaTable
+
+    try:
+        meta = DeltaTable(path).history(1)[0].get("userMetadata")
+        return json.loads(meta).get("suite") if meta else None
+    except Exception:  # noqa: BLE001  (no table, or metadata another writer left)
+        return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ source (GX would otherwise start a session of its own without Delta).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -51,6 +52,13 @@ def load_suite_definition(table: str) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no expectation suite for {table}: {path}")
     return with_table_checks(table, json.loads(path.read_text(encoding="utf-8")))
+
+
+def suite_hash(table: str) -> str:
+    """A short hash of the suite of `table` as defined now (its expectations, unresolved): a table
+    whose content was checked by the same suite need not be checked again while it is unchanged."""
+    payload = json.dumps(load_suite_definition(table), sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 @lru_cache(maxsize=1)
