@@ -161,7 +161,7 @@ def train(spark: SparkSession, lake: LakeLayout, config: Mapping, config_version
     Reads gold churn_features and subscriber_month (written by `crm analyse`). Returns the new
     cards and the crm_ops.data_quality rows of the model tables' checks.
     """
-    from crm_pipeline.transforms.marts.churn import churn_labels
+    from crm_pipeline.transforms.marts.churn import churn_labels, label_months
 
     features = delta.read(spark, lake.gold("churn_features"))
     sm = delta.read(spark, lake.gold("subscriber_month"))
@@ -170,11 +170,15 @@ def train(spark: SparkSession, lake: LakeLayout, config: Mapping, config_version
         return [], []
     registry = Registry(lake.root, MODEL_NAME)
     spec = spec_hash(config)
-    complete = sorted(r[0] for r in sm.select("month").distinct().collect())
+    # One pass over the months decides whether there is anything to train; the labels themselves
+    # (a join of every month's subscribers with the churn events) are computed only to train.
+    has_closing = {r.month: bool(r.closing) for r in sm.groupBy("month").agg(
+        F.max(F.col("closing").cast("int")).alias("closing")).collect()}
+    complete = sorted(has_closing)
     labels = churn_labels(sm.select("subscriber_id", "month", "closing", "churned_in_month", "terminate_reason"),
                           complete)
     labelled = features.join(labels, ["month", "subscriber_id"])
-    labelled_months = sorted(r[0] for r in labels.select("month").distinct().collect())
+    labelled_months = [m for m in label_months(complete) if has_closing[m]]  # the months `labels` holds
     windows = training_windows(labelled_months, complete, config)
     if not windows:
         lo = int(config["min_train_months"])

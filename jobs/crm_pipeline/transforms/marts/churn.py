@@ -199,6 +199,14 @@ def churn_features(rows: DataFrame, history: DataFrame, activity: DataFrame, con
     return j.select("month", "subscriber_id", *[c.alias(n) for n, c in columns.items()])
 
 
+def label_months(complete_months: list) -> list:
+    """The months whose churn labels are known: M+1 and M+2 are both complete months."""
+    from crm_pipeline.months import add_months
+
+    complete = set(complete_months)
+    return sorted(m for m in complete if add_months(m, 1) in complete and add_months(m, 2) in complete)
+
+
 def churn_labels(history: DataFrame, complete_months: list) -> DataFrame:
     """Label of each subscriber active at a month's end: 1 when the subscription is terminated in M+1
     or M+2 (churned_in_month in either month), else 0; churn_reason is the terminate_reason then.
@@ -207,10 +215,7 @@ def churn_labels(history: DataFrame, complete_months: list) -> DataFrame:
     number reassigned to a new subscription after a termination starts a new history; a suspension
     is not a churn. Columns: month, subscriber_id, label INT, churn_reason STRING.
     """
-    complete = set(complete_months)
-    from crm_pipeline.months import add_months
-
-    labelled = sorted(m for m in complete if add_months(m, 1) in complete and add_months(m, 2) in complete)
+    labelled = label_months(complete_months)
     if not labelled:
         return history.sparkSession.createDataFrame([], "month date, subscriber_id string, label int, "
                                                         "churn_reason string")
