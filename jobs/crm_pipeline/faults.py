@@ -3,7 +3,7 @@ process kills its whole process group with SIGKILL the n-th time (default 1st) i
 point, as a lost machine or the OOM killer would: no `finally`, no atexit, no Spark shutdown.
 
 Points: `verify` (a Spark task, while it reads and verifies a delivered file), `bronze` (a feed's
-bronze commit done, nothing after it), `silver` (silver committed, quarantine and accounting not),
+bronze commit done, nothing after it), `silver` (quarantine and silver committed, accounting not),
 `rollup` (daily usage rewritten, daily contacts not), `gold` (a gold mart written, the rest of the
 month not), `publish` (a warehouse table replaced inside the publish transaction). Unset, a point
 costs one dictionary lookup. Task-side points count per worker process; Spark starts its Python

@@ -11,8 +11,9 @@ Per feed:
    latest delivery's version of each record. A first delivery of its days is merged into silver
    (appended, or upserted where it supersedes stored versions); a re-delivered day, bills and
    tickets rebuild the partitions they touch from bronze, so withdrawn records disappear;
-3. quarantine the batch's rejects; count each file's records as loaded, quarantined or
-   duplicate, and check that the counts add up to the lines the control file declared.
+3. quarantine the batch's rejects (written before silver, from the same cached frame); count each
+   file's records as loaded, quarantined or duplicate, and check that the counts add up to the
+   lines the control file declared.
 """
 
 from __future__ import annotations
@@ -469,17 +470,10 @@ def load_feed(
     if touched:
         with stage("silver_checks", spec.feed):
             dq_rows += gx.enforce(silver_new, f"silver_{spec.feed}", ctx.run_id, batch_days[-1])
-        with stage("silver_write", spec.feed):
-            path = lake.silver(spec.feed)
-            if not incremental or silver_table is None:
-                delta.replace_where(silver_new, path, delta.in_predicate(part_col, touched), [part_col])
-            elif supersedes:
-                key = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
-                delta.upsert(silver_new, path, f"t.{delta.in_predicate(part_col, touched)} AND {key}")
-            else:
-                delta.append(silver_new, path, [part_col], optimize_write=True)
-        faults.point("silver")
 
+    # The quarantine is written before silver: `typed` read silver (the stored versions), and a
+    # write to silver invalidates every cached plan that read it, so after the silver write the
+    # rejects would be typed, mapped and deduplicated again from bronze.
     with stage("quarantine", spec.feed):
         rejects = structural.select(*LINEAGE, *REJECT_COLUMNS).unionByName(
             batch_records.where(F.col("outcome") == "quarantined").select(*LINEAGE, *REJECT_COLUMNS)
@@ -491,6 +485,18 @@ def load_feed(
             f"feed = {delta.sql_literal(spec.feed)} AND " + delta.in_predicate("business_date", batch_days),
             ["feed", "business_date"],
         )
+
+    if touched:
+        with stage("silver_write", spec.feed):
+            path = lake.silver(spec.feed)
+            if not incremental or silver_table is None:
+                delta.replace_where(silver_new, path, delta.in_predicate(part_col, touched), [part_col])
+            elif supersedes:
+                key = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
+                delta.upsert(silver_new, path, f"t.{delta.in_predicate(part_col, touched)} AND {key}")
+            else:
+                delta.append(silver_new, path, [part_col], optimize_write=True)
+        faults.point("silver")
     typed.unpersist()
 
     per_file: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
