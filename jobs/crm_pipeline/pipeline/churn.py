@@ -369,14 +369,22 @@ def write_model_tables(spark: SparkSession, lake: LakeLayout, registry: Registry
 
 
 def _checked_by(path: str) -> str | None:
-    """The suite hash recorded by the latest write of a model table (None if none was)."""
+    """The suite hash recorded by the latest write of a model table that recorded one (maintenance
+    commits such as VACUUM's come after it and record none); None if there is none."""
     from deltalake import DeltaTable
 
     try:
-        meta = DeltaTable(path).history(1)[0].get("userMetadata")
-        return json.loads(meta).get("suite") if meta else None
-    except Exception:  # noqa: BLE001  (no table, or metadata another writer left)
+        history = DeltaTable(path).history(20)  # newest first
+    except Exception:  # noqa: BLE001  (no table yet)
         return None
+    for commit in history:
+        try:
+            suite = json.loads(commit.get("userMetadata") or "{}").get("suite")
+        except (ValueError, AttributeError):  # metadata another writer left
+            continue
+        if suite:
+            return suite
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
