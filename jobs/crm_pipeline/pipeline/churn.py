@@ -347,24 +347,25 @@ def write_model_tables(spark: SparkSession, lake: LakeLayout, registry: Registry
     from crm_pipeline.quality import gx
 
     rows = model_table_rows(registry.cards(), current_spec)
-    changed, dq = {}, []
+    changed, dq = [], []  # (frame, path, suite hash) of the tables to rewrite
     for name in MODEL_TABLES:
         suite, path = f"gold_{name}", lake.gold(name)
+        checked_by = gx.suite_hash(suite)
         df = conform(spark.createDataFrame(rows[name], MODEL_TABLE_DDL[name]), table_spec(name))
         old = delta.read(spark, path)
         unchanged = old is not None and old.schema.simpleString() == df.schema.simpleString() \
             and fingerprint(old) == fingerprint(df)
-        if unchanged and _checked_by(path) == gx.suite_hash(suite):
+        if unchanged and _checked_by(path) == checked_by:
             continue
         dq += gx.dq_rows(gx.validate(df, suite, run_id=run_id), suite, run_id, None)
         if not unchanged:
-            changed[name] = df
+            changed.append((df, path, checked_by))
     blocking = gx.blocking_error(dq)
     if blocking is not None:
         raise blocking
-    for name, df in changed.items():
+    for df, path, checked_by in changed:
         (df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-         .option("userMetadata", json.dumps({"suite": gx.suite_hash(f"gold_{name}")})).save(lake.gold(name)))
+         .option("userMetadata", json.dumps({"suite": checked_by})).save(path))
     return dq
 
 
