@@ -13,7 +13,7 @@ export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 
-.PHONY: demo test crash-test setup venv jars airflow-db postgres bench clean
+.PHONY: demo test crash-test setup venv jars airflow-db postgres browser bench clean
 
 demo: setup
 	$(BIN)/crm demo $(DEMO_ARGS)
@@ -22,7 +22,7 @@ demo: setup
 # the shared pipeline run, on one worker). PYTEST_ARGS="-p no:xdist ..." runs them one by one.
 PYTEST_ARGS ?= -n 2 --dist loadscope
 
-test: setup
+test: setup browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The crash chains: a month's pipeline from its landing zone killed at every fault point, and
@@ -65,6 +65,11 @@ $(AIRFLOW_HOME)/.pools: $(AIRFLOW_HOME)/.migrated jobs/crm_pipeline/dag_support.
 # installed when missing (as root; otherwise the script says what to install).
 postgres:
 	infra/postgres/install.sh
+
+# Debian's Chromium, for the report's browser test (tests/integration/test_report.py): installed when
+# missing (as root; otherwise the script says what to install). `make demo` does not need it.
+browser:
+	infra/chromium/install.sh
 
 bench: setup
 	$(BIN)/python bench/daily_stage.py --section $(BENCH_ARGS)

@@ -114,6 +114,7 @@ RUN_GROUPS = {
         "tests/integration/test_generated_ingest.py",
         "tests/integration/test_postgres_publish.py",
         "tests/integration/test_status_of_a_run.py",
+        "tests/integration/test_report.py",
     }),
     # the Airflow DAGs' run of tests/dag_run.py, which the cluster run is compared with
     "dag_run": frozenset({

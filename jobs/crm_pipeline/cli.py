@@ -22,6 +22,8 @@ COMMANDS = (
     ("maintain", STEPS, "compact and vacuum the lake's Delta tables, prune old Data Docs"),
     ("status", "crm_pipeline.entrypoints.status",
      "what arrived, what is late or rejected, last runs, months published or waiting"),
+    ("report", "crm_pipeline.entrypoints.report",
+     "the monthly CRM report of a lake: one self-contained HTML file with charts"),
     ("warehouse", "crm_pipeline.entrypoints.warehouse",
      "set up a server warehouse (schemas, roles); print the data dictionary"),
     ("demo", "crm_pipeline.entrypoints.demo", "generate a data set and run the pipeline on it"),

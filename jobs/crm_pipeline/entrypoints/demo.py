@@ -81,7 +81,22 @@ def run(args: argparse.Namespace) -> int:
     spark.stop()
     show(wh, time.monotonic() - t0, lake)
     show_status(layout, landing, args.start + timedelta(days=args.days))
+    show_report(layout, args.dir)
     return code
+
+
+def show_report(lake: LakeLayout, folder: Path) -> None:
+    """Write the report of the latest analysed month beside the warehouse and say where it is."""
+    from crm_pipeline.report import write_report
+    from crm_pipeline.report.data import analysed_months
+
+    months = analysed_months(lake)
+    if not months:
+        progress("\n-- no month analysed, so no report")
+        return
+    path, month = write_report(lake, folder / f"report-{months[-1]:%Y-%m}.html", months[-1])
+    progress(f"\n-- the CRM report of {month:%B %Y} (charts; opens offline in any browser): {path}\n"
+             f"   another month: crm report --lake {lake.root} --month YYYY-MM --out FILE.html")
 
 
 def show_status(lake: LakeLayout, landing: Path, morning_after: date) -> None:
