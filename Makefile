@@ -13,7 +13,7 @@ export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 
-.PHONY: demo test crash-test setup venv jars airflow-db postgres browser bench clean
+.PHONY: demo test crash-test demo-test setup venv jars airflow-db postgres browser bench clean
 
 demo: setup
 	$(BIN)/crm demo $(DEMO_ARGS)
@@ -29,6 +29,11 @@ test: setup browser
 # ingest alone (about 20 minutes; docs/data-quality.md). `make test` runs the publish point.
 crash-test: setup
 	$(BIN)/pytest -p no:xdist -m crash tests/integration/test_crash_safety.py tests/integration/test_crash_ingest.py
+
+# `crm demo` from scratch and its report checked in headless Chromium, every section drawn (about 10
+# minutes; docs/report.md). `make test` checks the report of a shorter run.
+demo-test: setup browser
+	$(BIN)/pytest -p no:xdist -m demo tests/integration/test_demo_report.py
 
 setup: venv jars airflow-db postgres
 

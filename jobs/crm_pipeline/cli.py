@@ -30,18 +30,53 @@ COMMANDS = (
 )
 
 
+#: examples shown at the end of each command's --help
+EXAMPLES = {
+    "generate": ["crm generate --landing var/landing --subscribers 1000 --start 2026-01-01 --days 95 --seed 42"],
+    "ingest": ["crm ingest --landing var/landing --lake var/lake",
+               "crm ingest --landing s3a://boss-exports/ --lake s3a://crm-lake/ --from 2026-03-01 --to 2026-03-31 "
+               "--feeds cdr_voice,cdr_sms"],
+    "run": ["CRM_MSISDN_HMAC_KEY=... crm run --landing var/landing --lake var/lake "
+            "--warehouse duckdb:///var/warehouse/warehouse.duckdb",
+            "crm run --landing var/landing --lake var/lake --warehouse postgresql://crm_loader@db:5432/crm"],
+    "rollup": ["crm rollup --lake var/lake"],
+    "analyse": ["crm analyse --lake var/lake", "crm analyse --lake var/lake --month 2026-03-01",
+                "crm analyse --lake var/lake --rescore"],
+    "train": ["crm train --lake var/lake", "crm train --lake var/lake --retrain"],
+    "publish": ["crm publish --lake var/lake --warehouse duckdb:///var/warehouse/warehouse.duckdb",
+                "crm publish --lake var/lake --warehouse postgresql://crm_loader@db/crm --month 2026-03-01"],
+    "maintain": ["crm maintain --lake var/lake",
+                 "crm maintain --lake /data/crm/lake --tables silver --retain-days 30   # compacts small files, "
+                 "vacuums what no version within 30 days needs, prunes old Data Docs"],
+    "status": ["crm status --lake var/lake",
+               "crm status --lake var/lake --landing var/landing --as-of 2026-03-05T09:00",
+               "crm status --lake var/lake --json", "crm status --lake var/lake --alert"],
+    "report": ["crm report --lake var/demo/lake", "crm report --lake var/lake --month 2026-03 --out march.html"],
+    "warehouse": ["crm warehouse init --warehouse postgresql://postgres@db/crm",
+                  "crm warehouse dictionary --out docs/data-dictionary.md"],
+    "demo": ["crm demo", "crm demo --dir var/demo-5k --subscribers 5000"],
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
     from crm_pipeline import __version__
 
-    parser = argparse.ArgumentParser(prog="crm", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="crm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  crm demo\n  crm run --landing var/landing --lake var/lake --warehouse "
+               "duckdb:///var/warehouse/warehouse.duckdb\n  crm status --lake var/lake\n"
+               "  crm report --lake var/lake --month 2026-03\n\n`crm COMMAND --help` shows a command's options "
+               "and examples; docs/runbook.md the daily operation.")
     parser.add_argument("--version", action="version", version=f"crm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name, help_ in COMMANDS:
         module = importlib.import_module(module_name)
         step = module_name == STEPS
-        p = sub.add_parser(name, help=help_)
+        p = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".",
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog="examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES[name]))
         getattr(module, f"add_{name}_arguments" if step else "add_arguments")(p)
         p.set_defaults(handler=f"{module_name}:{name if step else 'run'}")
     return parser

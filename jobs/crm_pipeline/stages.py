@@ -27,8 +27,11 @@ totals: dict[str, float] = defaultdict(float)
 @contextmanager
 def stage(name: str, feed: str | None = None) -> Iterator[dict]:
     """Time a block; the yielded dict may receive `rows` (records the stage handled)."""
+    from crm_pipeline.progress import label
+
     info: dict = {}
     start = time.time()
+    label(f"{feed}: {name}" if feed else name)
     try:
         yield info
     finally:

@@ -249,3 +249,19 @@ def test_a_corrected_bill_restates_the_month_and_records_it(spark, published, tm
         assert min(months) == date(2026, 2, 1), sorted(r for r in restated if r[0] < date(2026, 2, 1))
     finally:
         shutil.rmtree(day)
+
+
+def test_the_run_ends_with_a_closing_summary(published):
+    (line,) = [x for x in published["logs"].splitlines() if x.startswith("run run-1 finished")]
+    con = duckdb.connect(str(published["warehouse"]), read_only=True)
+    try:
+        deliveries, read, quarantined = con.execute(
+            "SELECT count(DISTINCT (feed, business_date)) FILTER (WHERE status = 'SUCCESS'), sum(rows_read), "
+            "sum(rows_quarantined) FROM crm_ops.pipeline_runs WHERE run_id = 'run-1' AND source_file IS NOT NULL"
+        ).fetchone()
+    finally:
+        con.close()
+    assert line.startswith("run run-1 finished in ")
+    assert f": {deliveries:,} deliveries loaded, 0 failed; {read:,} records read, " in line
+    assert f", {quarantined:,} quarantined, " in line
+    assert "; published 3 month(s) 2026-01..2026-03: " in line and f"rows to duckdb:///{published['warehouse']}" in line

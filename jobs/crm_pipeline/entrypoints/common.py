@@ -87,4 +87,7 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def progress(message: str) -> None:
-    print(message, flush=True)
+    """A progress line on stdout (above any progress bar: crm_pipeline.progress)."""
+    from crm_pipeline.progress import say
+
+    say(message)

@@ -26,12 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--month", type=month_type, help="month to report, YYYY-MM (default: the latest analysed)")
     parser.add_argument("--out", type=Path,
                         help="HTML file to write (default: crm-report-YYYY-MM.html in the current directory)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log the tables read and each section's time")
 
 
 def run(args: argparse.Namespace) -> int:
+    from crm_pipeline.entrypoints.common import setup_logging
     from crm_pipeline.report import write_report
     from crm_pipeline.settings import LakeLayout
 
+    setup_logging(args.verbose)
     if not (args.lake.startswith(("s3a://", "hdfs://", "file://")) or Path(args.lake, "gold").is_dir()):
         raise UsageError(f"{args.lake} is not a lake this pipeline analysed (no gold/ folder): check --lake")
     if args.out is not None and args.out.is_dir():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from crm_pipeline import ops
@@ -58,6 +59,7 @@ def run_pipeline(spark, landing: str | Path, lake: LakeLayout, warehouse: str, c
     from crm_pipeline.publish.publish import gold_months, publish, publish_ops_after_failure
     from crm_pipeline.quality.summary import print_data_quality_summary
 
+    clock = time.monotonic()
     try:
         with ops.recorded(lake, ctx, "ingest"):
             result = ingest(spark, landing, lake, ctx, date_from=date_from, date_to=date_to, progress=progress)
@@ -73,10 +75,29 @@ def run_pipeline(spark, landing: str | Path, lake: LakeLayout, warehouse: str, c
             with ops.recorded(lake, ctx, "rescore"):
                 analyse(spark, lake, ctx, settings, key, rescore=True, progress=progress)
         with ops.recorded(lake, ctx, "publish"):
-            publish(lake, warehouse, gold_months(lake), progress=progress, ctx=ctx)
+            published = publish(lake, warehouse, gold_months(lake), progress=progress, ctx=ctx)
     except TaskFailed:
         publish_ops_after_failure(lake, warehouse)
         raise
     finally:
         print_data_quality_summary(lake, ctx.run_id, progress)
+    progress(closing_summary(ctx.run_id, result, published, time.monotonic() - clock))
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def closing_summary(run_id: str, ingested, published: dict, seconds: float) -> str:
+    """One paragraph a person reads last: what was loaded, rejected and published, and how long it took."""
+    totals = ingested.totals_by_feed().values()
+    read, loaded, quarantined, duplicates = (sum(t[k] for t in totals) for k in (
+        "rows_read", "rows_loaded", "rows_quarantined", "rows_duplicate"))
+    months = published["months"]
+    span = (f"{len(months)} month(s) {months[0]:%Y-%m}..{months[-1]:%Y-%m}" if months else "no complete month")
+    return (f"\nrun {run_id} {'finished' if ingested.ok else 'finished with failed deliveries'} in "
+            f"{_duration(seconds)}: {ingested.deliveries('SUCCESS'):,} deliveries loaded, "
+            f"{ingested.deliveries('FAILED'):,} failed; {read:,} records read, {loaded:,} loaded, "
+            f"{quarantined:,} quarantined, {duplicates:,} duplicates; published {span}: "
+            f"{published['tables']} tables, {published['rows']:,} rows to {published['warehouse']}")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"

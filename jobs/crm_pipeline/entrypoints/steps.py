@@ -83,9 +83,6 @@ def add_maintain_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"days of Delta history kept for time travel (default 30, at least {MIN_RETAIN_DAYS})")
     parser.add_argument("--docs-days", type=int, default=90,
                         help="days of Data Docs and validation results kept (default 90)")
-    parser.epilog = ("example: crm maintain --lake /data/crm/lake --tables silver --retain-days 30\n"
-                     "  compacts small files, vacuums what no version within 30 days needs, prunes old Data Docs")
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 def maintain(args: argparse.Namespace) -> int:

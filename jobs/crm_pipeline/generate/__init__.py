@@ -125,7 +125,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     def progress(line: str) -> None:
-        print(f"[generate] {line}", file=sys.stderr, flush=True)
+        from crm_pipeline.progress import say
+
+        say(f"[generate] {line}", file=sys.stderr)
 
     summary = generate(config, on_progress=None if config.progress == "none" else progress)
     print(f"[generate] wrote {summary['records_total']:,} lines in {summary['files']:,} files to "

@@ -132,6 +132,12 @@ class Generator:
         }
 
     def _loop(self, t0: float) -> None:
+        from crm_pipeline.progress import bar
+
+        with bar(self.cfg.days, "generate", "days") as days:
+            self._days(t0, days)
+
+    def _days(self, t0: float, days) -> None:
         cfg, cal = self.cfg, self.cal
         month_lines = 0
         for t in range(cfg.days):
@@ -157,6 +163,8 @@ class Generator:
                         f"lines={span:,}  total={self._total_lines():,}  {rate:,.0f} lines/s")
                 if end_of_month:
                     month_lines = 0
+            days.set_postfix_str(f"{cal.date(t).isoformat()}, {self._total_lines():,} lines", refresh=False)
+            days.update(1)
 
     def _total_lines(self) -> int:
         return sum(t.lines for t in self.truth.values())

@@ -23,7 +23,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from pyspark import StorageLevel
@@ -37,6 +37,7 @@ from crm_pipeline.ingest.landing import Delivery, IncompleteFolder, discover
 from crm_pipeline.ingest.reader import join
 from crm_pipeline.ingest.spark_io import failed_check, read_lines, source_file, verify_deliveries
 from crm_pipeline.ingest.volume import delivered_volumes, volume_drop
+from crm_pipeline.progress import bar
 from crm_pipeline.io import delta
 from crm_pipeline.quality import gx
 from crm_pipeline.settings import LakeLayout
@@ -75,6 +76,10 @@ class IngestResult:
     @property
     def ok(self) -> bool:
         return not self.failures
+
+    def deliveries(self, status: str) -> int:
+        """Deliveries (feed x business date) with a file of that status in this run (SUCCESS: loaded)."""
+        return len({(r["feed"], r["business_date"]) for r in self.rows if r["status"] == status})
 
     def totals_by_feed(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -139,48 +144,11 @@ def ingest(
 
     snapshot_days = {day for (feed, day) in loaded if feed == "subscriber"}
     delivery_log: list[tuple] = []
-    for spec in specs.values():
-        batch = [d for d in readable if d.feed == spec.feed]
-        if spec.msisdn_field:
-            waiting = [d for d in batch if d.business_date not in snapshot_days]
-            for d in waiting:
-                msg = f"{d.feed} {d.business_date}: waiting for the subscriber snapshot of that day"
-                result.waiting.append(msg)
-                result.rows.append(_row(ctx, d, "", started, "WAITING", {}, msg))
-            batch = [d for d in batch if d.business_date in snapshot_days]
-        if not batch:
-            continue
-        t0 = time.monotonic()
-        try:
-            feed_load = load_feed(spark, lake, spec, batch, ctx)
-        except gx.DataQualityError as exc:
-            result.dq_rows.extend(getattr(exc, "rows", []))
-            for d in batch:
-                _fail(result, ctx, d, "", started, str(exc), "data_quality")
-            progress(f"  {spec.feed}: FAILED data-quality checks: {exc}")
-            continue
-        except Exception as exc:  # noqa: BLE001 - one feed's crash fails its deliveries, not the other feeds
-            message = f"{spec.feed}: load failed: {ops.failure_message(exc)}; deliveries not loaded"
-            for d in batch:
-                _fail(result, ctx, d, "", started, message, "load")
-            progress(f"  {spec.feed}: FAILED {message}")
-            continue
-        for d, file_name, message, check in feed_load.failed:
-            _fail(result, ctx, d, file_name, started, message, check)
-        result.rows.extend(feed_load.rows)
-        result.dq_rows.extend(feed_load.dq_rows)
-        if not feed_load.loaded:
-            continue
-        result.changed[spec.feed] = feed_load.touched
-        delivery_log.extend((d.feed, d.business_date, d.delivery_id, ctx.run_id, "LOADED") for d in feed_load.loaded)
-        if spec.feed == "subscriber":
-            snapshot_days |= {d.business_date for d in feed_load.loaded}
-        t = IngestResult(ctx.run_id, feed_load.rows).totals_by_feed()[spec.feed]
-        progress(
-            f"  {spec.feed:<10} {len(feed_load.loaded):>4} deliveries {t['files']:>5} files  read {t['rows_read']:>10,}  "
-            f"loaded {t['rows_loaded']:>10,}  quarantined {t['rows_quarantined']:>7,}  "
-            f"duplicates {t['rows_duplicate']:>7,}  ({time.monotonic() - t0:.1f} s)"
-        )
+    with bar(len(readable), "ingest", "deliveries") as deliveries:
+        for spec in specs.values():
+            batch = [d for d in readable if d.feed == spec.feed]
+            _load_batch(spark, lake, ctx, spec, batch, snapshot_days, result, delivery_log, started, progress)
+            deliveries.update(len(batch))
     _note_volume_drops(result, lake, ctx, specs, loaded, delivery_log)
     ops.log_silver_changes(lake, ctx.run_id, result.changed)
     ops.log_deliveries(lake, delivery_log)
@@ -193,6 +161,56 @@ def ingest(
     for msg in result.gaps + result.warnings:
         progress(f"  {msg}")
     return result
+
+
+
+def _load_batch(spark: SparkSession, lake: LakeLayout, ctx: ops.RunContext, spec: FeedSpec, batch: list[Delivery],
+                snapshot_days: set[date], result: IngestResult, delivery_log: list[tuple], started: datetime,
+                progress: Callable[[str], None]) -> None:
+    """Load one feed's readable deliveries as one batch; its outcome goes on `result` and
+    `delivery_log`, and the snapshot days it loads join `snapshot_days` (for the feeds after it)."""
+    if spec.msisdn_field:
+        waiting = [d for d in batch if d.business_date not in snapshot_days]
+        for d in waiting:
+            msg = f"{d.feed} {d.business_date}: waiting for the subscriber snapshot of that day"
+            result.waiting.append(msg)
+            result.rows.append(_row(ctx, d, "", started, "WAITING", {}, msg))
+        batch = [d for d in batch if d.business_date in snapshot_days]
+    if not batch:
+        return
+    t0 = time.monotonic()
+    try:
+        feed_load = load_feed(spark, lake, spec, batch, ctx)
+    except gx.DataQualityError as exc:
+        result.dq_rows.extend(getattr(exc, "rows", []))
+        for d in batch:
+            _fail(result, ctx, d, "", started, str(exc), "data_quality")
+        progress(f"  {spec.feed}: FAILED data-quality checks: {exc}")
+        return
+    except Exception as exc:  # noqa: BLE001 - one feed's crash fails its deliveries, not the other feeds
+        message = f"{spec.feed}: load failed: {ops.failure_message(exc)}; deliveries not loaded"
+        for d in batch:
+            _fail(result, ctx, d, "", started, message, "load")
+        progress(f"  {spec.feed}: FAILED {message}")
+        return
+    for d, file_name, message, check in feed_load.failed:
+        _fail(result, ctx, d, file_name, started, message, check)
+    result.rows.extend(feed_load.rows)
+    result.dq_rows.extend(feed_load.dq_rows)
+    if not feed_load.loaded:
+        return
+    result.changed[spec.feed] = feed_load.touched
+    delivery_log.extend((d.feed, d.business_date, d.delivery_id, ctx.run_id, "LOADED")
+                        for d in feed_load.loaded)
+    if spec.feed == "subscriber":
+        snapshot_days.update(d.business_date for d in feed_load.loaded)
+    t = IngestResult(ctx.run_id, feed_load.rows).totals_by_feed()[spec.feed]
+    progress(
+        f"  {spec.feed:<10} {len(feed_load.loaded):>4} deliveries {t['files']:>5} files  "
+        f"read {t['rows_read']:>10,}  "
+        f"loaded {t['rows_loaded']:>10,}  quarantined {t['rows_quarantined']:>7,}  "
+        f"duplicates {t['rows_duplicate']:>7,}  ({time.monotonic() - t0:.1f} s)"
+    )
 
 
 def _note_volume_drops(result: IngestResult, lake: LakeLayout, ctx, specs: dict[str, FeedSpec], loaded: dict,

@@ -17,6 +17,7 @@ from crm_pipeline.io import delta
 from crm_pipeline.months import add_months
 from crm_pipeline.pipeline.rollups import month_summaries
 from crm_pipeline.pipeline.tables import silver
+from crm_pipeline.progress import bar, track
 from crm_pipeline.quality import gx
 from crm_pipeline.settings import LakeLayout
 from crm_pipeline.stages import stage
@@ -385,11 +386,13 @@ def analyse(
              f"{targets[0]:%Y-%m} .. {targets[-1]:%Y-%m}")
     # All months in one pass: trailing windows read earlier months of the same batch.
     clock = time.monotonic()
-    tables = build_months(spark, lake, targets, settings, hmac_key, progress)
+    with bar(1, "analyse: build", "pass") as built:
+        tables = build_months(spark, lake, targets, settings, hmac_key, progress)
+        built.update(1)
     dq: list[dict] = []
     n = len(targets)
     counts = {"months": n, "months_x3": 3 * n, "months_x4": 4 * n, "months_x8": 8 * n, "months_x101": 101 * n}
-    for name in MART_TABLES:
+    for name in track(MART_TABLES, "analyse: validate", "marts"):
         frame = consistency_checks(tables[name]) if name == "kpi_month" else tables[name]
         with stage("validate", name):
             results = gx.dq_rows(gx.validate(frame, f"gold_{name}", counts, ctx.run_id), f"gold_{name}", ctx.run_id,
@@ -407,7 +410,7 @@ def analyse(
         raise blocking
     restated: list[tuple] = []
     unchanged: list[str] = []
-    for name in MART_TABLES:
+    for name in track(MART_TABLES, "analyse: write", "marts"):
         with stage("gold_write", name):
             _replace_gold(spark, lake, ctx, name, tables[name], targets, targets == complete, rescore, restated,
                           unchanged, progress)

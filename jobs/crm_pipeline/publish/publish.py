@@ -15,6 +15,7 @@ from deltalake.exceptions import TableNotFoundError
 from crm_pipeline import faults
 from crm_pipeline.feeds import table_spec
 from crm_pipeline.ops import RunContext, append_rows_arrow, new_run_id, step_row, utcnow
+from crm_pipeline.progress import track
 from crm_pipeline.publish.warehouse import empty_table, open_warehouse
 from crm_pipeline.quality.gx import CheckResult, blocking_error, dq_rows
 from crm_pipeline.settings import LakeLayout
@@ -101,8 +102,9 @@ def publish(
     months: list[date],
     progress: Callable[[str], None] = print,
     ctx: RunContext | None = None,
-) -> None:
-    """Publish `months` of the gold marts, the ops tables and the restricted contact list.
+) -> dict:
+    """Publish `months` of the gold marts, the ops tables and the restricted contact list; return
+    what was published (months, tables, rows of the marts, warehouse).
 
     With `ctx`, the publish step's own crm_ops.pipeline_runs row is written to the lake before
     the ops tables are copied, so the warehouse shows it.
@@ -114,7 +116,7 @@ def publish(
     written: list[dict] = []  # crm_ops.publications rows
     if months:
         with wh.transaction():  # every table of these months, or none
-            for schema, name, cols, partition in published_tables():
+            for schema, name, cols, partition in track(published_tables(), "publish", "tables"):
                 with stage("publish", name):
                     try:
                         data, per_month, version = read_gold_months(lake, name, months, cols, partition)
@@ -151,6 +153,7 @@ def publish(
     views = wh.create_views()
     if views:
         progress(f"publish: views {', '.join(views)}")
+    return {"months": list(months), "tables": tables, "rows": rows, "warehouse": wh.target.display}
 
 
 def _reconciled(wh, schema: str, name: str, partition: str, months: list[date], expected: int,

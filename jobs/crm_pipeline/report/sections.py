@@ -39,9 +39,7 @@ class Section:
 
 def build(d: ReportData) -> list[Section]:
     """Every section, in the report's order (SECTION_IDS)."""
-    return [headline(d), value_matrix(d), segments(d), segment_migration(d), concentration(d), trends(d),
-            clv(d), churn_model(d), key_accounts(d), watchlist(d), lost_customers(d), next_generation(d),
-            satisfaction(d), data_quality(d)]
+    return [b(d) for b in BUILDERS]
 
 
 SECTION_IDS = ("headline", "value-matrix", "segments", "segment-migration", "concentration", "trends", "clv",
@@ -584,3 +582,8 @@ def data_quality(d: ReportData) -> Section:
             f"dropped, {int(per_feed['failed'].sum()):,} files failed their checks. {len(checks):,} data-quality "
             f"checks ran on the month's dates: {len(failed):,} failed ({blocking:,} blocking, {warnings:,} warnings).")
     return Section("data-quality", "Data quality of the month's deliveries", lead, [fig], tables=tables)
+
+
+#: the section builders, in the report's order (their ids: SECTION_IDS)
+BUILDERS = (headline, value_matrix, segments, segment_migration, concentration, trends, clv, churn_model,
+            key_accounts, watchlist, lost_customers, next_generation, satisfaction, data_quality)
