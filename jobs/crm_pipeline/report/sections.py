@@ -291,6 +291,8 @@ def clv(d: ReportData) -> Section:
     table = pd.DataFrame({
         "cohort group": model["cohort_group"],
         "fit": model["fit_level"].fillna("-"),
+        "mean monthly churn": [pct(a / (a + b), 2) if not (_missing(a) or _missing(b)) else "-"
+                               for a, b in zip(model["alpha"], model["beta"])],
         "alpha": [_num(v, 3) for v in model["alpha"]],
         "beta": [_num(v, 3) for v in model["beta"]],
         "exposures": [_num(v, 0) for v in model["exposures"]],
@@ -300,8 +302,9 @@ def clv(d: ReportData) -> Section:
             f"per cohort group, docs/value.md): {cny(subs['clv_fen'].sum())} over {len(subs):,} subscribers, "
             f"{cny(subs['clv_fen'].mean())} each on average.")
     return Section("clv", "Customer lifetime value by cohort group", lead, [fig],
-                   tables=[("Retention fit per cohort group (alpha, beta of the Beta distribution of churn "
-                            "probabilities)", table)] if not table.empty else [])
+                   tables=[("Retention fit per cohort group: churn probabilities vary across subscribers as "
+                            "Beta(alpha, beta), with mean alpha / (alpha + beta); very large alpha and beta mean "
+                            "the group's churn is nearly the same for everyone", table)] if not table.empty else [])
 
 
 def _num(v, digits: int) -> str:
