@@ -30,7 +30,8 @@ def test_every_command_documents_examples_that_parse(command, capsys):
     examples = cli.EXAMPLES[command]
     assert examples and all(f"  {e}" in text for e in examples)
     for example in examples:
-        argv = [w for w in shlex.split(example, comments=True) if "=" not in w or w.startswith("-")]  # drop VAR=... prefixes
+        # drop VAR=... prefixes
+        argv = [w for w in shlex.split(example, comments=True) if "=" not in w or w.startswith("-")]
         assert argv[0] == "crm"
         cli.build_parser().parse_args(argv[1:])  # exits 2 on an example that no longer parses
 
