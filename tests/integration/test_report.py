@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from crm_pipeline import cli
-from crm_pipeline.entrypoints.report import _month
+from crm_pipeline.entrypoints.common import year_month
 from crm_pipeline.report.sections import SECTION_IDS, cny
 from crm_pipeline.settings import REPO_ROOT
 from tests.report_browser import open_report
@@ -118,4 +118,4 @@ def test_month_argument_format(capsys):
         cli.main(["report", "--lake", "x", "--month", "2026-13"])
     assert exit_.value.code == 2
     assert "argument --month: expected YYYY-MM, got '2026-13'" in capsys.readouterr().err
-    assert _month("2026-03") == _month("2026-03-01") == date(2026, 3, 1)
+    assert year_month("2026-03") == year_month("2026-03-01") == date(2026, 3, 1)

@@ -24,6 +24,16 @@ iso_date = _argument_type(date.fromisoformat, "YYYY-MM-DD", "iso_date")
 #: one date or several, comma-separated (`--month 2026-01-01,2026-02-01`)
 iso_dates = _argument_type(lambda text: [date.fromisoformat(t.strip()) for t in text.split(",") if t.strip()],
                            "YYYY-MM-DD[,YYYY-MM-DD...]", "iso_dates")
+def _first_of_month(text: str) -> date:
+    """YYYY-MM (or the month's first day, YYYY-MM-01, as --month of analyse and publish takes it)."""
+    day = date.fromisoformat(text + "-01" if len(text) == 7 else text)
+    if day.day != 1:
+        raise ValueError(text)
+    return day
+
+
+#: a month, YYYY-MM (`crm report --month`)
+year_month = _argument_type(_first_of_month, "YYYY-MM", "year_month")
 #: a local date and time (`--as-of`)
 local_time = _argument_type(datetime.fromisoformat, "YYYY-MM-DD or YYYY-MM-DDTHH:MM", "local_time")
 
@@ -48,6 +58,17 @@ def check_landing(landing: str) -> None:
         raise UsageError(f"cannot open landing zone {landing}: {exc}") from exc
     if not found:
         raise UsageError(f"landing zone {landing} is not a directory")
+
+
+def check_lake(lake: str, folder: str, written_by: str) -> None:
+    """UsageError unless `lake` is a Hadoop URI or a local folder holding `folder`/ (what a lake
+    this pipeline `written_by` has)."""
+    from pathlib import Path
+
+    from crm_pipeline.errors import UsageError
+
+    if not (lake.startswith(("s3a://", "hdfs://", "file://")) or Path(lake, folder).is_dir()):
+        raise UsageError(f"{lake} is not a lake this pipeline {written_by} (no {folder}/ folder): check --lake")
 
 
 def run_context(args: argparse.Namespace, task: str):

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from datetime import date
 from pathlib import Path
 
-from crm_pipeline.entrypoints.common import _argument_type
+from crm_pipeline.entrypoints.common import check_lake, year_month
 from crm_pipeline.errors import EXIT_OK, UsageError
-
-
-def _month(text: str) -> date:
-    """YYYY-MM (or the month's first day, YYYY-MM-01, as the other commands take it)."""
-    day = date.fromisoformat(text + "-01" if len(text) == 7 else text)
-    if day.day != 1:
-        raise ValueError(text)
-    return day
-
-
-month_type = _argument_type(_month, "YYYY-MM", "month")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lake", required=True, help="Delta Lake root (local path or Hadoop URI)")
-    parser.add_argument("--month", type=month_type, help="month to report, YYYY-MM (default: the latest analysed)")
+    parser.add_argument("--month", type=year_month, help="month to report, YYYY-MM (default: the latest analysed)")
     parser.add_argument("--out", type=Path,
                         help="HTML file to write (default: crm-report-YYYY-MM.html in the current directory)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the tables read and each section's time")
@@ -35,8 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from crm_pipeline.settings import LakeLayout
 
     setup_logging(args.verbose)
-    if not (args.lake.startswith(("s3a://", "hdfs://", "file://")) or Path(args.lake, "gold").is_dir()):
-        raise UsageError(f"{args.lake} is not a lake this pipeline analysed (no gold/ folder): check --lake")
+    check_lake(args.lake, "gold", "analysed")
     if args.out is not None and args.out.is_dir():
         raise UsageError(f"--out {args.out} is a directory: name the HTML file to write")
     path, month = write_report(LakeLayout(args.lake), args.out, args.month)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from crm_pipeline.entrypoints.common import local_time
+from crm_pipeline.entrypoints.common import check_lake, local_time
 from crm_pipeline.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 
@@ -24,16 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from crm_pipeline import alerts, status
     from crm_pipeline.settings import LakeLayout
 
     days = args.days if args.days is not None else status.DAYS
     if days < 1 or args.runs < 0:
         raise UsageError("--days must be at least 1 and --runs at least 0")
-    if not (args.lake.startswith(("s3a://", "hdfs://", "file://")) or Path(args.lake, "ops").is_dir()):
-        raise UsageError(f"{args.lake} is not a lake this pipeline wrote (no ops/ folder): check --lake")
+    check_lake(args.lake, "ops", "wrote")
     lake = LakeLayout(args.lake)
     st = status.status(lake, args.as_of, days, args.runs, args.landing)
     print(st.as_json() if args.json else status.render(st, f"lake {args.lake}", days))

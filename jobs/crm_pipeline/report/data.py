@@ -95,6 +95,8 @@ def load(lake: LakeLayout, month: date | None = None) -> ReportData:
     else:
         lift, calibration = lift.iloc[0:0], calibration.iloc[0:0]
     inputs = _month_deliveries(lake, month)
+    key_accounts = _gold(lake, "key_account_month", [before, month])
+    this_month = key_accounts["month"].map(_as_date) == month
     return ReportData(
         month=month,
         months=months,
@@ -110,8 +112,8 @@ def load(lake: LakeLayout, month: date | None = None) -> ReportData:
         lift=lift,
         calibration=calibration,
         drift=_gold(lake, "model_drift", [month]),
-        key_accounts=_gold(lake, "key_account_month", [month]),
-        key_accounts_before=_gold(lake, "key_account_month", [before]),
+        key_accounts=key_accounts[this_month].reset_index(drop=True),
+        key_accounts_before=key_accounts[~this_month].reset_index(drop=True),
         watchlist=_gold(lake, "churn_watchlist", [month]),
         lost=_gold(lake, "lost_customers", [month]),
         migration_candidates=_gold(lake, "migration_candidates", [month]),

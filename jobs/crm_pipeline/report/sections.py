@@ -37,11 +37,6 @@ class Section:
     empty: str | None = None  # why there is nothing to draw yet
 
 
-def build(d: ReportData) -> list[Section]:
-    """Every section, in the report's order (SECTION_IDS)."""
-    return [b(d) for b in BUILDERS]
-
-
 SECTION_IDS = ("headline", "value-matrix", "segments", "segment-migration", "concentration", "trends", "clv",
                "churn-model", "key-accounts", "watchlist", "lost-customers", "next-generation", "satisfaction",
                "data-quality")
