@@ -124,11 +124,11 @@ def months_to_build(lake: LakeLayout) -> dict[date, str]:
     complete; built from deliveries since replaced or added (a re-delivery, a late file); and every
     complete month after the first of those (its trailing windows read the rebuilt ones)."""
     from crm_pipeline import ops
-    from crm_pipeline.pipeline.monthly import loaded_days, month_readiness
-    from crm_pipeline.status import _bill_months, _gold_months
+    from crm_pipeline.pipeline.monthly import lake_readiness
+    from crm_pipeline.status import _gold_months
 
     loaded = ops.loaded_deliveries(lake)
-    complete = [m for m, waits in month_readiness(loaded_days(lake), _bill_months(lake)).items() if not waits]
+    complete = [m for m, waits in lake_readiness(lake).items() if not waits]
     built = built_inputs(lake)
     out: dict[date, str] = {}
     in_gold = _gold_months(lake) if set(complete) - set(built) else set()

@@ -173,7 +173,9 @@ def delivery_status(lake: LakeLayout, as_of: datetime, days: int, config: Operat
     window = [as_of.date() - timedelta(days=i) for i in range(days, 0, -1)]
     arrived, unfinished = _landing_state(landing, window) if landing else ({}, {})
     loaded_ids = {r["delivery_id"] for r in loaded.values()} | set(records)
-    bill_months = _bill_months(lake)
+    from crm_pipeline.pipeline.monthly import bill_months as billed
+
+    bill_months = billed(lake)
     out = []
     feeds = load_feeds()
     for feed, expect in config.feeds.items():
@@ -239,11 +241,6 @@ def _monthly_rows(feed, expect, window, as_of, loaded, count, records, bill_mont
         month = add_months(month, 1)
 
 
-def _bill_months(lake: LakeLayout) -> set[date]:
-    got = delta_rs.read(lake.silver("bill"), ["bill_month"])
-    return set() if got is None else set(pc.unique(got.column("bill_month")).to_pylist())
-
-
 def _landing_state(landing: str, window: list[date]) -> tuple[dict[tuple, str], dict[tuple, int]]:
     """(feed, day) -> delivery id of the complete deliveries in the landing zone, and -> number of
     files of the folders still without a control file, for the days of `window`."""
@@ -260,11 +257,10 @@ def month_status(lake: LakeLayout, as_of: datetime, tz: ZoneInfo) -> list[dict]:
     warehouse, crm_ops.publications), BUILT (in gold, not published yet), COMPLETE (every delivery
     in, not built yet) or WAITING, with what it waits for (for a built month: a rebuild, when
     deliveries were loaded since its build)."""
-    from crm_pipeline.pipeline.monthly import loaded_days, month_readiness
-
     from crm_pipeline.orchestration import months_to_build
+    from crm_pipeline.pipeline.monthly import lake_readiness
 
-    readiness = month_readiness(loaded_days(lake), _bill_months(lake), through=as_of.date())
+    readiness = lake_readiness(lake, through=as_of.date())
     built = _gold_months(lake)
     rebuild = months_to_build(lake)
     published: dict[date, dict] = {}

@@ -77,8 +77,11 @@ def test_a_blocking_gold_check_writes_no_gold_and_puts_every_result_on_record(la
 def test_analysing_a_named_month_that_is_not_complete_fails_and_says_what_it_waits_for(lake_copy, monkeypatch,
                                                                                        capsys):
     """A scheduled run names its month (the monthly DAG's --require-month): if the month is not
-    complete it must fail (and be retried), not pass with nothing built."""
+    complete it must fail (and be retried), not pass with nothing built; it finds out from the
+    delivery log and silver bill's Delta log, before it starts Spark."""
     monkeypatch.setenv("CRM_MSISDN_HMAC_KEY", KEY)
+    monkeypatch.setattr("crm_pipeline.entrypoints.steps.spark_session",
+                        lambda *a: pytest.fail("Spark started for a month that is not complete"))
     versions = {n: DeltaTable(lake_copy.gold(n)).version() for n in MART_TABLES}
     code = cli.main(["analyse", "--lake", lake_copy.root, "--require-month", "2026-04-01", "--run-id", "early-1"])
     assert code == EXIT_FAILED

@@ -41,8 +41,14 @@ def deliver(lake: LakeLayout, entries: list[tuple], run: str = "run-1") -> None:
 
 
 def bills(lake: LakeLayout, months: list[date]) -> None:
-    delta_rs.append_rows(lake.silver("bill"), [{"bill_month": m} for m in months],
-                         pa.schema([("bill_month", pa.date32())]))
+    """Silver bill lines of `months`, partitioned by bill month as the silver build writes them."""
+    from deltalake import write_deltalake
+
+    partition = load_feeds()["bill"].partition_column
+    lines = pa.table({"bill_line_id": [f"L{i}" for i in range(len(months))], "bill_month": months,
+                      partition: months}, schema=pa.schema([("bill_line_id", pa.string()), ("bill_month", pa.date32()),
+                                                            (partition, pa.date32())]))
+    write_deltalake(lake.silver("bill"), lines, mode="append", partition_by=[partition])
 
 
 def days(first: date, last: date) -> list[date]:

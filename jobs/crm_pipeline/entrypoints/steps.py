@@ -125,12 +125,16 @@ def rollup(args: argparse.Namespace) -> int:
 
 def analyse(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
-    from crm_pipeline.pipeline.monthly import analyse as build, analytics_settings
+    from crm_pipeline.pipeline.monthly import analyse as build, analytics_settings, lake_readiness, require_complete
     from crm_pipeline.settings import msisdn_hmac_key
 
     key = msisdn_hmac_key(allow_demo=args.demo_key)
     settings = analytics_settings()
     lake, ctx = LakeLayout(args.lake), run_context(args, "analyse")
+    named = sorted(set(args.months or []) | set(args.required or []))
+    if named and not args.rescore:  # a month that is not complete fails before Spark starts
+        with ops.recorded(lake, ctx, "analyse"):
+            require_complete(named, lake_readiness(lake, max(named)))
     spark = spark_session(lake, ctx)
     try:
         with ops.recorded(lake, ctx, "rescore" if args.rescore else "analyse"):

@@ -25,6 +25,19 @@ def read(path: str, columns: list[str] | None = None, filter: ds.Expression | No
     return table.to_pyarrow_dataset().to_table(columns=columns, filter=filter)
 
 
+def partition_values(path: str, column: str) -> set | None:
+    """The values of partition `column` that hold data, from the Delta log alone (no data file is
+    read), or None before the table's first write."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = DeltaTable(path)
+    except TableNotFoundError:
+        return None
+    return set(pa.table(table.get_add_actions(flatten=True)).column(f"partition.{column}").to_pylist())
+
+
 def append_rows(path: str, rows: list[dict], schema: pa.Schema) -> None:
     """Append `rows` (dicts keyed by the fields of `schema`) in one Delta commit, creating the
     table on the first write; nothing for no rows. Every field is written nullable, as Spark

@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 from crm_pipeline import faults, ops
 from crm_pipeline.errors import PipelineError
 from crm_pipeline.feeds import load_feeds
-from crm_pipeline.io import delta
+from crm_pipeline.io import delta, delta_rs
 from crm_pipeline.months import add_months
 from crm_pipeline.pipeline.rollups import month_summaries
 from crm_pipeline.pipeline.tables import silver
@@ -82,16 +82,32 @@ def _spans(days: list[date]) -> str:
     return ", ".join(text) + (f" and {len(runs) - 3} more spans" if len(runs) > 3 else "")
 
 
-def complete_months(loaded_days: dict[str, set[date]], bill_months: set[date]) -> list[date]:
-    """Months whose bill has landed and whose daily feeds have every day of M and 3 days of M+1."""
-    return [m for m, waits in month_readiness(loaded_days, bill_months).items() if not waits]
-
-
 def loaded_days(lake: LakeLayout) -> dict[str, set[date]]:
     out: dict[str, set[date]] = {}
     for (feed, day) in ops.loaded_deliveries(lake):
         out.setdefault(feed, set()).add(day)
     return out
+
+
+def bill_months(lake: LakeLayout) -> set[date]:
+    """Months whose bill has landed: the partitions of silver bill, read from its Delta log alone
+    (no Spark, no data file)."""
+    return delta_rs.partition_values(lake.silver("bill"), load_feeds()["bill"].partition_column) or set()
+
+
+def lake_readiness(lake: LakeLayout, through: date | None = None) -> dict[date, list[str]]:
+    """`month_readiness` of what the lake holds (delivery log and silver bill; no Spark)."""
+    return month_readiness(loaded_days(lake), bill_months(lake), through)
+
+
+def require_complete(months: list[date], readiness: dict[date, list[str]]) -> None:
+    """PipelineError naming what each incomplete month of `months` waits for: a month asked for by
+    name (a scheduled run's) must not pass silently."""
+    unready = sorted(m for m in set(months) if readiness.get(m) != [])
+    if unready:
+        raise PipelineError("; ".join(f"{m:%Y-%m} is not complete: {'; '.join(readiness.get(m) or ['nothing loaded'])}"
+                                      for m in unready)
+                            + ". Nothing was built; run again once it is (`crm status` shows what is late)")
 
 
 #: Gold subscriber_month columns: the published ones, plus what later months and marts read back.
@@ -356,9 +372,8 @@ def analyse(
     from crm_pipeline.pipeline.summary import print_summary
 
     loaded = ops.loaded_deliveries(lake)  # what this build reads (lineage: crm_ops.month_inputs)
-    bills = silver(spark, lake, "bill").select("bill_month").distinct().collect()
     named = sorted(set(months or []) | set(required or []))
-    readiness = month_readiness(loaded_days(lake), {r[0] for r in bills}, max(named) if named else None)
+    readiness = lake_readiness(lake, max(named) if named else None)
     complete = [m for m, waits in readiness.items() if not waits]
     targets = sorted(set(months) & set(complete)) if months else complete
     if rescore:
@@ -370,11 +385,8 @@ def analyse(
             ops.record_step(lake, ctx, ops.utcnow(), "nothing to rescore")
             return []
     skipped = sorted(set(months or []) - set(complete))
-    unready = sorted(set(named) - set(complete))
-    if unready and not rescore:  # a month asked for by name (a scheduled run's) must not pass silently
-        raise PipelineError("; ".join(f"{m:%Y-%m} is not complete: {'; '.join(readiness.get(m) or ['nothing loaded'])}"
-                                      for m in unready)
-                            + ". Nothing was built; run again once it is (`crm status` shows what is late)")
+    if not rescore:
+        require_complete(named, readiness)
     for m in skipped:
         progress(f"analyse: {m:%Y-%m} is not complete, not rescored: {'; '.join(readiness.get(m) or ['nothing loaded'])}")
     if not targets:
