@@ -79,3 +79,23 @@ def test_progress_bar_on_a_terminal(tmp_path):
     text = b"".join(chunks).decode("utf-8", "replace")
     assert "generate" in text and "%|" in text and "/20 days" in text
     assert "[generate] wrote" in text
+
+
+def test_the_demo_shows_an_example_query_with_no_rows_yet_and_goes_on(tmp_path, monkeypatch, capsys):
+    """A smaller demo may have no churn model yet: its example query answers no rows, which the
+    demo says, and it shows the queries after it."""
+    import duckdb
+
+    from crm_pipeline.entrypoints import demo
+
+    wh = tmp_path / "warehouse.duckdb"
+    con = duckdb.connect(str(wh))
+    con.execute("CREATE TABLE models (model_version VARCHAR, auc DOUBLE)")
+    con.execute("CREATE TABLE kpi (month DATE, active_subscribers BIGINT)")
+    con.execute("INSERT INTO kpi VALUES ('2026-06-01', 197)")
+    con.close()
+    monkeypatch.setattr(demo, "EXAMPLE_QUERIES", (("Models", "SELECT * FROM models"), ("KPIs", "SELECT * FROM kpi")))
+    demo.show(wh, 60.0, tmp_path / "lake")
+    out = capsys.readouterr().out
+    assert "-- Models\nSELECT * FROM models;\n  (no rows yet)\n\n-- KPIs" in out
+    assert "  month       active_subscribers\n  2026-06-01  197" in out

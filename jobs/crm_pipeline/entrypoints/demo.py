@@ -123,7 +123,10 @@ def show(wh: Path, seconds: float, lake: Path) -> None:
             cur = con.execute(sql)
             names = [d[0] for d in cur.description]
             rows = cur.fetchall()
-            widths = [max(len(str(n)), *(len(str(r[i])) for r in rows)) for i, n in enumerate(names)]
+            if not rows:
+                progress("  (no rows yet)")
+                continue
+            widths = [max(len(str(v)) for v in (n, *(r[i] for r in rows))) for i, n in enumerate(names)]
             progress("  " + "  ".join(str(n).ljust(w) for n, w in zip(names, widths)))
             for r in rows:
                 progress("  " + "  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
