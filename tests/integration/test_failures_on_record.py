@@ -92,6 +92,20 @@ def test_analysing_a_named_month_that_is_not_complete_fails_and_says_what_it_wai
     assert run["status"] == "FAILED" and "2026-04 is not complete" in run["message"]
 
 
+def test_a_rescore_with_nothing_to_rescore_says_so_on_record_without_starting_spark(lake_copy, monkeypatch, capsys):
+    """The monthly DAG's rescore task after a train that fitted nothing: the registry and gold
+    subscriber_month (read through delta-rs) show every month scored by its newest honest model."""
+    monkeypatch.setenv("CRM_MSISDN_HMAC_KEY", KEY)
+    monkeypatch.setattr("crm_pipeline.entrypoints.steps.spark_session",
+                        lambda *a: pytest.fail("Spark started with nothing to rescore"))
+    versions = {n: DeltaTable(lake_copy.gold(n)).version() for n in MART_TABLES}
+    assert cli.main(["analyse", "--rescore", "--lake", lake_copy.root, "--run-id", "rescore-1"]) == EXIT_OK
+    assert "nothing to rescore" in capsys.readouterr().out
+    assert {n: DeltaTable(lake_copy.gold(n)).version() for n in MART_TABLES} == versions
+    [run] = _rows(lake_copy.ops("pipeline_runs"), "rescore-1")
+    assert (run["status"], run["message"]) == ("SUCCESS", "nothing to rescore")
+
+
 def test_a_crash_inside_crm_run_publishes_crm_ops_and_nothing_else(spark, published, lake_copy, tmp_path,
                                                                    monkeypatch):
     def crash(*args, **kwargs):

@@ -497,6 +497,36 @@ def test_a_model_never_scores_a_month_before_its_labels_end():
     assert plan[date(2025, 12, 1)].labels_known_through == "2025-12-01"  # the newest honest model
 
 
+def test_months_to_rescore_are_those_whose_newest_honest_model_is_not_the_recorded_one(tmp_path, monkeypatch):
+    """Read from gold subscriber_month through delta-rs, a file at a time (several files per month),
+    without Spark: a month with NULL scores and a model now is rescored, one scored by its newest
+    honest model is not, one scored by an older model is."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from crm_pipeline.pipeline import churn
+    from crm_pipeline.settings import LakeLayout
+
+    lake = LakeLayout(str(tmp_path / "lake"))
+    months = [date(2026, m, 1) for m in (5, 6, 7, 8)]
+    assert churn.months_to_rescore(lake, months, {}) == months  # no gold yet: every month
+    cards = [_card(date(2026, 6, 1), date(2026, 4, 1), version="v6"),
+             _card(date(2026, 8, 1), date(2026, 6, 1), version="v8")]
+    monkeypatch.setattr(churn.Registry, "cards", lambda self: cards)
+    monkeypatch.setattr(churn, "spec_hash", lambda config: "s")
+    recorded = {date(2026, 5, 1): None, date(2026, 6, 1): None, date(2026, 7, 1): "v6", date(2026, 8, 1): "v6"}
+    schema = pa.schema([("subscriber_id", pa.string()), ("month", pa.date32()), ("churn_model_version", pa.string())])
+    for part in range(2):  # two commits: two files per month
+        write_deltalake(lake.gold("subscriber_month"), pa.table({
+            "subscriber_id": [f"S{part}{i}" for i in range(4)], "month": list(recorded),
+            "churn_model_version": [None if v is None or part else v for v in recorded.values()]},
+            schema=schema), mode="append", partition_by=["month"])
+    # June: NULL, its honest model v6 now exists; July: v6 is its newest; August: v8 is newer than v6
+    assert churn.months_to_rescore(lake, months, {}) == [date(2026, 6, 1), date(2026, 8, 1)]
+    assert churn.recorded_models(lake.gold("subscriber_month"), months) == {date(2026, 7, 1): "v6",
+                                                                             date(2026, 8, 1): "v6"}
+
+
 # --- Scoring inside Spark ------------------------------------------------------------------------
 
 def test_scoring_runs_in_spark_without_collecting_the_base(spark):

@@ -125,21 +125,24 @@ def rollup(args: argparse.Namespace) -> int:
 
 def analyse(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
-    from crm_pipeline.pipeline.monthly import analyse as build, analytics_settings, lake_readiness, require_complete
+    from crm_pipeline.pipeline.monthly import (
+        analyse as build, analytics_settings, months_to_analyse, nothing_to_analyse,
+    )
     from crm_pipeline.settings import msisdn_hmac_key
 
     key = msisdn_hmac_key(allow_demo=args.demo_key)
     settings = analytics_settings()
     lake, ctx = LakeLayout(args.lake), run_context(args, "analyse")
-    named = sorted(set(args.months or []) | set(args.required or []))
-    if named and not args.rescore:  # a month that is not complete fails before Spark starts
-        with ops.recorded(lake, ctx, "analyse"):
-            require_complete(named, lake_readiness(lake, max(named)))
+    what = "rescore" if args.rescore else "analyse"
+    with ops.recorded(lake, ctx, what):  # which months, before Spark: a month not complete fails at once
+        plan = months_to_analyse(lake, settings, args.months, args.rescore, args.required, progress)
+    if not plan[0]:
+        nothing_to_analyse(lake, ctx, args.rescore, progress)
+        return EXIT_OK
     spark = spark_session(lake, ctx)
     try:
-        with ops.recorded(lake, ctx, "rescore" if args.rescore else "analyse"):
-            build(spark, lake, ctx, settings, key, months=args.months, rescore=args.rescore, progress=progress,
-                  required=args.required)
+        with ops.recorded(lake, ctx, what):
+            build(spark, lake, ctx, settings, key, rescore=args.rescore, progress=progress, plan=plan)
     finally:
         print_data_quality_summary(lake, ctx.run_id, progress)
     return EXIT_OK

@@ -86,16 +86,40 @@ def scoring_plan(cards: list[ModelCard], months: list[date], spec: str) -> dict[
     return plan
 
 
-def months_to_rescore(spark: SparkSession, lake: LakeLayout, months: list[date], config: Mapping) -> list[date]:
+def months_to_rescore(lake: LakeLayout, months: list[date], config: Mapping) -> list[date]:
     """Months of `months` whose newest honest model (scoring_plan) is not the one recorded in gold
-    subscriber_month's churn_model_version."""
-    sm = delta.read(spark, lake.gold("subscriber_month"))
-    if sm is None or "churn_model_version" not in sm.columns:
+    subscriber_month's churn_model_version. Read through delta-rs a batch at a time (no Spark; the
+    driver holds one batch and a version per month)."""
+    recorded = recorded_models(lake.gold("subscriber_month"), months)
+    if recorded is None:
         return list(months)
-    recorded = {r.month: r.v for r in sm.where(F.col("month").isin(months)).groupBy("month").agg(
-        F.max("churn_model_version").alias("v")).collect()}
     plan = scoring_plan(Registry(lake.root, MODEL_NAME).cards(), months, spec_hash(config))
     return [m for m in months if (plan[m].version if m in plan else None) != recorded.get(m)]
+
+
+def recorded_models(path: str, months: list[date]) -> dict[date, str] | None:
+    """Month -> the churn_model_version recorded in gold subscriber_month (its largest, should a month
+    hold two; absent when every score is NULL); None before the table exists or has the column."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        dataset = DeltaTable(path).to_pyarrow_dataset()
+    except TableNotFoundError:
+        return None
+    if "churn_model_version" not in dataset.schema.names:
+        return None
+    out: dict[date, str] = {}
+    scan = dataset.scanner(columns=["month", "churn_model_version"],
+                           filter=ds.field("month").isin(months) & ds.field("churn_model_version").is_valid())
+    for batch in scan.to_batches():
+        grouped = pa.Table.from_batches([batch]).group_by("month").aggregate([("churn_model_version", "max")])
+        for row in grouped.to_pylist():
+            month, version = row["month"], row["churn_model_version_max"]
+            out[month] = max(out.get(month, version), version)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -349,6 +349,47 @@ def _replace_gold(spark: SparkSession, lake: LakeLayout, ctx: ops.RunContext, na
     _write_gold(spark, lake, name, new, partition, targets, every_month)
 
 
+def months_to_analyse(
+    lake: LakeLayout,
+    settings: AnalyticsSettings,
+    months: list[date] | None = None,
+    rescore: bool = False,
+    required: list[date] | None = None,
+    progress: Callable[[str], None] = print,
+) -> tuple[list[date], list[date]]:
+    """(the months `analyse` builds, every complete month), from the delivery log, silver bill's
+    Delta log and the model registry: no Spark, so a command with nothing to build never starts it.
+
+    Every complete month (or those of `months`). A month named in `months` or `required` that is not
+    complete fails (PipelineError naming what it waits for). With `rescore`, only the complete months
+    whose newest honest churn model differs from the one recorded in gold subscriber_month, and
+    months not complete are skipped, saying so.
+    """
+    named = sorted(set(months or []) | set(required or []))
+    readiness = lake_readiness(lake, max(named) if named else None)
+    complete = [m for m, waits in readiness.items() if not waits]
+    targets = sorted(set(months) & set(complete)) if months else complete
+    if not rescore:
+        require_complete(named, readiness)
+        return targets, complete
+    for m in sorted(set(months or []) - set(complete)):
+        waits = "; ".join(readiness.get(m) or ["nothing loaded"])
+        progress(f"analyse: {m:%Y-%m} is not complete, not rescored: {waits}")
+    from crm_pipeline.pipeline.churn import months_to_rescore
+
+    return months_to_rescore(lake, targets, settings.churn), complete
+
+
+def nothing_to_analyse(lake: LakeLayout, ctx: ops.RunContext, rescore: bool,
+                       progress: Callable[[str], None] = print) -> None:
+    """Say, and record, that `analyse` found no month to build (or to rescore)."""
+    if rescore:
+        progress("analyse: every month is scored by its newest honest churn model; nothing to rescore")
+    else:
+        progress("analyse: no complete month to build")
+    ops.record_step(lake, ctx, ops.utcnow(), "nothing to rescore" if rescore else "no complete month to build")
+
+
 def analyse(
     spark: SparkSession,
     lake: LakeLayout,
@@ -359,39 +400,19 @@ def analyse(
     progress: Callable[[str], None] = print,
     rescore: bool = False,
     required: list[date] | None = None,
+    plan: tuple[list[date], list[date]] | None = None,
 ) -> list[date]:
-    """Build every gold mart for every complete month (or the given ones) and print a summary.
-    A month named in `months` or `required` that is not complete fails the step (PipelineError
-    naming what it waits for) before anything is built.
-
-    With `rescore`, only the complete months whose newest honest churn model differs from the one
-    recorded in gold subscriber_month (a model trained since); changes to the score columns alone
-    are not recorded as restatements, changes to anything else (a re-delivery since) are.
+    """Build every gold mart for the months `months_to_analyse` picks (or `plan`, its result when
+    the caller has it) and print a summary. With `rescore`, changes to the score columns alone are
+    not recorded as restatements, changes to anything else (a re-delivery since) are.
     """
     from crm_pipeline.pipeline.marts import MART_TABLES
     from crm_pipeline.pipeline.summary import print_summary
 
     loaded = ops.loaded_deliveries(lake)  # what this build reads (lineage: crm_ops.month_inputs)
-    named = sorted(set(months or []) | set(required or []))
-    readiness = lake_readiness(lake, max(named) if named else None)
-    complete = [m for m, waits in readiness.items() if not waits]
-    targets = sorted(set(months) & set(complete)) if months else complete
-    if rescore:
-        from crm_pipeline.pipeline.churn import months_to_rescore
-
-        targets = months_to_rescore(spark, lake, targets, settings.churn)
-        if not targets:
-            progress("analyse: every month is scored by its newest honest churn model; nothing to rescore")
-            ops.record_step(lake, ctx, ops.utcnow(), "nothing to rescore")
-            return []
-    skipped = sorted(set(months or []) - set(complete))
-    if not rescore:
-        require_complete(named, readiness)
-    for m in skipped:
-        progress(f"analyse: {m:%Y-%m} is not complete, not rescored: {'; '.join(readiness.get(m) or ['nothing loaded'])}")
+    targets, complete = plan or months_to_analyse(lake, settings, months, rescore, required, progress)
     if not targets:
-        progress("analyse: no complete month to build")
-        ops.record_step(lake, ctx, ops.utcnow(), "no complete month to build")
+        nothing_to_analyse(lake, ctx, rescore, progress)
         return []
     started = ops.utcnow()
     progress(f"analyse: {'rescoring' if rescore else 'building'} {len(targets)} months "
