@@ -40,11 +40,11 @@ EXAMPLES = {
             "--warehouse duckdb:///var/warehouse/warehouse.duckdb",
             "crm run --landing var/landing --lake var/lake --warehouse postgresql://crm_loader@db:5432/crm"],
     "rollup": ["crm rollup --lake var/lake"],
-    "analyse": ["crm analyse --lake var/lake", "crm analyse --lake var/lake --month 2026-03-01",
+    "analyse": ["crm analyse --lake var/lake", "crm analyse --lake var/lake --month 2026-03",
                 "crm analyse --lake var/lake --rescore"],
     "train": ["crm train --lake var/lake", "crm train --lake var/lake --retrain"],
     "publish": ["crm publish --lake var/lake --warehouse duckdb:///var/warehouse/warehouse.duckdb",
-                "crm publish --lake var/lake --warehouse postgresql://crm_loader@db/crm --month 2026-03-01"],
+                "crm publish --lake var/lake --warehouse postgresql://crm_loader@db/crm --month 2026-03"],
     "maintain": ["crm maintain --lake var/lake",
                  "crm maintain --lake /data/crm/lake --tables silver --retain-days 30   # compacts small files, "
                  "vacuums what no version within 30 days needs, prunes old Data Docs"],

@@ -44,16 +44,24 @@ def test_months_may_be_named_one_by_one_or_comma_separated_and_retrain_takes_yes
 
     parse = cli.build_parser().parse_args
     jan, feb = date(2026, 1, 1), date(2026, 2, 1)
-    assert parse(["analyse", "--lake", "x", "--month", "2026-01-01,2026-02-01"]).months == [jan, feb]
-    assert parse(["analyse", "--lake", "x", "--month", "2026-01-01", "--month", "2026-02-01"]).months == [jan, feb]
+    assert parse(["analyse", "--lake", "x", "--month", "2026-01,2026-02"]).months == [jan, feb]
+    assert parse(["analyse", "--lake", "x", "--month", "2026-01", "--month", "2026-02-01"]).months == [jan, feb]
+    assert parse(["analyse", "--lake", "x", "--month", "2026-01-01,2026-02-01"]).months == [jan, feb]  # the DAG's
+    assert parse(["analyse", "--lake", "x", "--require-month", "2026-02"]).required == [feb]
+    assert parse(["publish", "--lake", "x", "--month", "2026-02"]).months == [feb]
     assert [parse(["train", "--lake", "x", *a]).retrain for a in ([], ["--retrain"], ["--retrain", "yes"],
                                                                   ["--retrain", "no"])] == [False, True, True, False]
 
 
-def test_bad_arguments_exit_2():
+@pytest.mark.parametrize("argv", [["analyse", "--lake", "x", "--month", "2026-13"],
+                                  ["analyse", "--lake", "x", "--month", "2026-03-15"],  # not a month's first day
+                                  ["analyse", "--lake", "x", "--require-month", "March"],
+                                  ["publish", "--lake", "x", "--month", "2026-3"]])
+def test_bad_arguments_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exc:
-        cli.main(["analyse", "--lake", "x", "--month", "2026-13-01"])
+        cli.main(argv)
     assert exc.value.code == EXIT_USAGE
+    assert "expected YYYY-MM" in capsys.readouterr().err
 
 
 def test_a_failed_publish_exits_1_and_is_on_record_in_the_lake(tmp_path, capsys):

@@ -21,19 +21,21 @@ def _argument_type(parse, expected: str, name: str):
 
 
 iso_date = _argument_type(date.fromisoformat, "YYYY-MM-DD", "iso_date")
-#: one date or several, comma-separated (`--month 2026-01-01,2026-02-01`)
-iso_dates = _argument_type(lambda text: [date.fromisoformat(t.strip()) for t in text.split(",") if t.strip()],
-                           "YYYY-MM-DD[,YYYY-MM-DD...]", "iso_dates")
+
+
 def _first_of_month(text: str) -> date:
-    """YYYY-MM (or the month's first day, YYYY-MM-01, as --month of analyse and publish takes it)."""
+    """YYYY-MM, or the month's first day YYYY-MM-01 (as scripts and the monthly DAG write it)."""
     day = date.fromisoformat(text + "-01" if len(text) == 7 else text)
     if day.day != 1:
         raise ValueError(text)
     return day
 
 
-#: a month, YYYY-MM (`crm report --month`)
+#: a month, YYYY-MM (or YYYY-MM-01): `crm report --month`, `crm analyse --require-month`
 year_month = _argument_type(_first_of_month, "YYYY-MM", "year_month")
+#: one month or several, comma-separated (`crm analyse --month 2026-01,2026-02`)
+year_months = _argument_type(lambda text: [_first_of_month(t.strip()) for t in text.split(",") if t.strip()],
+                             "YYYY-MM[,YYYY-MM...]", "year_months")
 #: a local date and time (`--as-of`)
 local_time = _argument_type(datetime.fromisoformat, "YYYY-MM-DD or YYYY-MM-DDTHH:MM", "local_time")
 

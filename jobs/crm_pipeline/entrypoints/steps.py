@@ -8,11 +8,12 @@ from crm_pipeline import ops
 from crm_pipeline.entrypoints.common import (
     add_run_arguments,
     iso_date,
-    iso_dates,
     progress,
     run_context,
     setup_logging,
     spark_session,
+    year_month,
+    year_months,
 )
 from crm_pipeline.errors import EXIT_OK, TaskFailed
 from crm_pipeline.publish.warehouse import check_warehouse
@@ -40,11 +41,11 @@ def add_rollup_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_analyse_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
-    parser.add_argument("--month", dest="months", action="extend", type=iso_dates,
-                        help="first day of a month to (re)build; repeatable or comma-separated (default: every "
+    parser.add_argument("--month", dest="months", action="extend", type=year_months,
+                        help="month to (re)build, YYYY-MM; repeatable or comma-separated (default: every "
                              "complete month). A named month that is not complete fails the step, naming what it "
                              "waits for")
-    parser.add_argument("--require-month", dest="required", action="append", type=iso_date, default=[],
+    parser.add_argument("--require-month", dest="required", action="append", type=year_month, default=[],
                         help="build every complete month (so restated ones are rebuilt), but fail, naming what "
                              "it waits for, unless this month is complete: a scheduled run's month; repeatable")
     parser.add_argument("--rescore", action="store_true",
@@ -68,8 +69,8 @@ def _yes_no(text: str) -> bool:
 
 def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser, warehouse=True)
-    parser.add_argument("--month", dest="months", action="append", type=iso_date,
-                        help="month to publish; repeatable (default: every month in gold)")
+    parser.add_argument("--month", dest="months", action="append", type=year_month,
+                        help="month to publish, YYYY-MM; repeatable (default: every month in gold)")
 
 
 def add_maintain_arguments(parser: argparse.ArgumentParser) -> None:
