@@ -27,13 +27,16 @@ def test_demo_writes_a_report_with_every_section_drawn(tmp_path):
 
 
 def test_a_smaller_demo_writes_a_report_with_every_section_drawn(tmp_path):
-    # 185 days: January to June complete, with the first days of July (June's late CDRs)
-    _check_demo_report(tmp_path, ["--subscribers", "400", "--days", "185"], "June 2026", "small-demo-report.png")
+    # 185 days: January to June complete, with the first days of July (June's late CDRs); two
+    # shuffle partitions for a few hundred subscribers, as the other pipeline runs of the suite
+    _check_demo_report(tmp_path, ["--subscribers", "400", "--days", "185"], "June 2026", "small-demo-report.png",
+                       {"CRM_SHUFFLE_PARTITIONS": "2"})
 
 
-def _check_demo_report(tmp_path, args: list[str], month: str, screenshot: str) -> None:
+def _check_demo_report(tmp_path, args: list[str], month: str, screenshot: str, settings: dict | None = None) -> None:
     folder = tmp_path / "demo"
     env = {k: v for k, v in os.environ.items() if k not in ("CRM_MSISDN_HMAC_KEY", "CRM_PROGRESS")}
+    env.update(settings or {})
     done = subprocess.run([sys.executable, "-m", "crm_pipeline.cli", "demo", "--dir", str(folder), *args],
                           capture_output=True, text=True, env=env, timeout=3600)
     assert done.returncode == 0, done.stderr[-3000:]
