@@ -13,29 +13,29 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 
-def read(path: str, columns: list[str] | None = None, filter: ds.Expression | None = None) -> pa.Table | None:
-    """The table at `path` (the given columns, the rows matching `filter`), or None before its first write."""
+def table(path: str):
+    """The Delta table at `path` (a deltalake.DeltaTable), or None before its first write."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        table = DeltaTable(path)
+        return DeltaTable(path)
     except TableNotFoundError:
         return None
-    return table.to_pyarrow_dataset().to_table(columns=columns, filter=filter)
+
+
+def read(path: str, columns: list[str] | None = None, filter: ds.Expression | None = None) -> pa.Table | None:
+    """The table at `path` (the given columns, the rows matching `filter`), or None before its first write."""
+    found = table(path)
+    return None if found is None else found.to_pyarrow_dataset().to_table(columns=columns, filter=filter)
 
 
 def partition_values(path: str, column: str) -> set | None:
     """The values of partition `column` that hold data, from the Delta log alone (no data file is
     read), or None before the table's first write."""
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        table = DeltaTable(path)
-    except TableNotFoundError:
-        return None
-    return set(pa.table(table.get_add_actions(flatten=True)).column(f"partition.{column}").to_pylist())
+    found = table(path)
+    return None if found is None else set(
+        pa.table(found.get_add_actions(flatten=True)).column(f"partition.{column}").to_pylist())
 
 
 def append_rows(path: str, rows: list[dict], schema: pa.Schema) -> None:

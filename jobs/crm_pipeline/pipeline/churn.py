@@ -102,14 +102,12 @@ def recorded_models(path: str, months: list[date]) -> dict[date, str] | None:
     hold two; absent when every score is NULL); None before the table exists or has the column."""
     import pyarrow as pa
     import pyarrow.dataset as ds
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
 
-    try:
-        dataset = DeltaTable(path).to_pyarrow_dataset()
-    except TableNotFoundError:
-        return None
-    if "churn_model_version" not in dataset.schema.names:
+    from crm_pipeline.io import delta_rs
+
+    found = delta_rs.table(path)
+    dataset = None if found is None else found.to_pyarrow_dataset()
+    if dataset is None or "churn_model_version" not in dataset.schema.names:
         return None
     out: dict[date, str] = {}
     scan = dataset.scanner(columns=["month", "churn_model_version"],
