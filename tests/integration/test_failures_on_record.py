@@ -18,6 +18,7 @@ from deltalake import DeltaTable
 from crm_pipeline import cli, ops
 from crm_pipeline.entrypoints.run import run_pipeline
 from crm_pipeline.errors import EXIT_FAILED, EXIT_OK, TaskFailed
+from crm_pipeline.pipeline.churn import MODEL_TABLES
 from crm_pipeline.pipeline.marts import MART_TABLES
 from crm_pipeline.quality import gx
 from crm_pipeline.settings import LakeLayout
@@ -104,6 +105,20 @@ def test_a_rescore_with_nothing_to_rescore_says_so_on_record_without_starting_sp
     assert {n: DeltaTable(lake_copy.gold(n)).version() for n in MART_TABLES} == versions
     [run] = _rows(lake_copy.ops("pipeline_runs"), "rescore-1")
     assert (run["status"], run["message"]) == ("SUCCESS", "nothing to rescore")
+
+
+def test_a_train_with_nothing_to_fit_says_so_on_record_without_starting_spark(lake_copy, monkeypatch, capsys):
+    """The monthly DAG's train task when the months bring no new training window: gold
+    subscriber_month (read through delta-rs), the registry and the model tables' last commits show
+    there is nothing to fit and nothing to rewrite."""
+    monkeypatch.setattr("crm_pipeline.entrypoints.steps.spark_session",
+                        lambda *a: pytest.fail("Spark started with nothing to train"))
+    versions = {n: DeltaTable(lake_copy.gold(n)).version() for n in MODEL_TABLES}
+    assert cli.main(["train", "--lake", lake_copy.root, "--run-id", "train-1"]) == EXIT_OK
+    assert "train: 1 labelled month(s)" in capsys.readouterr().out  # January: February and March complete
+    assert {n: DeltaTable(lake_copy.gold(n)).version() for n in MODEL_TABLES} == versions
+    [run] = _rows(lake_copy.ops("pipeline_runs"), "train-1")
+    assert (run["status"], run["message"]) == ("SUCCESS", "trained 0 churn model(s)")
 
 
 def test_a_crash_inside_crm_run_publishes_crm_ops_and_nothing_else(spark, published, lake_copy, tmp_path,

@@ -647,7 +647,7 @@ def _scored_card(version: str, auc: float, spec: str = "s"):
 def test_model_tables_are_checked_and_rewritten_only_when_their_content_changes(spark, tmp_path, monkeypatch):
     from deltalake import DeltaTable
 
-    from crm_pipeline.pipeline.churn import MODEL_TABLES, write_model_tables
+    from crm_pipeline.pipeline.churn import MODEL_TABLES, model_tables_current, write_model_tables
     from crm_pipeline.quality import gx
     from crm_pipeline.quality.gx import DataQualityError
     from crm_pipeline.settings import LakeLayout
@@ -660,9 +660,14 @@ def test_model_tables_are_checked_and_rewritten_only_when_their_content_changes(
     def checked(rows):
         return {r["table_name"] for r in rows}
 
+    assert not model_tables_current(lake, [_scored_card("m1", 0.8)], "s")  # no table yet
     first = write_model_tables(spark, lake, _Cards([_scored_card("m1", 0.8)]), "s", "run-1")
     assert checked(first) == {f"gold_{t}" for t in MODEL_TABLES} and all(r["success"] for r in first)
     written = versions()
+    # what `crm train` reads, without Spark, to know it has nothing to write
+    assert model_tables_current(lake, [_scored_card("m1", 0.8)], "s")
+    assert not model_tables_current(lake, [_scored_card("m1", 0.8)], "t")  # in_use flips
+    assert not model_tables_current(lake, [_scored_card("m1", 0.81)], "s")
 
     # a later commit that records no suite (maintenance, a property set by an operator) is looked past
     spark.sql(f"ALTER TABLE delta.`{lake.gold('churn_model')}` SET TBLPROPERTIES ('crm.note' = 'maintained')")
@@ -671,7 +676,8 @@ def test_model_tables_are_checked_and_rewritten_only_when_their_content_changes(
     assert write_model_tables(spark, lake, _Cards([_scored_card("m1", 0.8)]), "s", "run-2") == []
     assert versions() == written  # unchanged and checked by the same suites: neither checked nor rewritten
 
-    # a suite that changed since (a new pipeline version) checks the unchanged table again, without rewriting it
+    # a suite that changed since (a new pipeline version) checks the unchanged table again and records
+    # that it did (the same content in a new version), so the next train need not check it
     real = gx.load_suite_definition
     lift = real("gold_churn_model_lift")
     stricter = dict(lift, expectations=[*lift["expectations"], {
@@ -680,8 +686,13 @@ def test_model_tables_are_checked_and_rewritten_only_when_their_content_changes(
     monkeypatch.setattr(gx, "load_suite_definition", lambda t: stricter if t == "gold_churn_model_lift" else real(t))
     assert checked(write_model_tables(spark, lake, _Cards([_scored_card("m1", 0.8)]), "s", "run-2b")) \
         == {"gold_churn_model_lift"}
-    assert versions() == written
+    assert versions() == dict(written, churn_model_lift=written["churn_model_lift"] + 1)
+    assert write_model_tables(spark, lake, _Cards([_scored_card("m1", 0.8)]), "s", "run-2c") == []
     monkeypatch.setattr(gx, "load_suite_definition", real)
+    # back to the old suite: checked and recorded again
+    assert checked(write_model_tables(spark, lake, _Cards([_scored_card("m1", 0.8)]), "s", "run-2d")) \
+        == {"gold_churn_model_lift"}
+    written = versions()
 
     # another current spec flips in_use: only churn_model changes
     assert checked(write_model_tables(spark, lake, _Cards([_scored_card("m1", 0.8)]), "t", "run-3")) \

@@ -151,15 +151,19 @@ def analyse(args: argparse.Namespace) -> int:
 
 def train(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
-    from crm_pipeline.pipeline.churn import train_step
+    from crm_pipeline.pipeline.churn import nothing_to_train, train_step, training_plan
     from crm_pipeline.pipeline.monthly import analytics_settings
 
     settings = analytics_settings()
     lake, ctx = LakeLayout(args.lake), run_context(args, "train")
+    with ops.recorded(lake, ctx, "train"):  # what to fit, before Spark: with nothing to do it never starts
+        plan = training_plan(lake, settings.churn, args.retrain)
+        if nothing_to_train(lake, ctx, plan, settings.churn, progress):
+            return EXIT_OK
     spark = spark_session(lake, ctx)
     try:
         with ops.recorded(lake, ctx, "train"):
-            train_step(spark, lake, ctx, settings, retrain=args.retrain, progress=progress)
+            train_step(spark, lake, ctx, settings, retrain=args.retrain, progress=progress, plan=plan)
     finally:
         print_data_quality_summary(lake, ctx.run_id, progress)
     return EXIT_OK

@@ -12,6 +12,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
@@ -120,6 +121,28 @@ def recorded_models(path: str, months: list[date]) -> dict[date, str] | None:
     return out
 
 
+def closing_months(path: str) -> dict[date, bool] | None:
+    """Month of gold subscriber_month -> whether any subscriber is active at its end (`closing`),
+    read through delta-rs a batch at a time; None before the table exists or has the columns
+    churn labels need."""
+    import pyarrow.compute as pc
+
+    from crm_pipeline.io import delta_rs
+
+    found = delta_rs.table(path)
+    dataset = None if found is None else found.to_pyarrow_dataset()
+    if dataset is None or not {"closing", "terminate_reason"} <= set(dataset.schema.names):
+        return None
+    out: dict[date, bool] = {}
+    for batch in dataset.scanner(columns=["month", "closing"]).to_batches():
+        for month in pc.unique(batch.column("month")).to_pylist():
+            out.setdefault(month, False)
+        closing = pc.fill_null(batch.column("closing"), False)
+        for month in pc.unique(pc.filter(batch.column("month"), closing)).to_pylist():
+            out[month] = True
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Training
 
@@ -174,46 +197,74 @@ def _records(df: pd.DataFrame) -> list[dict]:
             for r in df.to_dict("records")]
 
 
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What `crm train` has to do, from gold (delta-rs) and the model registry: no Spark."""
+
+    ready: bool  # gold holds churn features and the subscriber months that label them
+    complete: list[date]  # the months of gold subscriber_month
+    labelled_months: list[date]
+    windows: list[tuple]  # every training window the months allow: (labels known through, train months, test)
+    todo: list[tuple]  # those to fit now
+    spec: str
+
+    def nothing_to_fit(self, config: Mapping) -> str:
+        """Why there is nothing to fit (when `todo` is empty)."""
+        if not self.ready:
+            return "train: no churn features yet; run `crm analyse` first"
+        if not self.windows:
+            lo = int(config["min_train_months"])
+            return (f"train: {len(self.labelled_months)} labelled month(s) (a month is labelled once M+2 is "
+                    f"complete); a model needs {lo + 2} in a row: {lo} to train, then one whose labels overlap "
+                    "the test month's, then the test month")
+        return f"train: every training window has a model ({len(self.windows)}, spec {self.spec})"
+
+
+def training_plan(lake: LakeLayout, config: Mapping, retrain: bool = False) -> TrainingPlan:
+    """The training windows the complete months allow, and those the registry lacks (all of them
+    with `retrain`)."""
+    from crm_pipeline.io import delta_rs
+    from crm_pipeline.transforms.marts.churn import label_months
+
+    spec = spec_hash(config)
+    has_closing = closing_months(lake.gold("subscriber_month"))
+    if has_closing is None or delta_rs.table(lake.gold("churn_features")) is None:
+        return TrainingPlan(False, [], [], [], [], spec)
+    complete = sorted(has_closing)
+    labelled_months = [m for m in label_months(complete) if has_closing[m]]
+    windows = training_windows(labelled_months, complete, config)
+    existing = {(c.spec, c.labels_known_through) for c in Registry(lake.root, MODEL_NAME).cards()}
+    todo = [w for w in windows if retrain or (spec, w[0].isoformat()) not in existing]
+    return TrainingPlan(True, complete, labelled_months, windows, todo, spec)
+
+
 def train(spark: SparkSession, lake: LakeLayout, config: Mapping, config_version: str, retrain: bool = False,
-          progress: Callable[[str], None] = print, run_id: str | None = None) -> tuple[list[ModelCard], list[dict]]:
+          progress: Callable[[str], None] = print, run_id: str | None = None,
+          plan: TrainingPlan | None = None) -> tuple[list[ModelCard], list[dict]]:
     """Train a model for every training window the complete months allow that the registry lacks
-    (all of them with `retrain`), then rewrite the gold model tables from the registry
-    (`write_model_tables`, which validates those it rewrites).
+    (all of them with `retrain`; `plan`: `training_plan`'s, when the caller has it), then rewrite
+    the gold model tables from the registry (`write_model_tables`, which validates those it rewrites).
 
     Reads gold churn_features and subscriber_month (written by `crm analyse`). Returns the new
     cards and the crm_ops.data_quality rows of the model tables' checks.
     """
-    from crm_pipeline.transforms.marts.churn import churn_labels, label_months
+    from crm_pipeline.transforms.marts.churn import churn_labels
 
-    features = delta.read(spark, lake.gold("churn_features"))
-    sm = delta.read(spark, lake.gold("subscriber_month"))
-    if features is None or sm is None or "terminate_reason" not in sm.columns:
-        progress("train: no churn features yet; run `crm analyse` first")
+    plan = plan or training_plan(lake, config, retrain)
+    if not plan.ready:
+        progress(plan.nothing_to_fit(config))
         return [], []
     registry = Registry(lake.root, MODEL_NAME)
-    spec = spec_hash(config)
-    # One pass over the months decides whether there is anything to train; the labels themselves
-    # (a join of every month's subscribers with the churn events) are computed only to train.
-    has_closing = {r.month: bool(r.closing) for r in sm.groupBy("month").agg(
-        F.max(F.col("closing").cast("int")).alias("closing")).collect()}
-    complete = sorted(has_closing)
-    labels = churn_labels(sm.select("subscriber_id", "month", "closing", "churned_in_month", "terminate_reason"),
-                          complete)
-    labelled = features.join(labels, ["month", "subscriber_id"])
-    labelled_months = [m for m in label_months(complete) if has_closing[m]]  # the months `labels` holds
-    windows = training_windows(labelled_months, complete, config)
-    if not windows:
-        lo = int(config["min_train_months"])
-        progress(f"train: {len(labelled_months)} labelled month(s) (a month is labelled once M+2 is complete); "
-                 f"a model needs {lo + 2} in a row: {lo} to train, then one whose labels overlap the test "
-                 "month's, then the test month")
-        return [], write_model_tables(spark, lake, registry, spec, run_id)
-    existing = {(c.spec, c.labels_known_through) for c in registry.cards()}
-    todo = [w for w in windows if retrain or (spec, w[0].isoformat()) not in existing]
+    spec, todo = plan.spec, plan.todo
     if not todo:
-        progress(f"train: every training window has a model ({len(windows)}, spec {spec})")
+        progress(plan.nothing_to_fit(config))
         return [], write_model_tables(spark, lake, registry, spec, run_id)
     progress(f"train: {len(todo)} model(s) to fit, windows ending {', '.join(f'{w[0]:%Y-%m}' for w in todo)}")
+    # the labels (a join of every month's subscribers with the churn events), only to train
+    sm = delta.read(spark, lake.gold("subscriber_month"))
+    labels = churn_labels(sm.select("subscriber_id", "month", "closing", "churned_in_month", "terminate_reason"),
+                          plan.complete)
+    labelled = delta.read(spark, lake.gold("churn_features")).join(labels, ["month", "subscriber_id"])
     sample = training_sample(labelled, config)
     data_version = {t: _delta_version(lake.gold(t)) for t in ("churn_features", "subscriber_month")}
     params, emp = ChurnParams.from_config(config), EmpParams.from_config(config["emp"])
@@ -265,7 +316,7 @@ def train(spark: SparkSession, lake: LakeLayout, config: Mapping, config_version
 
 
 def train_step(spark: SparkSession, lake: LakeLayout, ctx, settings, retrain: bool = False,
-               progress: Callable[[str], None] = print) -> list[ModelCard]:
+               progress: Callable[[str], None] = print, plan: TrainingPlan | None = None) -> list[ModelCard]:
     """`crm train`: `train` (which checks the gold model tables it rewrites), the checks' results and a
     crm_ops.pipeline_runs row."""
     from crm_pipeline import ops
@@ -274,11 +325,25 @@ def train_step(spark: SparkSession, lake: LakeLayout, ctx, settings, retrain: bo
     # A blocking failure raises before the tables are written; the caller's `ops.recorded` puts
     # its results on record.
     new, dq = train(spark, lake, settings.churn, settings.version, retrain=retrain, progress=progress,
-                    run_id=ctx.run_id)
+                    run_id=ctx.run_id, plan=plan)
     ops.write_data_quality(lake, dq)
     ops.record_step(lake, ctx, started,
                     f"trained {len(new)} churn model(s)" + (f": {', '.join(c.version for c in new)}" if new else ""))
     return new
+
+
+def nothing_to_train(lake: LakeLayout, ctx, plan: TrainingPlan, config: Mapping,
+                     progress: Callable[[str], None] = print) -> bool:
+    """With nothing to fit and the gold model tables mirroring the registry as the current suites
+    checked them, say so and put the step on record, without Spark; False (nothing done) otherwise."""
+    from crm_pipeline import ops
+
+    cards = Registry(lake.root, MODEL_NAME).cards()
+    if plan.todo or (plan.ready and not model_tables_current(lake, cards, plan.spec)):
+        return False
+    progress(plan.nothing_to_fit(config))
+    ops.record_step(lake, ctx, ops.utcnow(), "trained 0 churn model(s)")
+    return True
 
 
 def _chosen(boosting, config: Mapping) -> str:
@@ -355,13 +420,29 @@ def model_table_rows(cards: list[ModelCard], current_spec: str) -> dict[str, lis
     return out
 
 
+def rows_digest(rows: list[tuple]) -> str:
+    """A short hash of a model table's rows as `model_table_rows` builds them."""
+    return hashlib.sha256(json.dumps(rows, default=str).encode()).hexdigest()[:16]
+
+
+def model_tables_current(lake: LakeLayout, cards: list[ModelCard], spec: str) -> bool:
+    """Whether every gold model table holds the rows of the registry's `cards`, checked by its current
+    suite: its last write recorded both (`write_model_tables`). From the Delta logs: no Spark."""
+    from crm_pipeline.quality import gx
+
+    rows = model_table_rows(cards, spec)
+    return all(_write_record(lake.gold(name)) == {"suite": gx.suite_hash(f"gold_{name}"),
+                                                  "rows": rows_digest(rows[name])} for name in MODEL_TABLES)
+
+
 def write_model_tables(spark: SparkSession, lake: LakeLayout, registry: Registry, current_spec: str,
                        run_id: str | None = None) -> list[dict]:
     """Mirror the registry into gold churn_model, churn_model_calibration and churn_model_lift.
 
     A table is checked (its gold suite) unless its content is unchanged and was checked by the same
-    suite when written (the suite's hash is kept in the table's commit), and rewritten only when
-    its content changed. A blocking failure raises `DataQualityError` before anything is written.
+    suite when written, and rewritten when its content changed or its last write did not record
+    this content and suite (in the commit's userMetadata, which `model_tables_current` reads). A
+    blocking failure raises `DataQualityError` before anything is written.
     Returns the crm_ops.data_quality rows of the checks run.
     """
     from crm_pipeline.feeds import conform, table_spec
@@ -369,44 +450,48 @@ def write_model_tables(spark: SparkSession, lake: LakeLayout, registry: Registry
     from crm_pipeline.quality import gx
 
     rows = model_table_rows(registry.cards(), current_spec)
-    changed, dq = [], []  # (frame, path, suite hash) of the tables to rewrite
+    changed, dq = [], []  # (frame, path, write record) of the tables to rewrite
     for name in MODEL_TABLES:
         suite, path = f"gold_{name}", lake.gold(name)
-        checked_by = gx.suite_hash(suite)
+        record = {"suite": gx.suite_hash(suite), "rows": rows_digest(rows[name])}
+        written = _write_record(path)
+        if written == record:
+            continue
         df = conform(spark.createDataFrame(rows[name], MODEL_TABLE_DDL[name]), table_spec(name))
         old = delta.read(spark, path)
         unchanged = old is not None and old.schema.simpleString() == df.schema.simpleString() \
             and fingerprint(old) == fingerprint(df)
-        if unchanged and _checked_by(path) == checked_by:
-            continue
-        dq += gx.dq_rows(gx.validate(df, suite, run_id=run_id), suite, run_id, None)
-        if not unchanged:
-            changed.append((df, path, checked_by))
+        if not (unchanged and (written or {}).get("suite") == record["suite"]):
+            dq += gx.dq_rows(gx.validate(df, suite, run_id=run_id), suite, run_id, None)
+        changed.append((df, path, record))
     blocking = gx.blocking_error(dq)
     if blocking is not None:
         raise blocking
-    for df, path, checked_by in changed:
+    for df, path, record in changed:
         (df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-         .option("userMetadata", json.dumps({"suite": checked_by})).save(path))
+         .option("userMetadata", json.dumps(record)).save(path))
     return dq
 
 
-def _checked_by(path: str) -> str | None:
-    """The suite hash recorded by the latest write of a model table that recorded one (maintenance
-    commits such as VACUUM's come after it and record none); None if there is none."""
-    from deltalake import DeltaTable
+#: Commits that leave a table's content as it was: `crm maintain`'s, an operator's property or constraint
+MAINTENANCE_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES",
+                                    "UNSET TBLPROPERTIES", "ADD CONSTRAINT", "DROP CONSTRAINT"})
 
-    try:
-        history = DeltaTable(path).history(20)  # newest first
-    except Exception:  # noqa: BLE001  (no table yet)
-        return None
-    for commit in history:
-        try:
-            suite = json.loads(commit.get("userMetadata") or "{}").get("suite")
-        except (ValueError, AttributeError):  # metadata another writer left
+
+def _write_record(path: str) -> dict | None:
+    """The userMetadata of the last commit that wrote a model table's content (maintenance commits
+    come after it and record none); None when there is none, or another writer wrote it last."""
+    from crm_pipeline.io import delta_rs
+
+    found = delta_rs.table(path)
+    for commit in ([] if found is None else found.history(20)):  # newest first
+        if commit.get("operation") in MAINTENANCE_OPERATIONS:
             continue
-        if suite:
-            return suite
+        try:
+            record = json.loads(commit.get("userMetadata") or "null")
+        except ValueError:  # metadata another writer left
+            return None
+        return record if isinstance(record, dict) else None
     return None
 
 
@@ -435,16 +520,25 @@ def churn_marts(spark: SparkSession, lake: LakeLayout, rows: DataFrame, every: D
                 config: Mapping, progress: Callable[[str], None] = print) -> tuple[DataFrame, dict[str, DataFrame]]:
     """(rows with churn_score, churn_risk_band, churn_model_version; {churn_features, churn_watchlist,
     lost_customers, model_drift}) for the batch `months`, scored with the registry's models."""
-    from crm_pipeline.transforms.marts.churn import (
-        churn_features,
-        lost_customers,
-        risk_band,
-        watchlist_candidates,
-    )
+    from crm_pipeline.transforms.marts.churn import churn_features, lost_customers
 
     activity, contacts, tickets = churn_inputs(spark, lake, months)
     with stage("churn_features"):
         features = churn_features(rows, every, activity, contacts, tickets).localCheckpoint(eager=True)
+    scored, watchlist, drift = scored_marts(lake, rows, features, months, config, progress)
+    lost = lost_customers(rows, every, config["winback"]["reason_weights"])
+    return scored, {"churn_features": features, "churn_watchlist": watchlist, "lost_customers": lost,
+                    "model_drift": drift}
+
+
+def scored_marts(lake: LakeLayout, rows: DataFrame, features: DataFrame, months: list[date], config: Mapping,
+                 progress: Callable[[str], None] = print) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """(rows with churn_score, churn_risk_band, churn_model_version; churn_watchlist; model_drift) for
+    `months`: `rows` (subscriber months without the score columns) scored from their churn
+    `features` with the registry's newest honest models, as `crm analyse` builds them and
+    `crm analyse --rescore` rebuilds them from the stored features."""
+    from crm_pipeline.transforms.marts.churn import risk_band, watchlist_candidates
+
     registry = Registry(lake.root, MODEL_NAME)
     plan = scoring_plan(registry.cards(), months, spec_hash(config))
     unscored = [m for m in months if m not in plan]
@@ -470,10 +564,8 @@ def churn_marts(spark: SparkSession, lake: LakeLayout, rows: DataFrame, every: D
         "expected_loss_fen", "top_reasons", actions[F.col("value_segment")].alias("recommended_action"),
         "priority_rank", "control_group", "churn_model_version", "payment_type",
     )
-    lost = lost_customers(rows, every, config["winback"]["reason_weights"])
     drift = model_drift(features, scores, plan, float(config["drift"]["psi_threshold"]))
-    return scored, {"churn_features": features, "churn_watchlist": watchlist, "lost_customers": lost,
-                    "model_drift": drift}
+    return scored, watchlist, drift
 
 
 DRIFT_DDL = ("month date, model_version string, feature string, psi double, threshold double, flagged boolean, "

@@ -206,6 +206,58 @@ def build_months(
     return build_marts(spark, lake, rows, every, months, settings, progress)
 
 
+def rescore_months(
+    spark: SparkSession,
+    lake: LakeLayout,
+    months: list[date],
+    settings: AnalyticsSettings,
+    progress: Callable[[str], None] = print,
+) -> dict[str, DataFrame] | None:
+    """Every gold mart of `months` for a rescore, keyed by table name: the marts that hold churn
+    scores (`SCORE_COLUMNS`) scored again from the stored subscriber months and churn features
+    with the registry's newest honest models, the others as stored.
+
+    None when that would not equal a rebuild: a month built from deliveries since replaced (or one
+    it reads was), a mart missing a month, or gold written by another version of the pipeline.
+    """
+    from crm_pipeline.feeds import conform, table_spec
+    from crm_pipeline.orchestration import months_to_build
+    from crm_pipeline.pipeline.churn import SCORE_COLUMNS, scored_marts
+    from crm_pipeline.pipeline.marts import MART_TABLES
+    from crm_pipeline.transforms.marts.segments import segment_summary
+
+    stale = sorted(set(months_to_build(lake)) & set(months))
+    if stale:
+        progress(f"analyse: {', '.join(f'{m:%Y-%m}' for m in stale)} built from deliveries since replaced: "
+                 "every mart is rebuilt")
+        return None
+    spec = table_spec("subscriber_month")
+    stored: dict[str, DataFrame] = {}
+    for name in ("subscriber_month", "churn_features"):
+        if not set(months) <= (delta_rs.partition_values(lake.gold(name), table_spec(name).partition) or set()):
+            return None
+    for name in MART_TABLES:
+        old = delta.read(spark, lake.gold(name))
+        if old is None:
+            return None
+        stored[name] = old.where(F.col(table_spec(name).partition).isin(months))
+    if stored["subscriber_month"].columns != [*spec.column_names, *GOLD_EXTRAS] or \
+            stored["churn_features"].columns != table_spec("churn_features").column_names:
+        return None
+    rows = stored["subscriber_month"].drop(*SCORE_COLUMNS["subscriber_month"])
+    scored, watchlist, drift = scored_marts(lake, rows, stored["churn_features"], months, settings.churn, progress)
+    sm = scored.select(*stored["subscriber_month"].columns)
+    rescored = {"subscriber_month": sm, "segment_summary": segment_summary(sm, settings.strategies),
+                "churn_watchlist": watchlist, "model_drift": drift}
+    if set(rescored) != set(SCORE_COLUMNS):
+        raise RuntimeError(f"a rescore rebuilds {sorted(rescored)}, the marts with scores are {sorted(SCORE_COLUMNS)}")
+    for name, df in rescored.items():
+        with stage("marts", name):
+            stored[name] = (df if name == "subscriber_month" else conform(df, table_spec(name))).localCheckpoint(
+                eager=True)
+    return stored
+
+
 def consistency_checks(kpi: DataFrame) -> DataFrame:
     """One row per (month, dimension, value) with the gaps that must be 0: the lifecycle identity,
     and each dimension's sums against ALL."""
@@ -403,8 +455,10 @@ def analyse(
     plan: tuple[list[date], list[date]] | None = None,
 ) -> list[date]:
     """Build every gold mart for the months `months_to_analyse` picks (or `plan`, its result when
-    the caller has it) and print a summary. With `rescore`, changes to the score columns alone are
-    not recorded as restatements, changes to anything else (a re-delivery since) are.
+    the caller has it) and print a summary. With `rescore`, only the marts that hold churn scores
+    are rebuilt, from the stored subscriber months and churn features (`rescore_months`), unless a
+    month was built from deliveries since replaced: then every mart is, and changes beyond the score
+    columns are recorded as restatements.
     """
     from crm_pipeline.pipeline.marts import MART_TABLES
     from crm_pipeline.pipeline.summary import print_summary
@@ -420,12 +474,18 @@ def analyse(
     # All months in one pass: trailing windows read earlier months of the same batch.
     clock = time.monotonic()
     with bar(1, "analyse: build", "pass") as built:
-        tables = build_months(spark, lake, targets, settings, hmac_key, progress)
+        tables = rescore_months(spark, lake, targets, settings, progress) if rescore else None
+        if tables is None:
+            tables, marts = build_months(spark, lake, targets, settings, hmac_key, progress), MART_TABLES
+        else:  # only the churn scores can have moved: the marts that hold them
+            from crm_pipeline.pipeline.churn import SCORE_COLUMNS
+
+            marts = tuple(name for name in MART_TABLES if name in SCORE_COLUMNS)
         built.update(1)
     dq: list[dict] = []
     n = len(targets)
     counts = {"months": n, "months_x3": 3 * n, "months_x4": 4 * n, "months_x8": 8 * n, "months_x101": 101 * n}
-    for name in track(MART_TABLES, "analyse: validate", "marts"):
+    for name in track(marts, "analyse: validate", "marts"):
         frame = consistency_checks(tables[name]) if name == "kpi_month" else tables[name]
         with stage("validate", name):
             results = gx.dq_rows(gx.validate(frame, f"gold_{name}", counts, ctx.run_id), f"gold_{name}", ctx.run_id,
@@ -443,7 +503,7 @@ def analyse(
         raise blocking
     restated: list[tuple] = []
     unchanged: list[str] = []
-    for name in track(MART_TABLES, "analyse: write", "marts"):
+    for name in track(marts, "analyse: write", "marts"):
         with stage("gold_write", name):
             _replace_gold(spark, lake, ctx, name, tables[name], targets, targets == complete, rescore, restated,
                           unchanged, progress)

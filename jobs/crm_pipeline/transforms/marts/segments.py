@@ -14,8 +14,9 @@ def segment_summary(rows: DataFrame, strategies: dict[str, str]) -> DataFrame:
     ARPU divides revenue by the mean of the segment's opening and closing subscribers (NULL
     when 0); revenue_share is of the month's revenue (NULL when it is 0); revenue_growth is
     sum(revenue in M) / sum(prior revenue) - 1 over the members that have a prior (NULL
-    without); avg_churn_score is the mean churn_score of the segment's scored subscribers (those
-    active at month end in a month a model scores; NULL otherwise), 6 decimals. The mean value
+    without; the prior revenues, 3-month means, summed exactly at 6 decimals); avg_churn_score is
+    the mean churn_score of the segment's scored subscribers (those active at month end in a month
+    a model scores; NULL otherwise), 6 decimals. The mean value
     indices are exact means of the 2-decimal indices, rounded half up to 6 decimals: a sum of
     doubles would change in its last bits with the order Spark adds the rows in, and a rebuilt
     month would then count as restated though nothing in it changed.
@@ -35,7 +36,8 @@ def segment_summary(rows: DataFrame, strategies: dict[str, str]) -> DataFrame:
         F.avg("clv_fen").alias("avg_clv_fen"),
         F.avg("churn_score").alias("avg_churn_score"),
         F.sum(F.when(has_prior, F.col("revenue_fen"))).alias("_growth_now"),
-        F.sum(F.when(has_prior, F.col("revenue_prior_fen"))).alias("_growth_prior"),
+        # exact, so independent of the order Spark adds the rows in (a 3-month mean has thirds)
+        F.sum(F.when(has_prior, F.col("revenue_prior_fen").cast("decimal(38,6)"))).alias("_growth_prior"),
     )
     total = rows.groupBy("month").agg(F.sum("revenue_fen").alias("_total"))
     out = grid.join(agg, ["month", "value_segment"], "left").join(total, "month")
@@ -52,7 +54,8 @@ def segment_summary(rows: DataFrame, strategies: dict[str, str]) -> DataFrame:
         F.col("avg_current_value_index").cast("double").alias("avg_current_value_index"),
         F.col("avg_potential_value_index").cast("double").alias("avg_potential_value_index"),
         F.round("avg_clv_fen", 2).alias("avg_clv_fen"),
-        F.when(F.col("_growth_prior") > 0, F.col("_growth_now") / F.col("_growth_prior") - 1).alias("revenue_growth"),
+        F.when(F.col("_growth_prior") > 0,
+               F.col("_growth_now").cast("double") / F.col("_growth_prior").cast("double") - 1).alias("revenue_growth"),
     )
 
 
