@@ -124,3 +124,19 @@ def test_a_month_built_before_its_inputs_were_recorded_is_rebuilt_once(lake):
                     partition_by=["month"])
     assert months_to_build(lake) == {date(2026, 1, 1): "built with no record of the deliveries it read",
                                      date(2026, 2, 1): "complete, not built yet"}
+
+
+def test_a_rescore_reuses_the_stored_marts_of_a_month_only_when_they_were_built_from_the_deliveries_loaded(lake):
+    """`crm analyse --rescore` scores a month again from its stored marts (`rescore_months`) only
+    when they exist and were built from the deliveries loaded now; otherwise (None) every mart of
+    the month is rebuilt. Both refusals come before Spark is used."""
+    from crm_pipeline.pipeline.monthly import analytics_settings, rescore_months
+
+    jan, feb = date(2026, 1, 1), date(2026, 2, 1)
+    _build(lake, [jan, feb], "analyse-1")
+    said: list[str] = []
+    assert rescore_months(None, lake, [feb], analytics_settings(), said.append) is None  # no gold marts here
+    assert said == []
+    deliver(lake, [("recharge", date(2026, 2, 20), 9, 0, "recharge/20260220/again")], run="run-2")
+    assert rescore_months(None, lake, [feb], analytics_settings(), said.append) is None
+    assert said == ["analyse: 2026-02 1 delivery loaded since its last build: every mart is rebuilt"]

@@ -217,8 +217,9 @@ def rescore_months(
     scores (`SCORE_COLUMNS`) scored again from the stored subscriber months and churn features
     with the registry's newest honest models, the others as stored.
 
-    None when that would not equal a rebuild: a month built from deliveries since replaced (or one
-    it reads was), a mart missing a month, or gold written by another version of the pipeline.
+    None when that would not equal a rebuild: a month not built yet, or built from deliveries
+    since replaced (or one it reads was; `months_to_build`), a mart missing a month, or gold
+    written by another version of the pipeline.
     """
     from crm_pipeline.feeds import conform, table_spec
     from crm_pipeline.orchestration import months_to_build
@@ -226,10 +227,9 @@ def rescore_months(
     from crm_pipeline.pipeline.marts import MART_TABLES
     from crm_pipeline.transforms.marts.segments import segment_summary
 
-    stale = sorted(set(months_to_build(lake)) & set(months))
+    stale = {m: why for m, why in months_to_build(lake).items() if m in months}
     if stale:
-        progress(f"analyse: {', '.join(f'{m:%Y-%m}' for m in stale)} built from deliveries since replaced: "
-                 "every mart is rebuilt")
+        progress(f"analyse: {'; '.join(f'{m:%Y-%m} {why}' for m, why in stale.items())}: every mart is rebuilt")
         return None
     spec = table_spec("subscriber_month")
     stored: dict[str, DataFrame] = {}
