@@ -24,10 +24,17 @@ def table(path: str):
         return None
 
 
+def dataset(path: str) -> ds.Dataset | None:
+    """The current version of the table at `path` as a pyarrow dataset (scanned a batch at a time
+    where the caller wants), or None before its first write."""
+    found = table(path)
+    return None if found is None else found.to_pyarrow_dataset()
+
+
 def read(path: str, columns: list[str] | None = None, filter: ds.Expression | None = None) -> pa.Table | None:
     """The table at `path` (the given columns, the rows matching `filter`), or None before its first write."""
-    found = table(path)
-    return None if found is None else found.to_pyarrow_dataset().to_table(columns=columns, filter=filter)
+    found = dataset(path)
+    return None if found is None else found.to_table(columns=columns, filter=filter)
 
 
 def partition_values(path: str, column: str) -> set | None:

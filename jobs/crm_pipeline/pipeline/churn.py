@@ -106,8 +106,7 @@ def recorded_models(path: str, months: list[date]) -> dict[date, str] | None:
 
     from crm_pipeline.io import delta_rs
 
-    found = delta_rs.table(path)
-    dataset = None if found is None else found.to_pyarrow_dataset()
+    dataset = delta_rs.dataset(path)
     if dataset is None or "churn_model_version" not in dataset.schema.names:
         return None
     out: dict[date, str] = {}
@@ -129,8 +128,7 @@ def closing_months(path: str) -> dict[date, bool] | None:
 
     from crm_pipeline.io import delta_rs
 
-    found = delta_rs.table(path)
-    dataset = None if found is None else found.to_pyarrow_dataset()
+    dataset = delta_rs.dataset(path)
     if dataset is None or not {"closing", "terminate_reason"} <= set(dataset.schema.names):
         return None
     out: dict[date, bool] = {}

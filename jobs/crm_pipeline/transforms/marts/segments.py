@@ -16,10 +16,10 @@ def segment_summary(rows: DataFrame, strategies: dict[str, str]) -> DataFrame:
     sum(revenue in M) / sum(prior revenue) - 1 over the members that have a prior (NULL
     without; the prior revenues, 3-month means, summed exactly at 6 decimals); avg_churn_score is
     the mean churn_score of the segment's scored subscribers (those active at month end in a month
-    a model scores; NULL otherwise), 6 decimals. The mean value
-    indices are exact means of the 2-decimal indices, rounded half up to 6 decimals: a sum of
-    doubles would change in its last bits with the order Spark adds the rows in, and a rebuilt
-    month would then count as restated though nothing in it changed.
+    a model scores; NULL otherwise), 6 decimals. The mean value indices are exact means of the
+    2-decimal indices, rounded half up to 6 decimals: a sum of doubles would change in its last
+    bits with the order Spark adds the rows in, and a rebuilt month would then count as restated
+    though nothing in it changed.
     """
     spark = rows.sparkSession
     grid = rows.select("month").distinct().crossJoin(
