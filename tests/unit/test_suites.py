@@ -188,3 +188,36 @@ def test_each_task_renders_only_its_own_data_docs_pages_and_the_index_lists_the_
         assert "docs_first_task" in html and "docs_later_task" in html and "docs_other_run" not in html
     finally:
         context.variables.validation_results_store_name = previous_store
+
+
+@pytest.mark.spark
+def test_counts_are_on_record_for_a_failed_check_and_for_a_passing_check_below_its_mostly(spark, tmp_path,
+                                                                                         monkeypatch):
+    """A suite without `mostly` runs with outcomes only while it passes; a failure runs it again
+    with counts, and that result is the one kept for the Data Docs."""
+    context, _ = gx._context()
+    monkeypatch.setattr(gx, "_results_folder", gx._results_folder)
+    monkeypatch.setattr(gx, "_kept", [])
+    previous_store = context.variables.validation_results_store_name
+    between = {"type": "expect_column_values_to_be_between", "kwargs": {"column": "x", "min_value": 0},
+               "meta": {"severity": "blocking"}}
+    mostly = {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "x", "mostly": 0.9},
+              "meta": {"severity": "warning"}}
+    suites = {"strict": {"name": "strict", "expectations": [between]},
+              "lenient": {"name": "lenient", "expectations": [mostly, between]}}
+    monkeypatch.setattr(gx, "load_suite_definition", lambda table: suites[table])
+    gx.keep_results(str(tmp_path))
+    one_null = spark.createDataFrame([(None,)] + [(i,) for i in range(19)], "x int")
+    three_negative = spark.createDataFrame([(-1,), (-2,), (-3,)] + [(i,) for i in range(10)], "x int")
+    try:
+        assert [(r.success, r.unexpected_count) for r in gx.validate(one_null, "strict")] == [(True, 0)]
+        assert [(r.success, r.unexpected_count) for r in gx.validate(one_null, "lenient")] == [(True, 1), (True, 0)]
+        failed = gx.validate(three_negative, "strict", run_id="run-9")
+        assert [(r.check_name, r.success, r.unexpected_count) for r in failed] == [
+            ("expect_column_values_to_be_between(x)", False, 3)]
+        store = context.stores[context.variables.validation_results_store_name]
+        [key] = [k for k in store.list_keys() if k.run_id.run_name == "run-9"]
+        [kept] = store.get(key).results
+        assert kept.result["unexpected_count"] == 3
+    finally:
+        context.variables.validation_results_store_name = previous_store
