@@ -168,3 +168,24 @@ def test_pipeline_runs_table_records_both_runs(spark, golden):
     assert {r.run_id for r in runs.select("run_id").distinct().collect()} == {"run-1", "run-2"}
     bad = runs.where("rows_read != rows_loaded + rows_quarantined + rows_duplicate").count()
     assert bad == 0
+
+
+def test_a_clean_redelivery_clears_its_days_rejects_and_a_clean_first_delivery_writes_no_quarantine(
+        spark, tmp_path):
+    from deltalake import DeltaTable
+
+    landing, lake = tmp_path / "landing", LakeLayout(str(tmp_path / "lake"))
+    plan = "P1|GOTONE 58|POSTPAID|5800|300|100|20480|5G"
+
+    def load_plan(day, lines, run_id):
+        write_delivery(landing, "plan", day, [lines])
+        result = ingest(spark, landing, lake, ops.RunContext(run_id), feeds=["plan"], progress=lambda m: None)
+        assert result.ok, result.failures
+        rejects = spark.read.format("delta").load(lake.quarantine).where("feed = 'plan'")
+        return sorted((r.business_date, r.reject_reason) for r in rejects.collect())
+
+    assert load_plan(D1, [plan, "P2|broken"], "q-1") == [(D1, "field_count")]
+    assert load_plan(D1, [plan], "q-2") == []  # the re-delivery withdrew the broken line
+    version = DeltaTable(lake.quarantine).version()
+    assert load_plan(D2, [plan], "q-3") == []
+    assert DeltaTable(lake.quarantine).version() == version  # nothing to replace: no commit

@@ -491,18 +491,22 @@ def load_feed(
 
     # The quarantine is written before silver: `typed` read silver (the stored versions), and a
     # write to silver invalidates every cached plan that read it, so after the silver write the
-    # rejects would be typed, mapped and deduplicated again from bronze.
-    with stage("quarantine", spec.feed):
-        rejects = structural.select(*LINEAGE, *REJECT_COLUMNS).unionByName(
-            batch_records.where(F.col("outcome") == "quarantined").select(*LINEAGE, *REJECT_COLUMNS)
-        )
-        quarantine = rejects.select(F.lit(spec.feed).alias("feed"), *rejects.columns, F.lit(ctx.run_id).alias("run_id"))
-        delta.replace_where(
-            quarantine.select(*QUARANTINE_COLUMNS),
-            lake.quarantine,
-            f"feed = {delta.sql_literal(spec.feed)} AND " + delta.in_predicate("business_date", batch_days),
-            ["feed", "business_date"],
-        )
+    # rejects would be typed, mapped and deduplicated again from bronze. A batch without rejects
+    # whose days were never loaded (no bronze, so no quarantine rows either) has nothing to replace.
+    rejected = sum(r["count"] for r in counted if r["outcome"] == "quarantined")
+    if rejected or reloaded or not delta.exists(spark, lake.quarantine):
+        with stage("quarantine", spec.feed):
+            rejects = structural.select(*LINEAGE, *REJECT_COLUMNS).unionByName(
+                batch_records.where(F.col("outcome") == "quarantined").select(*LINEAGE, *REJECT_COLUMNS)
+            )
+            quarantine = rejects.select(F.lit(spec.feed).alias("feed"), *rejects.columns,
+                                        F.lit(ctx.run_id).alias("run_id"))
+            delta.replace_where(
+                quarantine.select(*QUARANTINE_COLUMNS),
+                lake.quarantine,
+                f"feed = {delta.sql_literal(spec.feed)} AND " + delta.in_predicate("business_date", batch_days),
+                ["feed", "business_date"],
+            )
 
     if touched:
         with stage("silver_write", spec.feed):
