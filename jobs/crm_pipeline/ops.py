@@ -106,7 +106,8 @@ def recorded(lake: LakeLayout, ctx: RunContext, what: str) -> Iterator[None]:
         raise
     except Exception as exc:  # noqa: BLE001 - every failure goes on record
         message = f"{what} failed: {failure_message(exc)}"
-        log.error(message)
+        # the caller reports the TaskFailed (the command line prints it once); -v adds the traceback
+        log.info(message, exc_info=True)
         record_failure(lake, ctx, started, message, getattr(exc, "rows", None))
         raise TaskFailed(message) from exc
 

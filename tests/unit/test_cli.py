@@ -99,3 +99,14 @@ def test_the_demo_shows_an_example_query_with_no_rows_yet_and_goes_on(tmp_path, 
     out = capsys.readouterr().out
     assert "-- Models\nSELECT * FROM models;\n  (no rows yet)\n\n-- KPIs" in out
     assert "  month       active_subscribers\n  2026-06-01  197" in out
+
+
+def test_a_failed_task_is_reported_once_with_exit_1(tmp_path):
+    (tmp_path / "landing").mkdir()
+    (tmp_path / "jars").mkdir()  # no Delta jars: Spark cannot start
+    env = {**os.environ, "CRM_JAR_DIR": str(tmp_path / "jars")}
+    done = subprocess.run([sys.executable, "-m", "crm_pipeline.cli", "ingest", "--landing", str(tmp_path / "landing"),
+                           "--lake", str(tmp_path / "lake")], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("no Delta jars in") == 1, done.stderr
+    assert "crm ingest: FAILED: starting Spark failed: " in done.stderr
