@@ -1,13 +1,21 @@
-"""Delta writes (io.delta): how many tasks an optimized write of many partition values takes."""
+"""Delta writes: how many tasks an optimized write of many partition values takes (io.delta); bronze
+written by the reading tasks and committed in one transaction (ingest.spark_io.write_bronze)."""
 
 from __future__ import annotations
 
 from datetime import date, timedelta
 
+import pytest
+from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
+from crm_pipeline.feeds import load_feeds
+from crm_pipeline.ingest.landing import discover
+from crm_pipeline.ingest.spark_io import failed_check, read_lines, write_bronze
 from crm_pipeline.io import delta
 from crm_pipeline.spark import MAX_OPTIMIZED_WRITE_SHUFFLE
+from crm_pipeline.transforms.staging.parse import LINEAGE
+from tests.conftest import write_delivery
 
 
 def _tasks_of(spark, group: str, action) -> int:
@@ -42,3 +50,61 @@ def test_an_optimized_write_of_many_small_partition_values_takes_few_tasks(spark
     assert sorted(r.value for r in stored.collect()) == sorted(f"R{i}" for i in range(60))
     files = spark.read.format("delta").load(path).inputFiles()
     assert len(files) == 60  # still one file per day
+
+
+D1, D2 = date(2026, 3, 1), date(2026, 3, 2)
+PLANS = ["P1|GOTONE 58|POSTPAID|5800|300|100|20480|5G", "P2|EASYOWN 18|PREPAID|1800|50|30|1024|4G"]
+
+
+def _bronze(path: str) -> list[tuple]:
+    rows = DeltaTable(path).to_pyarrow_table().to_pylist()
+    return sorted((r["business_date"], r["source_file"][-7:], r["line_no"], r["plan_id"], r["reject_reason"], r["run_id"])
+                  for r in rows)
+
+
+def _data_files(path) -> set[str]:
+    return {str(p.relative_to(path)) for p in path.rglob("*.parquet") if "_delta_log" not in p.parts}
+
+
+def test_bronze_is_written_by_the_reading_tasks_in_one_commit_and_a_failed_file_leaves_nothing(spark, tmp_path):
+    spec, landing, path = load_feeds()["plan"], tmp_path / "landing", tmp_path / "bronze"
+    write_delivery(landing, "plan", D1, [PLANS, ["P3|broken"]])
+    write_delivery(landing, "plan", D2, [PLANS[:1]])
+    write_bronze(spark, discover(landing, ["plan"]), spec, str(path), "run-1")
+    assert DeltaTable(str(path)).version() == 0
+    assert _bronze(str(path)) == [(D1, "001.dat", 1, "P1", None, "run-1"), (D1, "001.dat", 2, "P2", None, "run-1"),
+                                  (D1, "002.dat", 1, None, "field_count", "run-1"),
+                                  (D2, "001.dat", 1, "P1", None, "run-1")]
+    assert _data_files(path) == {f.removeprefix(f"{path}/") for f in DeltaTable(str(path)).file_uris()}
+    # Spark reads what the tasks wrote, as it reads its own writes
+    assert spark.read.format("delta").load(str(path)).where("business_date = DATE'2026-03-01'").count() == 3
+
+    # a re-delivery of D2 whose control line declares a row more than its file holds, which shows only
+    # once the file is read (its lines already written by then): nothing commits, no file stays
+    d2 = write_delivery(landing, "plan", D2, [PLANS])
+    ctl = d2 / "PLAN_20260302.ctl"
+    name, rows, rest = ctl.read_text().split("|", 2)
+    ctl.write_text(f"{name}|{int(rows) + 1}|{rest}")
+    with pytest.raises(Exception) as failed:
+        write_bronze(spark, discover(landing, ["plan"], D2, D2), spec, str(path), "run-2")
+    assert failed_check(failed.value)["file"] == "PLAN_20260302_001.dat"
+    assert DeltaTable(str(path)).version() == 0
+    assert _data_files(path) == {f.removeprefix(f"{path}/") for f in DeltaTable(str(path)).file_uris()}
+
+    # a valid re-delivery replaces D2 only
+    write_delivery(landing, "plan", D2, [PLANS[1:]])
+    write_bronze(spark, discover(landing, ["plan"], D2, D2), spec, str(path), "run-3")
+    assert _bronze(str(path)) == [(D1, "001.dat", 1, "P1", None, "run-1"), (D1, "001.dat", 2, "P2", None, "run-1"),
+                                  (D1, "002.dat", 1, None, "field_count", "run-1"),
+                                  (D2, "001.dat", 1, "P2", None, "run-3")]
+
+
+def test_a_bronze_table_of_an_earlier_version_gains_the_columns_it_lacks(spark, tmp_path):
+    spec, landing, path = load_feeds()["plan"], tmp_path / "landing", str(tmp_path / "bronze")
+    write_delivery(landing, "plan", D1, [PLANS])
+    old = read_lines(spark, discover(landing, ["plan"]), spec).select(*LINEAGE, *spec.field_names)  # no run_id, rejects
+    delta.replace_where(old, path, "business_date = DATE'2026-03-01'", ["business_date"], optimize_write=False)
+    write_delivery(landing, "plan", D2, [PLANS[:1]])
+    write_bronze(spark, discover(landing, ["plan"], D2, D2), spec, path, "run-2")
+    assert _bronze(path) == [(D1, "001.dat", 1, "P1", None, None), (D1, "001.dat", 2, "P2", None, None),
+                             (D2, "001.dat", 1, "P1", None, "run-2")]

@@ -3,8 +3,9 @@
 Per feed:
 
 1. bronze, in one pass over each file: verify it against its control line while reading, split
-   numbered lines into string fields (structurally bad lines keep their raw text and reason) and
-   replace the batch's business dates in one transaction. A file failing a check aborts the
+   numbered lines into string fields (structurally bad lines keep their raw text and reason),
+   write them as Parquet from the reading tasks and replace the batch's business dates in one
+   transaction (`spark_io.write_bronze`). A file failing a check aborts the
    write; its delivery is dropped and the others are written again, so a delivery loads whole
    or not at all;
 2. silver, from the batch's bronze rows: type, validate, map numbers to subscriptions, keep the
@@ -35,7 +36,7 @@ from crm_pipeline.errors import PipelineError
 from crm_pipeline.feeds import FeedSpec, load_feeds
 from crm_pipeline.ingest.landing import Delivery, IncompleteFolder, discover
 from crm_pipeline.ingest.reader import join
-from crm_pipeline.ingest.spark_io import failed_check, read_lines, source_file, verify_deliveries
+from crm_pipeline.ingest.spark_io import failed_check, source_file, verify_deliveries, write_bronze
 from crm_pipeline.ingest.volume import delivered_volumes, volume_drop
 from crm_pipeline.progress import bar
 from crm_pipeline.io import delta
@@ -315,12 +316,8 @@ def _write_bronze(
     """
     failed: list[tuple[Delivery, str, str, str]] = []
     while batch:
-        days = sorted({d.business_date for d in batch})
-        rows = read_lines(spark, batch, spec).select(
-            *LINEAGE, *spec.field_names, F.lit(ctx.run_id).alias("run_id"), *REJECT_COLUMNS)
         try:
-            delta.replace_where(rows, lake.bronze(spec.feed), delta.in_predicate("business_date", days),
-                                ["business_date"], optimize_write=False, merge_schema=True)
+            write_bronze(spark, batch, spec, lake.bronze(spec.feed), ctx.run_id)
             return batch, failed
         except Exception as exc:  # noqa: BLE001 - a failed file check surfaces as a Spark job failure
             if failed_check(exc) is None:
