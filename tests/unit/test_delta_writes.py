@@ -108,3 +108,12 @@ def test_a_bronze_table_of_an_earlier_version_gains_the_columns_it_lacks(spark, 
     write_bronze(spark, discover(landing, ["plan"], D2, D2), spec, path, "run-2")
     assert _bronze(path) == [(D1, "001.dat", 1, "P1", None, None), (D1, "001.dat", 2, "P2", None, None),
                              (D2, "001.dat", 1, "P1", None, "run-2")]
+
+
+def test_a_relative_bronze_path_means_the_same_folder_to_the_driver_and_the_tasks(spark, tmp_path, monkeypatch):
+    spec = load_feeds()["plan"]
+    write_delivery(tmp_path / "landing", "plan", D1, [PLANS])
+    monkeypatch.chdir(tmp_path)  # the driver's folder; Spark's Python workers keep the one they started in
+    write_bronze(spark, discover(tmp_path / "landing", ["plan"]), spec, "lake/bronze", "run-1")
+    assert _bronze(str(tmp_path / "lake" / "bronze")) == [(D1, "001.dat", 1, "P1", None, "run-1"),
+                                                          (D1, "001.dat", 2, "P2", None, "run-1")]

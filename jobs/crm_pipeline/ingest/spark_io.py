@@ -7,6 +7,7 @@ a file. The driver only deals out (small) file descriptions; file contents never
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -202,7 +203,7 @@ def write_bronze(spark: SparkSession, deliveries: list[Delivery], spec: FeedSpec
     write_id = uuid.uuid4().hex[:12]
     max_rows = int(spark.conf.get("spark.sql.files.maxRecordsPerFile", "0")) or 1 << 62
     codec = spark.conf.get("spark.sql.parquet.compression.codec", "snappy")
-    root = path.rstrip("/")
+    root = path.rstrip("/") if "://" in path else os.path.abspath(path)  # executors may run elsewhere
     written = []
     if files:
         tasks = spark.createDataFrame(_deal(spark, files).map(lambda f: tuple(f[k] for k in _FILE_FIELDS)),
