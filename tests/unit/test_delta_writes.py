@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 
 from crm_pipeline.feeds import load_feeds
 from crm_pipeline.ingest.landing import discover
+from crm_pipeline.ingest import spark_io
 from crm_pipeline.ingest.spark_io import failed_check, read_lines, write_bronze
 from crm_pipeline.io import delta
 from crm_pipeline.spark import MAX_OPTIMIZED_WRITE_SHUFFLE
@@ -66,7 +67,9 @@ def _data_files(path) -> set[str]:
     return {str(p.relative_to(path)) for p in path.rglob("*.parquet") if "_delta_log" not in p.parts}
 
 
-def test_bronze_is_written_by_the_reading_tasks_in_one_commit_and_a_failed_file_leaves_nothing(spark, tmp_path):
+def test_bronze_is_written_by_the_reading_tasks_in_one_commit_and_a_failed_file_leaves_nothing(spark, tmp_path,
+                                                                                               monkeypatch):
+    monkeypatch.setattr(spark_io, "CHECKPOINT_INTERVAL", 1)  # a checkpoint from version 1 on
     spec, landing, path = load_feeds()["plan"], tmp_path / "landing", tmp_path / "bronze"
     write_delivery(landing, "plan", D1, [PLANS, ["P3|broken"]])
     write_delivery(landing, "plan", D2, [PLANS[:1]])
@@ -97,6 +100,8 @@ def test_bronze_is_written_by_the_reading_tasks_in_one_commit_and_a_failed_file_
     assert _bronze(str(path)) == [(D1, "001.dat", 1, "P1", None, "run-1"), (D1, "001.dat", 2, "P2", None, "run-1"),
                                   (D1, "002.dat", 1, None, "field_count", "run-1"),
                                   (D2, "001.dat", 1, "P2", None, "run-3")]
+    assert (path / "_delta_log" / "00000000000000000001.checkpoint.parquet").is_file()
+    assert spark.read.format("delta").load(str(path)).count() == 4  # Spark reads the checkpoint
 
 
 def test_a_bronze_table_of_an_earlier_version_gains_the_columns_it_lacks(spark, tmp_path):

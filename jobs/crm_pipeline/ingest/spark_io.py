@@ -113,6 +113,8 @@ def read_lines(spark: SparkSession, deliveries: list[Delivery], spec: FeedSpec |
         lambda batches: _read_files(batches, spec), schema)
 
 
+#: a Delta checkpoint every this many bronze versions, as Spark's own writer makes them by default
+CHECKPOINT_INTERVAL = 10
 _WRITTEN_SCHEMA = "path string, business_date string, size long, rows long"
 _WRITTEN_SCHEMA_NAMES = [column.split()[0] for column in _WRITTEN_SCHEMA.split(", ")]
 
@@ -224,6 +226,10 @@ def write_bronze(spark: SparkSession, deliveries: list[Delivery], spec: FeedSpec
     else:
         table.create_write_transaction(adds, mode="overwrite", schema=schema, partition_by=["business_date"],
                                        partition_filters=[("business_date", "in", [d.isoformat() for d in days])])
+    written_table = delta_rs.table(root)
+    version = written_table.version()
+    if version and version % CHECKPOINT_INTERVAL == 0:  # Spark replays the log from the last one
+        written_table.create_checkpoint()
 
 
 def failed_check(exc: BaseException) -> dict | None:
