@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from crm_pipeline.feeds import FeedSpec
 from crm_pipeline.ingest.landing import Delivery
 from crm_pipeline.ingest.reader import FileCheck, FileScan, resolve
-from crm_pipeline.transforms.staging.parse import REJECT_COLUMNS, bronze_arrow_schema, bronze_schema, split_fields
+from crm_pipeline.transforms.staging.parse import REJECT_COLUMNS, bronze_schema, split_fields
 
 LINES_SCHEMA = "business_date date, delivery_id string, source_file string, line_no long, raw_line string, decode_ok boolean"
 _ARROW_LINES = pa.schema([
@@ -113,6 +113,13 @@ def read_lines(spark: SparkSession, deliveries: list[Delivery], spec: FeedSpec |
         lambda batches: _read_files(batches, spec), schema)
 
 
+def _bronze_arrow_schema(spec: FeedSpec) -> pa.Schema:
+    """The bronze table's columns in table order (the lines' lineage, the feed's fields as strings,
+    `run_id`, the reject columns), every one nullable as Spark writes Delta columns."""
+    return pa.schema(list(_ARROW_LINES)[:4] + [pa.field(name, pa.string())
+                                               for name in (*spec.field_names, "run_id", *REJECT_COLUMNS)])
+
+
 #: a Delta checkpoint every this many bronze versions, as Spark's own writer makes them by default
 CHECKPOINT_INTERVAL = 10
 _WRITTEN_SCHEMA = "path string, business_date string, size long, rows long"
@@ -126,7 +133,7 @@ def _write_parts(batches: Iterator[pa.RecordBatch], spec: FeedSpec, root: str, w
     rows), named part-<write_id>-...; yield what it wrote (`_WRITTEN_SCHEMA`)."""
     import pyarrow.parquet as pq
 
-    schema = bronze_arrow_schema(spec)
+    schema = _bronze_arrow_schema(spec)
     file_schema = schema.remove(schema.get_field_index("business_date"))
     fs, base = resolve(root)
     open_files: dict[str, tuple[str, object, int]] = {}  # day -> (relative path, writer, rows)
@@ -190,7 +197,7 @@ def write_bronze(spark: SparkSession, deliveries: list[Delivery], spec: FeedSpec
     from crm_pipeline.transforms.staging.parse import LINEAGE
 
     days = sorted({d.business_date for d in deliveries})
-    schema = bronze_arrow_schema(spec)
+    schema = _bronze_arrow_schema(spec)
     table = delta_rs.table(path)
     if table is not None and [(f.name, f.type) for f in pa.schema(table.schema().to_arrow())] != [
             (f.name, f.type) for f in schema]:

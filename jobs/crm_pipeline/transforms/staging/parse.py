@@ -43,14 +43,6 @@ def bronze_schema(spec: FeedSpec) -> str:
     return f"{_LINEAGE_DDL}, {fields}, raw_line string, reject_reason string, reject_detail string"
 
 
-def bronze_arrow_schema(spec: FeedSpec) -> pa.Schema:
-    """The bronze table's columns in table order (the split lines, then `run_id` and the reject
-    columns), every one nullable as Spark writes Delta columns."""
-    return pa.schema([("business_date", pa.date32()), ("delivery_id", pa.string()), ("source_file", pa.string()),
-                      ("line_no", pa.int64()), *[(f.name, pa.string()) for f in spec.fields], ("run_id", pa.string()),
-                      *[(c, pa.string()) for c in REJECT_COLUMNS]])
-
-
 def split_fields(texts: pa.Array, decode_ok: pa.Array, spec: FeedSpec) -> list[pa.Array]:
     """Split lines on `|` into the feed's fields (Arrow compute, no Python object per line).
 
