@@ -115,19 +115,19 @@ def scale_child(base: str, out: str, volume: int, month: str) -> None:
               f"({time.monotonic() - t0:.0f} s)", flush=True)
 
     lo6, lo3, lo2 = _add_months(m, -6), _add_months(m, -3), _add_months(m, -2)
+    # each feed partitioned as the silver build partitions it (bill: by bill_month_date)
     silver = [
-        ("subscriber", "snapshot_date", F.col("snapshot_date").between(m - timedelta(days=1), hi),
+        ("subscriber", F.col("snapshot_date").between(m - timedelta(days=1), hi),
          ("subscriber_id", "customer_id", "account_id", "group_id"), ("msisdn",)),
-        ("bill", "bill_month", F.col("bill_month").between(lo6, m), ("bill_line_id", "account_id", "subscriber_id"), ()),
-        ("recharge", "event_date", F.col("event_date").between(lo6, hi), ("txn_id", "account_id", "subscriber_id"),
-         ("msisdn",)),
-        ("ticket", "event_date", F.col("event_date").between(lo2, hi), ("ticket_id", "subscriber_id"), ("msisdn",)),
-        ("survey", None, None, ("response_id", "subscriber_id"), ("msisdn",)),
+        ("bill", F.col("bill_month").between(lo6, m), ("bill_line_id", "account_id", "subscriber_id"), ()),
+        ("recharge", F.col("event_date").between(lo6, hi), ("txn_id", "account_id", "subscriber_id"), ("msisdn",)),
+        ("ticket", F.col("event_date").between(lo2, hi), ("ticket_id", "subscriber_id"), ("msisdn",)),
+        ("survey", None, ("response_id", "subscriber_id"), ("msisdn",)),
     ]
-    for feed, part, where, ids, nums in silver:
+    for feed, where, ids, nums in silver:
         df = delta.read(spark, src.silver(feed))
-        part = part or partition_date(feed_spec(feed))[0]
-        write(clone(df.where(where) if where is not None else df, ids, nums), dst.silver(feed), part)
+        write(clone(df.where(where) if where is not None else df, ids, nums), dst.silver(feed),
+              partition_date(feed_spec(feed))[0])
     write(delta.read(spark, src.silver("plan")), dst.silver("plan"), "snapshot_date")
     gold = [
         ("daily_usage_by_subscriber", "usage_date", F.col("usage_date").between(lo3, hi), ("subscriber_id",), ()),
