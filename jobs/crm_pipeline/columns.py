@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import reduce
+
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
@@ -32,3 +35,23 @@ def hmac_sha256_hex(col: Column, key: str) -> Column:
     ipad, opad = _hmac_pads(key.encode("utf-8"))
     inner = F.sha2(F.concat(F.unhex(F.lit(ipad)), F.encode(col, "UTF-8")), 256)
     return F.when(col.isNotNull(), F.sha2(F.concat(F.unhex(F.lit(opad)), F.unhex(inner)), 256))
+
+
+def code_rank(col: Column, codes: Sequence[str]) -> Column:
+    """1-based position of `col` among `codes` sorted (NULL when NULL or not one of them).
+
+    The max or min of a string column makes Spark sort the rows to aggregate them (its hash
+    aggregation keeps fixed-width buffers only); of this rank it aggregates by hash, and `code_at`
+    turns the result back. `codes`: every value the column can hold (a feed's allowed list, which
+    silver enforces), so the rank orders them as the strings would.
+    """
+    ranked = sorted(set(codes))
+    return reduce(lambda acc, ic: acc.when(col == ic[1], F.lit(ic[0])), enumerate(ranked[1:], 2),
+                  F.when(col == ranked[0], F.lit(1)))
+
+
+def code_at(rank: Column, codes: Sequence[str]) -> Column:
+    """The code at a `code_rank` position (NULL for NULL)."""
+    ranked = sorted(set(codes))
+    return reduce(lambda acc, ic: acc.when(rank == ic[0], F.lit(ic[1])), enumerate(ranked[1:], 2),
+                  F.when(rank == 1, F.lit(ranked[0])))

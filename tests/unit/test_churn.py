@@ -333,6 +333,35 @@ def test_activity_from_monthly_summaries_equals_activity_from_days(spark):
     assert x1.recharge_gap_max_days == 34 and x1.recharge_days_3m == 2  # Dec 30 -> Feb 2, Feb 2 -> Feb 28 is 26
 
 
+def test_calling_circle_counts_frequent_contacts_and_those_that_left_by_hand(spark):
+    """Frequent over M-2..M (days summed across months), a number that left twice in the window
+    (reassigned) counted once, a number that left before the contact began (reassigned later) or
+    outside the window not counted; two batch months at once."""
+    from pyspark.sql import functions as F
+
+    from crm_pipeline.transforms.marts.churn import circle_stats
+
+    def d(m, day=1):
+        return date(2026, m, day)
+
+    pairs = spark.createDataFrame([
+        ("S1", d(3), "pA", 1, d(3, 10)), ("S1", d(5), "pA", 1, d(5, 2)),  # 2 days over 03..05, 1 over 04..06
+        ("S1", d(5), "pB", 3, d(5, 20)), ("S1", d(6), "pC", 2, d(6, 1)),
+        ("S2", d(4), "pB", 2, d(4, 3)), ("S2", d(6), "pD", 2, d(6, 5)),
+        ("S3", d(6), "pA", 1, d(6, 9)),  # never frequent: no row
+    ], "subscriber_id string, month date, other_party_key string, days long, first_day date")
+    history = spark.createDataFrame([
+        ("pA", d(4), True), ("pA", d(5), False),  # left in April; the number's new holder stays
+        ("pB", d(5), True), ("pB", d(6), True),  # left in May, reassigned, left again in June
+        ("pC", d(5), True),  # left in May, before S1 first called the number (June 1)
+        ("pD", d(1), True),  # left in January: outside every window
+    ], "msisdn_key string, month date, churned_in_month boolean")
+    months = spark.createDataFrame([(d(5),), (d(6),)], "month date").withColumn("month_end", F.last_day("month"))
+    got = {(r.subscriber_id, r.month): (r.circle_size, r.circle_churned)
+           for r in circle_stats(pairs, history, months).collect()}
+    assert got == {("S1", d(5)): (2, 2), ("S1", d(6)): (2, 1), ("S2", d(5)): (1, 1), ("S2", d(6)): (2, 1)}
+
+
 # --- Model, reasons ------------------------------------------------------------------------------
 
 def _synthetic(n: int, driver: str, seed: int = 0) -> pd.DataFrame:

@@ -89,6 +89,26 @@ def test_daily_contacts_aggregate_calls_and_sms_per_hashed_other_party(spark):
 CONTACTS_DDL = "subscriber_id string, usage_date date, other_party_key string, other_operator string, calls long"
 
 
+def test_the_largest_operator_code_by_rank_equals_the_largest_string_and_aggregates_by_hash(spark):
+    from itertools import combinations_with_replacement
+
+    from crm_pipeline.columns import code_at, code_rank
+    from crm_pipeline.transforms.intermediate.daily_rollups import operator_codes
+
+    codes = operator_codes()
+    assert {"ON_NET", "CMCC", "CUCC", "CTCC", "FIXED", "INTL"} <= set(codes)
+    pairs = list(combinations_with_replacement(codes, 2))
+    rows = [(i, c) for i, pair in enumerate(pairs) for c in pair] + [(len(pairs), None)]
+    df = spark.createDataFrame(rows, "g int, op string")
+    by_rank = df.groupBy("g").agg(F.max(code_rank(F.col("op"), codes)).alias("r")).select(
+        "g", code_at(F.col("r"), codes).alias("op"))
+    assert "SortAggregate" not in by_rank._jdf.queryExecution().executedPlan().toString()
+    by_string = df.groupBy("g").agg(F.max("op").alias("op"))
+    assert sorted(by_rank.collect()) == sorted(by_string.collect())
+    assert by_rank.where(F.col("g") == len(pairs)).first().op is None
+
+
+
 def test_contact_months_add_up_the_days_of_each_month(spark):
     from crm_pipeline.transforms.intermediate.daily_rollups import contact_months
 

@@ -159,7 +159,9 @@ def build_subscriber_months(
     lo = min(months) - timedelta(days=1)
     hi = max(month_days(max(months)))
     snaps = silver(spark, lake, "subscriber").where(F.col("snapshot_date").between(lo, hi))
-    snapshot_days = {r[0] for r in snaps.select("snapshot_date").distinct().collect()}
+    # from the Delta log: the days with a snapshot, without reading one
+    snapshot_days = {d for d in delta_rs.partition_values(lake.silver("subscriber"), "snapshot_date") or ()
+                     if lo <= d <= hi}
     frame = month_frame(spark, months, snapshot_days)
     base = subscriber_month_base(snaps, frame)
     usage = delta.read(spark, lake.gold("daily_usage_by_subscriber"))

@@ -139,8 +139,7 @@ def month_summaries(spark: SparkSession, lake: LakeLayout, name: str, months: li
     """
     source, build = MONTH_SUMMARIES[name]
     path = lake.gold(name)
-    stored = delta.read(spark, path)
-    have = {r[0] for r in stored.select("month").distinct().collect()} if stored is not None else set()
+    have = delta_rs.partition_values(path, "month") or set()  # from the Delta log, no data read
     missing = sorted(set(months) - have)
     if missing:
         daily = delta.read(spark, lake.gold(source))

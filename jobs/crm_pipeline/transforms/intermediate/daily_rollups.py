@@ -7,9 +7,16 @@ from functools import reduce
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from crm_pipeline.columns import hmac_sha256_hex
+from crm_pipeline.columns import code_at, code_rank, hmac_sha256_hex
 
 COMPETITORS = ("CUCC", "CTCC")
+
+
+def operator_codes() -> tuple[str, ...]:
+    """Every `other_operator` code the contract allows (silver rejects the rest)."""
+    from crm_pipeline.feeds import feed_spec
+
+    return tuple(sorted({c for feed in ("cdr_voice", "cdr_sms") for c in feed_spec(feed).field("other_operator").allowed}))
 
 #: Measures of `daily_usage_by_subscriber`, all integers (seconds, bytes, fen, counts).
 USAGE_MEASURES = (
@@ -97,16 +104,19 @@ def daily_contacts(voice: DataFrame, sms: DataFrame, hmac_key: str) -> DataFrame
             (F.col("direction") == "MO").cast("int").alias("mo"),
         )
 
+    codes = operator_codes()
     return (
         edges(voice, True).unionByName(edges(sms, False))
         .groupBy("subscriber_id", "usage_date", "other_party_key")
         .agg(
-            F.max("other_operator").alias("other_operator"),
+            F.max(code_rank(F.col("other_operator"), codes)).alias("_operator"),  # the largest code
             F.sum("calls").cast("long").alias("calls"),
             F.sum("sms").cast("long").alias("sms"),
             F.sum("voice_sec").cast("long").alias("voice_sec"),
             F.sum("mo").cast("long").alias("mo_events"),
         )
+        .select("subscriber_id", "usage_date", "other_party_key", code_at(F.col("_operator"), codes)
+                .alias("other_operator"), "calls", "sms", "voice_sec", "mo_events")
     )
 
 
@@ -119,14 +129,16 @@ def contact_months(contacts: DataFrame) -> DataFrame:
     exactly to what the daily rows of a span of months give (day counts of different months never
     overlap), so the monthly stage reads these instead of every day's rows again.
     """
+    codes = operator_codes()
     return contacts.groupBy(
         "subscriber_id", F.trunc("usage_date", "month").alias("month"), "other_party_key"
     ).agg(
         F.count(F.lit(1)).alias("days"),
         F.min("usage_date").alias("first_day"),
         F.sum("calls").cast("long").alias("calls"),
-        F.max(F.when(F.col("calls") > 0, F.col("other_operator"))).alias("call_operator"),
-    )
+        F.max(F.when(F.col("calls") > 0, code_rank(F.col("other_operator"), codes))).alias("_operator"),
+    ).select("subscriber_id", "month", "other_party_key", "days", "first_day", "calls",
+             code_at(F.col("_operator"), codes).alias("call_operator"))
 
 
 def activity_months(usage: DataFrame) -> DataFrame:

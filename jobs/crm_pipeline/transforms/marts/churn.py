@@ -104,25 +104,30 @@ def ticket_stats(tickets: DataFrame, months: DataFrame) -> DataFrame:
 
 def circle_stats(pairs: DataFrame, history: DataFrame, months: DataFrame) -> DataFrame:
     """Calling-circle churn exposure: frequent contacts in M-2..M (gold contact_months) and how many of
-    them are own-network subscriptions terminated in M-2..M (matched on the keyed number)."""
-    m = F.broadcast(months.select(F.col("month").alias("_m"), "month_end"))
+    them are own-network subscriptions terminated in M-2..M (matched on the keyed number).
+
+    One pass over the pairs: they are hashed by subscriber once, so the frequent contacts and the
+    per-subscriber counts that follow need no further shuffle of them; the numbers that left are
+    few (a month's churners) and are joined to the frequent contacts as a list of churn months per
+    number (a number reassigned and terminated again can have two)."""
+    m = F.broadcast(months.select(F.col("month").alias("_m")))
     c = pairs.select("subscriber_id", F.col("month").alias("pair_month"), "other_party_key", "days", "first_day")
-    j = c.join(m, c.pair_month.between(F.add_months(m._m, -2), m._m))
+    j = c.join(m, c.pair_month.between(F.add_months(m._m, -2), m._m)).repartition("subscriber_id")
     # the months' day counts never overlap, so their sum is the distinct days in M-2..M
     frequent = j.groupBy("subscriber_id", F.col("_m").alias("month"), "other_party_key").agg(
         F.sum("days").alias("days"), F.min("first_day").alias("first_day")).where(
         F.col("days") >= FREQUENT_CONTACT_DAYS)
-    left = history.where(F.col("churned_in_month")).select(
-        F.col("msisdn_key").alias("other_party_key"), F.col("month").alias("churn_month")).distinct()
+    churned = history.where(F.col("churned_in_month"))
+    in_window = churned.join(m, churned.month.between(F.add_months(m._m, -2), m._m), "left_semi")
+    left = in_window.groupBy(F.col("msisdn_key").alias("other_party_key")).agg(
+        F.collect_set("month").alias("churn_months"))
     # first contact by the end of the churn month: a number reassigned later to a new subscription
     # (whose contacts all come after) is not a contact who left
-    hit = frequent.join(left, "other_party_key").where(
-        F.col("churn_month").between(F.add_months(F.col("month"), -2), F.col("month"))
-        & (F.col("first_day") <= F.last_day("churn_month"))
-    ).select("subscriber_id", "month", "other_party_key").distinct()
-    churned = hit.groupBy("subscriber_id", "month").agg(F.count(F.lit(1)).alias("circle_churned"))
-    size = frequent.groupBy("subscriber_id", "month").agg(F.count(F.lit(1)).alias("circle_size"))
-    return size.join(churned, ["subscriber_id", "month"], "left")
+    hit = F.exists("churn_months", lambda churn_month: churn_month.between(F.add_months(F.col("month"), -2),
+                                                                           F.col("month"))
+                   & (F.col("first_day") <= F.last_day(churn_month)))
+    return frequent.join(left, "other_party_key", "left").groupBy("subscriber_id", "month").agg(
+        F.count(F.lit(1)).alias("circle_size"), F.count(F.when(hit, 1)).alias("circle_churned"))
 
 
 def _d(col: str | Column) -> Column:

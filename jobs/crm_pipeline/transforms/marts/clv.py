@@ -120,7 +120,8 @@ def derl_table(spark: SparkSession, models: list[tuple], tenures: dict[date, lis
         ts = np.array(sorted(tenures[month]), dtype=np.int64)
         values = derl(alpha, beta, ts, d, settings.horizon_months)
         rows += [(month, group, int(t), float(v)) for t, v in zip(ts, values)]
-    return spark.createDataFrame(rows, "month date, cohort_group string, tenure_months int, derl double")
+    # broadcast: small, and built on the driver, so Spark cannot see its size and would shuffle the rows
+    return F.broadcast(spark.createDataFrame(rows, "month date, cohort_group string, tenure_months int, derl double"))
 
 
 def with_clv(rows: DataFrame, derl_by_group: DataFrame) -> DataFrame:

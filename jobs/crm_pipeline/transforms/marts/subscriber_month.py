@@ -27,7 +27,11 @@ def month_frame(spark: SparkSession, months: list[date], snapshot_days: set[date
         prev_end = m - timedelta(days=1)
         last = m.replace(day=monthrange(m.year, m.month)[1])
         rows.append((m, last, prev_end if prev_end in snapshot_days else m, prev_end in snapshot_days))
-    return spark.createDataFrame(rows, "month date, month_end date, opening_day date, opening_from_prev boolean")
+    # broadcast: a frame built on the driver has no size Spark can see, and its joins on date
+    # ranges would otherwise be planned as cartesian products that read the other side once per
+    # partition of this one
+    return F.broadcast(spark.createDataFrame(rows, "month date, month_end date, opening_day date, "
+                                                   "opening_from_prev boolean"))
 
 
 def _active(col_status: Column) -> Column:
