@@ -16,7 +16,9 @@ def operator_codes() -> tuple[str, ...]:
     """Every `other_operator` code the contract allows (silver rejects the rest)."""
     from crm_pipeline.feeds import feed_spec
 
-    return tuple(sorted({c for feed in ("cdr_voice", "cdr_sms") for c in feed_spec(feed).field("other_operator").allowed}))
+    return tuple(sorted({code for feed in ("cdr_voice", "cdr_sms")
+                         for code in feed_spec(feed).field("other_operator").allowed}))
+
 
 #: Measures of `daily_usage_by_subscriber`, all integers (seconds, bytes, fen, counts).
 USAGE_MEASURES = (
