@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import reduce
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
@@ -45,13 +44,13 @@ def code_rank(col: Column, codes: Sequence[str]) -> Column:
     turns the result back. `codes`: every value the column can hold (a feed's allowed list, which
     silver enforces), so the rank orders them as the strings would.
     """
-    ranked = sorted(set(codes))
-    return reduce(lambda acc, ic: acc.when(col == ic[1], F.lit(ic[0])), enumerate(ranked[1:], 2),
-                  F.when(col == ranked[0], F.lit(1)))
+    return _literal_map((code, rank) for rank, code in enumerate(sorted(set(codes)), 1))[col]
 
 
 def code_at(rank: Column, codes: Sequence[str]) -> Column:
     """The code at a `code_rank` position (NULL for NULL)."""
-    ranked = sorted(set(codes))
-    return reduce(lambda acc, ic: acc.when(rank == ic[0], F.lit(ic[1])), enumerate(ranked[1:], 2),
-                  F.when(rank == 1, F.lit(ranked[0])))
+    return _literal_map(enumerate(sorted(set(codes)), 1))[rank]
+
+
+def _literal_map(pairs) -> Column:
+    return F.create_map(*[F.lit(x) for pair in pairs for x in pair])
