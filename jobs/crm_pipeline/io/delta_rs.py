@@ -45,6 +45,18 @@ def partition_values(path: str, column: str) -> set | None:
         pa.table(found.get_add_actions(flatten=True)).column(f"partition.{column}").to_pylist())
 
 
+def partition_bytes(path: str, column: str, values) -> int:
+    """Bytes of the data files holding the given values of partition `column`, from the Delta log
+    alone; 0 before the table's first write."""
+    found = table(path)
+    if found is None:
+        return 0
+    actions = pa.table(found.get_add_actions(flatten=True))
+    wanted = set(values)
+    return sum(size for size, value in zip(actions.column("size_bytes").to_pylist(),
+                                           actions.column(f"partition.{column}").to_pylist()) if value in wanted)
+
+
 def append_rows(path: str, rows: list[dict], schema: pa.Schema) -> None:
     """Append `rows` (dicts keyed by the fields of `schema`) in one Delta commit, creating the
     table on the first write; nothing for no rows. Every field is written nullable, as Spark

@@ -497,11 +497,15 @@ def _write_record(path: str) -> dict | None:
 # Inside `crm analyse`: features, scores, watch list, lost customers, drift
 
 
-def churn_inputs(spark: SparkSession, lake: LakeLayout, months: list[date]) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """Gold activity_months (M-3..M), gold contact_months and silver tickets (M-2..M) for `months`."""
-    from crm_pipeline.pipeline.monthly import month_days
+def churn_inputs(spark: SparkSession, lake: LakeLayout,
+                 months: list[date]) -> tuple[DataFrame, DataFrame, DataFrame, int]:
+    """Gold activity_months (M-3..M), gold contact_months and silver tickets (M-2..M) for `months`,
+    and the shuffle partitions for the calling circle (from the pairs' stored size)."""
+    from crm_pipeline.io import delta_rs
+    from crm_pipeline.months import month_days
     from crm_pipeline.pipeline.rollups import month_summaries
     from crm_pipeline.pipeline.tables import silver
+    from crm_pipeline.spark import partitions_for
     from crm_pipeline.transforms.marts.churn import ACTIVITY_LOOKBACK_MONTHS
 
     def and_before(n: int) -> list[date]:  # the batch's months and the n months before each
@@ -510,8 +514,10 @@ def churn_inputs(spark: SparkSession, lake: LakeLayout, months: list[date]) -> t
     hi = max(month_days(max(months)))
     activity = month_summaries(spark, lake, "activity_months", and_before(ACTIVITY_LOOKBACK_MONTHS))
     contacts = month_summaries(spark, lake, "contact_months", and_before(2))
+    circle_partitions = partitions_for(spark, delta_rs.partition_bytes(lake.gold("contact_months"), "month",
+                                                                        and_before(2)))
     tickets = silver(spark, lake, "ticket").where(F.col("event_date").between(add_months(min(months), -2), hi))
-    return activity, contacts, tickets
+    return activity, contacts, tickets, circle_partitions
 
 
 def churn_marts(spark: SparkSession, lake: LakeLayout, rows: DataFrame, every: DataFrame, months: list[date],
@@ -520,9 +526,10 @@ def churn_marts(spark: SparkSession, lake: LakeLayout, rows: DataFrame, every: D
     lost_customers, model_drift}) for the batch `months`, scored with the registry's models."""
     from crm_pipeline.transforms.marts.churn import churn_features, lost_customers
 
-    activity, contacts, tickets = churn_inputs(spark, lake, months)
+    activity, contacts, tickets, circle_partitions = churn_inputs(spark, lake, months)
     with stage("churn_features"):
-        features = churn_features(rows, every, activity, contacts, tickets).localCheckpoint(eager=True)
+        features = churn_features(rows, every, activity, contacts, tickets, circle_partitions).localCheckpoint(
+            eager=True)
     scored, watchlist, drift = scored_marts(lake, rows, features, months, config, progress)
     lost = lost_customers(rows, every, config["winback"]["reason_weights"])
     return scored, {"churn_features": features, "churn_watchlist": watchlist, "lost_customers": lost,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import calendar
 import time
 from collections.abc import Callable
 from datetime import date, timedelta
@@ -14,7 +13,7 @@ from crm_pipeline import faults, ops
 from crm_pipeline.errors import PipelineError
 from crm_pipeline.feeds import load_feeds
 from crm_pipeline.io import delta, delta_rs
-from crm_pipeline.months import add_months
+from crm_pipeline.months import add_months, month_days
 from crm_pipeline.pipeline.rollups import month_summaries
 from crm_pipeline.pipeline.tables import silver
 from crm_pipeline.progress import bar, track
@@ -33,10 +32,6 @@ from crm_pipeline.transforms.marts.subscriber_month import (
 from crm_pipeline.pipeline.settings import AnalyticsSettings, analytics_settings  # noqa: F401  (re-exported)
 
 LATE_DAYS = 3
-
-
-def month_days(m: date) -> list[date]:
-    return [m + timedelta(days=i) for i in range(calendar.monthrange(m.year, m.month)[1])]
 
 
 def next_month(m: date) -> date:

@@ -102,17 +102,19 @@ def ticket_stats(tickets: DataFrame, months: DataFrame) -> DataFrame:
     )
 
 
-def circle_stats(pairs: DataFrame, history: DataFrame, months: DataFrame) -> DataFrame:
+def circle_stats(pairs: DataFrame, history: DataFrame, months: DataFrame, partitions: int | None = None) -> DataFrame:
     """Calling-circle churn exposure: frequent contacts in M-2..M (gold contact_months) and how many of
     them are own-network subscriptions terminated in M-2..M (matched on the keyed number).
 
-    One pass over the pairs: they are hashed by subscriber once, so the frequent contacts and the
-    per-subscriber counts that follow need no further shuffle of them; the numbers that left are
-    few (a month's churners) and are joined to the frequent contacts as a list of churn months per
-    number (a number reassigned and terminated again can have two)."""
+    One pass over the pairs: they are hashed by subscriber once (into `partitions`, by default the
+    session's shuffle partitions), so the frequent contacts and the per-subscriber counts that
+    follow need no further shuffle of them; the numbers that left are few (a month's churners) and
+    are joined to the frequent contacts as a list of churn months per number (a number reassigned
+    and terminated again can have two)."""
     m = F.broadcast(months.select(F.col("month").alias("_m")))
     c = pairs.select("subscriber_id", F.col("month").alias("pair_month"), "other_party_key", "days", "first_day")
-    j = c.join(m, c.pair_month.between(F.add_months(m._m, -2), m._m)).repartition("subscriber_id")
+    j = c.join(m, c.pair_month.between(F.add_months(m._m, -2), m._m)).repartition(
+        *([partitions] if partitions else []), "subscriber_id")
     # the months' day counts never overlap, so their sum is the distinct days in M-2..M
     frequent = j.groupBy("subscriber_id", F.col("_m").alias("month"), "other_party_key").agg(
         F.sum("days").alias("days"), F.min("first_day").alias("first_day")).where(
@@ -135,20 +137,21 @@ def _d(col: str | Column) -> Column:
 
 
 def churn_features(rows: DataFrame, history: DataFrame, activity: DataFrame, contacts: DataFrame,
-                   tickets: DataFrame) -> DataFrame:
+                   tickets: DataFrame, circle_partitions: int | None = None) -> DataFrame:
     """One row per subscriber active at the end of a month of `rows`: month, subscriber_id, FEATURES.
 
     `rows`: the batch's subscriber_month rows (with the gold extra columns and activation_date);
     `history`: CHURN_HISTORY_COLUMNS of every month at hand up to the batch's last (earlier ones
     included); `activity`: gold activity_months of M-3..M; `contacts`: gold contact_months
-    of M-2..M; `tickets`: silver ticket rows created in M-2..M. Units and definitions: docs/churn.md.
+    of M-2..M; `tickets`: silver ticket rows created in M-2..M; `circle_partitions`: see
+    `circle_stats`. Units and definitions: docs/churn.md.
     """
     months = rows.select("month").distinct().withColumn("month_end", F.last_day("month"))
     base = rows.where(F.col("closing")).join(F.broadcast(months), "month")
     hist = history_stats(history)
     act = activity_stats(activity, months)
     tix = ticket_stats(tickets, months)
-    circle = circle_stats(contacts, history, months)
+    circle = circle_stats(contacts, history, months, circle_partitions)
     j = base.join(hist, ["subscriber_id", "month"], "left").join(act, ["subscriber_id", "month"], "left") \
         .join(tix, ["subscriber_id", "month"], "left").join(circle, ["subscriber_id", "month"], "left")
     prepaid = F.col("payment_type") == "PREPAID"
