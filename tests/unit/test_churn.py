@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import date, timedelta
 
 import numpy as np
@@ -360,6 +361,10 @@ def test_calling_circle_counts_frequent_contacts_and_those_that_left_by_hand(spa
     got = {(r.subscriber_id, r.month): (r.circle_size, r.circle_churned)
            for r in circle_stats(pairs, history, months).collect()}
     assert got == {("S1", d(5)): (2, 2), ("S1", d(6)): (2, 1), ("S2", d(5)): (1, 1), ("S2", d(6)): (2, 1)}
+    # hashed into a given number of partitions (sized by the caller from the pairs' bytes): the same counts
+    five = circle_stats(pairs, history, months, partitions=5)
+    assert re.search(r"hashpartitioning\(subscriber_id#\d+, 5\)", five._jdf.queryExecution().executedPlan().toString())
+    assert {(r.subscriber_id, r.month): (r.circle_size, r.circle_churned) for r in five.collect()} == got
 
 
 # --- Model, reasons ------------------------------------------------------------------------------

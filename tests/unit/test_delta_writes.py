@@ -122,3 +122,33 @@ def test_a_relative_bronze_path_means_the_same_folder_to_the_driver_and_the_task
     write_bronze(spark, discover(tmp_path / "landing", ["plan"]), spec, "lake/bronze", "run-1")
     assert _bronze(str(tmp_path / "lake" / "bronze")) == [(D1, "001.dat", 1, "P1", None, "run-1"),
                                                           (D1, "001.dat", 2, "P2", None, "run-1")]
+
+
+def test_shuffle_partitions_follow_the_stored_bytes_of_the_input(spark, tmp_path):
+    """`delta_rs.partition_bytes` sums the files of the asked partition values (as on disk);
+    `partitions_for` gives one partition per advisory size of them, never fewer than the session's."""
+    import os
+
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from crm_pipeline.io import delta_rs
+    from crm_pipeline.spark import partitions_for
+
+    path = str(tmp_path / "t")
+    days = [date(2026, 1, 1), date(2026, 1, 2), date(2026, 1, 3)]
+    for k in range(2):  # two files in each partition
+        write_deltalake(path, pa.table({"d": days, "x": [k, 2 * k, 3 * k]}), partition_by=["d"], mode="append")
+
+    def on_disk(day):
+        folder = tmp_path / "t" / f"d={day}"
+        return sum(os.path.getsize(folder / f) for f in os.listdir(folder))
+
+    assert delta_rs.partition_bytes(path, "d", days[:2]) == on_disk(days[0]) + on_disk(days[1]) > 0
+    assert delta_rs.partition_bytes(path, "d", [date(2025, 1, 1)]) == 0
+    assert delta_rs.partition_bytes(str(tmp_path / "none"), "d", days) == 0
+    target = spark.sparkContext._jvm.org.apache.spark.network.util.JavaUtils.byteStringAsBytes(
+        spark.conf.get("spark.sql.adaptive.advisoryPartitionSizeInBytes"))
+    session = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    assert partitions_for(spark, 0) == partitions_for(spark, target) == session
+    assert partitions_for(spark, (session + 5) * target + 1) == session + 6

@@ -148,6 +148,29 @@ def test_monthly_pairs_follow_a_rewritten_day_of_their_month(spark, tmp_path):
     assert pairs() == [(march, "k1", 1), (march, "k2", 1), (april, "k1", 1)]
 
 
+def test_the_daily_contacts_are_hashed_by_subscriber_before_the_month_is_aggregated(spark, tmp_path):
+    """A contact's days sit in different files (one day each): an aggregation inside the reading
+    tasks would reduce nothing, so the daily rows are hashed by subscriber first; the pairs are
+    those the aggregation gives straight."""
+    from crm_pipeline.io import delta
+    from crm_pipeline.pipeline.rollups import replace_daily, summary_rows
+    from crm_pipeline.settings import LakeLayout
+    from crm_pipeline.transforms.intermediate.daily_rollups import contact_months
+
+    lake = LakeLayout(str(tmp_path / "lake"))
+    march = date(2026, 3, 1)
+    days = [date(2026, 3, 2), date(2026, 3, 3), date(2026, 4, 1)]
+    replace_daily(spark, lake, "daily_contacts", spark.createDataFrame(
+        [("S1", days[0], "k1", "CUCC", 1), ("S1", days[1], "k1", "ON_NET", 2), ("S2", days[1], "k1", "CUCC", 0),
+         ("S1", days[2], "k1", "CUCC", 1)], CONTACTS_DDL), days)
+    rows = summary_rows(spark, lake, "contact_months", [march])
+    plan = rows._jdf.queryExecution().executedPlan().toString()
+    below = plan[plan.index("Exchange"):]
+    assert below.startswith("Exchange hashpartitioning(subscriber_id") and "Aggregate" not in below, plan
+    straight = contact_months(delta.read(spark, lake.gold("daily_contacts")).where(F.col("usage_date") < date(2026, 4, 1)))
+    assert sorted(rows.collect()) == sorted(straight.collect()) and rows.count() == 2
+
+
 def test_monthly_activity_follows_a_rewritten_day_of_its_month(spark, tmp_path):
     from crm_pipeline.io import delta
     from crm_pipeline.pipeline.rollups import month_summaries, replace_daily

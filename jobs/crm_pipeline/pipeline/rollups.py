@@ -136,6 +136,21 @@ def replace_daily(spark: SparkSession, lake: LakeLayout, table: str, rows: DataF
     delta.replace_where(rows, lake.gold(table), delta.in_predicate("usage_date", days), ["usage_date"])
 
 
+def summary_rows(spark: SparkSession, lake: LakeLayout, name: str, months: list[date]) -> DataFrame:
+    """The rows of the monthly summary `name` (a key of MONTH_SUMMARIES) for `months`, built from
+    its daily table."""
+    source, build, hashed_first = MONTH_SUMMARIES[name]
+    daily = delta.read(spark, lake.gold(source))
+    if daily is None:
+        raise RuntimeError("gold daily rollups are missing: run the rollup step first")
+    days = [d for m in months for d in month_days(m)]
+    rows = daily.where(F.col("usage_date").isin(days))
+    if hashed_first:
+        rows = rows.repartition(
+            partitions_for(spark, delta_rs.partition_bytes(lake.gold(source), "usage_date", days)), "subscriber_id")
+    return build(rows)
+
+
 def month_summaries(spark: SparkSession, lake: LakeLayout, name: str, months: list[date]) -> DataFrame:
     """The gold monthly summary `name` (a key of MONTH_SUMMARIES) for `months`, built from its daily
     table for the months it lacks.
@@ -143,22 +158,13 @@ def month_summaries(spark: SparkSession, lake: LakeLayout, name: str, months: li
     `replace_daily` deletes a month's summary whenever it rewrites one of its days, so the stored
     rows always equal what the current daily rows give.
     """
-    source, build, hashed_first = MONTH_SUMMARIES[name]
     path = lake.gold(name)
     have = delta_rs.partition_values(path, "month") or set()  # from the Delta log, no data read
     missing = sorted(set(months) - have)
     if missing:
-        daily = delta.read(spark, lake.gold(source))
-        if daily is None:
-            raise RuntimeError("gold daily rollups are missing: run the rollup step first")
-        days = [d for m in missing for d in month_days(m)]
-        rows = daily.where(F.col("usage_date").isin(days))
-        if hashed_first:
-            rows = rows.repartition(
-                partitions_for(spark, delta_rs.partition_bytes(lake.gold(source), "usage_date", days)), "subscriber_id")
         with stage("month_summaries", name):
             # written as the aggregation's tasks hold them (hashed over every task, one month each
             # per task): no second shuffle to bin-pack
-            delta.replace_where(build(rows), path, delta.in_predicate("month", missing), ["month"],
-                                optimize_write=False)
+            delta.replace_where(summary_rows(spark, lake, name, missing), path, delta.in_predicate("month", missing),
+                                ["month"], optimize_write=False)
     return delta.read(spark, path).where(F.col("month").isin(months))

@@ -29,12 +29,13 @@ def billing_reconciliation(bills: DataFrame, daily_usage: DataFrame, months: lis
     stacked = F.explode(F.array(*[
         F.struct(F.lit(item).alias("item"), F.col(column).alias("charge")) for item, column in USAGE_ITEMS.items()
     ])).alias("usage")
+    # summed per subscriber and month first, then stacked: a third of the rows to aggregate
     rated = (
         daily_usage.withColumn("month", F.trunc("usage_date", "month"))
         .where(F.col("month").isin(months))
+        .groupBy("month", "subscriber_id").agg(*[F.sum(c).alias(c) for c in USAGE_ITEMS.values()])
         .select("month", "subscriber_id", stacked)
-        .groupBy("month", "subscriber_id", F.col("usage.item").alias("item"))
-        .agg(F.sum("usage.charge").alias("rated"))
+        .select("month", "subscriber_id", F.col("usage.item").alias("item"), F.col("usage.charge").alias("rated"))
     )
     both = billed.join(rated, ["month", "subscriber_id", "item"], "full").select(
         "month", "item", F.coalesce("billed", F.lit(0)).alias("billed"), F.coalesce("rated", F.lit(0)).alias("rated"))
