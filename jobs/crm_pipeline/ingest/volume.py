@@ -69,13 +69,10 @@ def volume_drop(history: dict[date, int], day: date, rows: int) -> str | None:
 
 def delivered_volumes(lake: LakeLayout, loaded: dict[tuple[str, date], str]) -> dict[str, dict[date, int]]:
     """feed -> business date -> records read of the delivery loaded for that day (from crm_ops)."""
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
+    from crm_pipeline.io import delta_rs
 
-    try:
-        runs = DeltaTable(lake.ops("pipeline_runs")).to_pyarrow_dataset().to_table(
-            columns=["delivery_id", "rows_read"], filter=pc.field("status") == "SUCCESS")
-    except TableNotFoundError:
+    runs = delta_rs.read(lake.ops("pipeline_runs"), ["delivery_id", "rows_read"], pc.field("status") == "SUCCESS")
+    if runs is None:
         return {}
     per_delivery: dict[str, int] = defaultdict(int)
     for delivery_id, rows in zip(runs.column("delivery_id").to_pylist(), runs.column("rows_read").to_pylist()):

@@ -17,14 +17,10 @@ log = logging.getLogger(__name__)
 
 
 def _run_rows(path: str, run_id: str, columns: list[str]) -> list[dict]:
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
+    from crm_pipeline.io import delta_rs
 
-    try:
-        data = DeltaTable(path).to_pyarrow_dataset().to_table(columns=columns, filter=pc.field("run_id") == run_id)
-    except TableNotFoundError:
-        return []
-    return data.to_pylist()
+    data = delta_rs.read(path, columns, pc.field("run_id") == run_id)
+    return [] if data is None else data.to_pylist()
 
 
 def data_quality_summary(lake: LakeLayout, run_id: str) -> list[str]:
