@@ -37,21 +37,26 @@ def read(path: str, columns: list[str] | None = None, filter: ds.Expression | No
     return None if found is None else found.to_table(columns=columns, filter=filter)
 
 
+def _add_actions(path: str) -> pa.Table | None:
+    """The data files of the table's current version, one row each (path, size_bytes,
+    partition.<column>, ...), from the Delta log alone; None before the table's first write."""
+    found = table(path)
+    return None if found is None else pa.table(found.get_add_actions(flatten=True))
+
+
 def partition_values(path: str, column: str) -> set | None:
     """The values of partition `column` that hold data, from the Delta log alone (no data file is
     read), or None before the table's first write."""
-    found = table(path)
-    return None if found is None else set(
-        pa.table(found.get_add_actions(flatten=True)).column(f"partition.{column}").to_pylist())
+    actions = _add_actions(path)
+    return None if actions is None else set(actions.column(f"partition.{column}").to_pylist())
 
 
 def partition_bytes(path: str, column: str, values) -> int:
     """Bytes of the data files holding the given values of partition `column`, from the Delta log
     alone; 0 before the table's first write."""
-    found = table(path)
-    if found is None:
+    actions = _add_actions(path)
+    if actions is None:
         return 0
-    actions = pa.table(found.get_add_actions(flatten=True))
     wanted = set(values)
     return sum(size for size, value in zip(actions.column("size_bytes").to_pylist(),
                                            actions.column(f"partition.{column}").to_pylist()) if value in wanted)
