@@ -14,7 +14,7 @@ from crm_pipeline.ingest.landing import discover
 from crm_pipeline.ingest import spark_io
 from crm_pipeline.ingest.spark_io import failed_check, read_lines, write_bronze
 from crm_pipeline.io import delta
-from crm_pipeline.spark import MAX_OPTIMIZED_WRITE_SHUFFLE
+from crm_pipeline.spark import MAX_OPTIMIZED_WRITE_SHUFFLE, OPTIMIZED_WRITE_BIN
 from crm_pipeline.transforms.staging.parse import LINEAGE
 from tests.conftest import write_delivery
 
@@ -34,6 +34,24 @@ def _tasks_of(spark, group: str, action) -> int:
 
 def test_optimized_write_reducers_follow_the_sessions_shuffle_partitions(spark):
     assert spark.conf.get(MAX_OPTIMIZED_WRITE_SHUFFLE) == spark.conf.get("spark.sql.shuffle.partitions")
+
+
+def test_one_large_partition_value_is_written_in_several_files(spark, tmp_path):
+    """The session's bin (128 MiB unless deployed otherwise) splits a day's rows over tasks and
+    files (bins of whole map outputs); shown with a bin of 1 MiB and a day of about 6 MiB from 8 tasks."""
+    assert spark.conf.get(OPTIMIZED_WRITE_BIN) == "128"
+    rows = spark.range(0, 60_000, 1, 8).select(F.lit(date(2026, 1, 1)).alias("day"),
+                                               F.sha2(F.col("id").cast("string"), 512).alias("value"))
+    path = str(tmp_path / "t")
+    session_bin = spark.conf.get(OPTIMIZED_WRITE_BIN)
+    spark.conf.set(OPTIMIZED_WRITE_BIN, "1")
+    try:
+        delta.replace_where(rows, path, delta.in_predicate("day", [date(2026, 1, 1)]), ["day"])
+    finally:
+        spark.conf.set(OPTIMIZED_WRITE_BIN, session_bin)
+    stored = spark.read.format("delta").load(path)
+    assert len(stored.inputFiles()) >= 3  # a file per bin, each bin a task of its own
+    assert stored.count() == 60_000
 
 
 def test_an_optimized_write_of_many_small_partition_values_takes_few_tasks(spark, tmp_path):
@@ -152,3 +170,31 @@ def test_shuffle_partitions_follow_the_stored_bytes_of_the_input(spark, tmp_path
     session = int(spark.conf.get("spark.sql.shuffle.partitions"))
     assert partitions_for(spark, 0) == partitions_for(spark, target) == session
     assert partitions_for(spark, (session + 5) * target + 1) == session + 6
+
+
+def test_a_frame_persisted_inside_uncompressed_cache_is_cached_plain(spark):
+    """Spark reads the compression setting when `persist` is called; the session's own setting is
+    back afterwards."""
+    from crm_pipeline.spark import CACHE_COMPRESSED, uncompressed_cache
+
+    def stored() -> int:  # every cache of the session, in memory or on disk
+        return sum(i.memSize() + i.diskSize() for i in spark.sparkContext._jsc.sc().getRDDStorageInfo())
+
+    def cached_bytes(plain: bool) -> int:
+        before = stored()
+        frame = spark.range(200_000).select(F.lit("the same long text on every row").alias("t"))
+        if plain:
+            with uncompressed_cache(spark):
+                frame = frame.persist()
+        else:
+            frame = frame.persist()
+        try:
+            frame.count()
+            return stored() - before
+        finally:
+            frame.unpersist(blocking=True)
+
+    setting = spark.conf.get(CACHE_COMPRESSED)
+    compressed, plain = cached_bytes(False), cached_bytes(True)
+    assert plain > 10 * compressed > 0
+    assert spark.conf.get(CACHE_COMPRESSED) == setting

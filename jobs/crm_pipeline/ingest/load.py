@@ -42,6 +42,7 @@ from crm_pipeline.progress import bar
 from crm_pipeline.io import delta
 from crm_pipeline.quality import gx
 from crm_pipeline.settings import LakeLayout
+from crm_pipeline.spark import uncompressed_cache
 from crm_pipeline.stages import stage
 from crm_pipeline.transforms.staging.parse import LINEAGE, REJECT_COLUMNS, type_and_validate
 from crm_pipeline.transforms.staging.validate import LATE_DAYS
@@ -456,7 +457,8 @@ def load_feed(
             existing = (_existing_versions(silver_table, spec, part_col, sorted(scope))
                         if silver_table is not None else None)
             typed = _against_stored(typed, spec, part_col, existing)
-        typed = typed.withColumn("outcome", outcome()).persist(StorageLevel.MEMORY_AND_DISK)
+        with uncompressed_cache(spark):
+            typed = typed.withColumn("outcome", outcome()).persist(StorageLevel.MEMORY_AND_DISK)
 
         batch_records = typed.where(F.col("business_date").isin(batch_days)) if not incremental else typed
         structural = batch_rows.where(F.col("reject_reason").isNotNull())
