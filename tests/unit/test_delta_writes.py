@@ -3,6 +3,8 @@ written by the reading tasks and committed in one transaction (ingest.spark_io.w
 
 from __future__ import annotations
 
+from collections import defaultdict
+from contextlib import contextmanager
 from datetime import date, timedelta
 
 import pytest
@@ -77,8 +79,8 @@ PLANS = ["P1|GOTONE 58|POSTPAID|5800|300|100|20480|5G", "P2|EASYOWN 18|PREPAID|1
 
 def _bronze(path: str) -> list[tuple]:
     rows = DeltaTable(path).to_pyarrow_table().to_pylist()
-    return sorted((r["business_date"], r["source_file"][-7:], r["line_no"], r["plan_id"], r["reject_reason"], r["run_id"])
-                  for r in rows)
+    return sorted((r["business_date"], r["source_file"][-7:], r["line_no"], r["plan_id"], r["reject_reason"],
+                   r["run_id"]) for r in rows)
 
 
 def _data_files(path) -> set[str]:
@@ -198,3 +200,51 @@ def test_a_frame_persisted_inside_uncompressed_cache_is_cached_plain(spark):
     compressed, plain = cached_bytes(False), cached_bytes(True)
     assert plain > 10 * compressed > 0
     assert spark.conf.get(CACHE_COMPRESSED) == setting
+
+
+@contextmanager
+def _conf(spark, key: str, value: str):
+    before = spark.conf.get(key)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        spark.conf.set(key, before)
+
+
+def test_laid_out_keeps_a_large_partition_value_in_place_and_gathers_the_small_ones(spark, tmp_path, monkeypatch):
+    """Rows spread by key over 4 tasks: the day with enough rows for a file per task is not shuffled;
+    each late day is gathered into one task (one file), a large gathered day into one per
+    GATHERED_FILE_ROWS; every row is written once."""
+    monkeypatch.setattr(delta, "MIN_FILE_ROWS", 1_000)
+    monkeypatch.setattr(delta, "GATHERED_FILE_ROWS", 1_500)
+    day, late1, late2, big = date(2026, 3, 2), date(2026, 3, 1), date(2026, 2, 28), date(2026, 2, 27)
+    sizes = {day: 8_000, late1: 30, late2: 5, big: 3_500}  # big: fewer than 4 x 1,000, so gathered
+    rows = [(d, f"k{d}{i}") for d, n in sizes.items() for i in range(n)]
+    df = spark.createDataFrame(rows, "event_date date, key string").repartition(4, "key").cache()  # as silver's
+    df.count()
+    out = delta.laid_out(df, "event_date", sizes, ["key"])
+
+    def exchanges(frame) -> int:  # shuffles in the physical plan (a scan of the cache is a leaf)
+        def count(node) -> int:
+            children = node.children()
+            return (node.nodeName() == "Exchange") + sum(count(children.apply(i)) for i in range(children.size()))
+        return count(frame._jdf.queryExecution().executedPlan().inputPlan())
+
+    assert exchanges(out) == 1  # the gathered rows only
+    path = str(tmp_path / "t")
+    # without merging the shuffle's small partitions (the test's rows are few), as a cluster's
+    # gathered values of GATHERED_FILE_ROWS each are not merged
+    with _conf(spark, "spark.sql.adaptive.coalescePartitions.enabled", "false"):
+        delta.replace_where(out, path, delta.in_predicate("event_date", sizes), ["event_date"], optimize_write=False)
+    stored = spark.read.format("delta").load(path)
+    files = defaultdict(int)
+    for f in stored.inputFiles():
+        files[f.split("event_date=")[1][:10]] += 1
+    assert (files[day.isoformat()], files[late1.isoformat()], files[late2.isoformat()]) == (4, 1, 1)
+    assert 2 <= files[big.isoformat()] <= 3  # 3 buckets, unless two hash to one task
+    assert sorted(map(tuple, stored.collect())) == sorted(rows)
+    everything_in_place = delta.laid_out(df.where(F.col("event_date") == day), "event_date", {day: 8_000}, ["key"])
+    assert exchanges(everything_in_place) == 0
+    assert exchanges(df.repartition("event_date")) == 1
+    df.unpersist()

@@ -396,6 +396,21 @@ def _against_stored(typed: DataFrame, spec: FeedSpec, part_col: str, existing: D
     )
 
 
+def _laid_out(silver_new: DataFrame, spec: FeedSpec, part_col: str, counted: list, incremental: bool,
+              ) -> tuple[DataFrame, bool]:
+    """The batch's silver rows arranged for their write, and whether Delta's optimized write is still
+    to lay them out. The rows sit spread by key (the dedup's shuffle); with the loaded count of each
+    partition value known, `delta.laid_out` shuffles only the values too small to stay where they
+    are. It is not known when other deliveries' versions were merged in (a rebuild from bronze)."""
+    if not (incremental or spec.kind == "snapshot"):
+        return silver_new, True
+    per_part: dict = defaultdict(int)
+    for r in counted:
+        if r["outcome"] == "loaded":
+            per_part[r["_part"]] += r["count"]
+    return delta.laid_out(silver_new, part_col, per_part, list(spec.key)), False
+
+
 def load_feed(
     spark: SparkSession,
     lake: LakeLayout,
@@ -510,13 +525,16 @@ def load_feed(
     if touched:
         with stage("silver_write", spec.feed):
             path = lake.silver(spec.feed)
-            if not incremental or silver_table is None:
-                delta.replace_where(silver_new, path, delta.in_predicate(part_col, touched), [part_col])
-            elif supersedes:
+            if incremental and silver_table is not None and supersedes:
                 key = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
                 delta.upsert(silver_new, path, f"t.{delta.in_predicate(part_col, touched)} AND {key}")
             else:
-                delta.append(silver_new, path, [part_col], optimize_write=True)
+                rows, optimize = _laid_out(silver_new, spec, part_col, counted, incremental)
+                if not incremental or silver_table is None:
+                    delta.replace_where(rows, path, delta.in_predicate(part_col, touched), [part_col],
+                                        optimize_write=optimize)
+                else:
+                    delta.append(rows, path, [part_col], optimize_write=optimize)
         faults.point("silver")
     typed.unpersist()
 
