@@ -84,10 +84,13 @@ def latest_version_wins(records: DataFrame, spec: FeedSpec) -> DataFrame:
     key = list(spec.key)
     if spec.kind == "snapshot":
         key = ["business_date", *key]
-    order = [F.col("business_date").desc(), F.col("source_file").desc(), F.col("line_no").desc()]
+    # by key alone, valid versions first: the batch then stays hashed and sorted by its key, which
+    # the comparison with silver's stored versions (a join on the key) and the silver suite's
+    # uniqueness check (a window over the key) use as they are instead of shuffling it again
+    order = [valid.desc(), F.col("business_date").desc(), F.col("source_file").desc(), F.col("line_no").desc()]
     ranked = records.withColumn(
         "_rank",
-        F.when(valid, F.row_number().over(Window.partitionBy(valid, *key).orderBy(*order))),
+        F.when(valid, F.row_number().over(Window.partitionBy(*key).orderBy(*order))),
     )
     winner = F.col("_rank") == 1
     if spec.kind == "monthly":
