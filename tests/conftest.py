@@ -70,6 +70,19 @@ def role_url(admin_url: str, role: str) -> str:
     return f"postgresql://{role}:{role}-pw@{u.hostname}:{u.port}{u.path}"
 
 
+def shuffles(frame) -> int:
+    """Exchanges in `frame`'s physical plan, planned without adaptive execution (which adds its own
+    later); a scan of a cached frame is a leaf, its cached plan not counted."""
+    from crm_pipeline.spark import session_conf
+
+    def count(node) -> int:
+        children = node.children()
+        return (node.nodeName() == "Exchange") + sum(count(children.apply(i)) for i in range(children.size()))
+
+    with session_conf(frame.sparkSession, {"spark.sql.adaptive.enabled": "false"}):
+        return count(frame._jdf.queryExecution().executedPlan())
+
+
 def write_delivery(
     landing: Path,
     feed: str,

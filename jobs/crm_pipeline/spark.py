@@ -88,18 +88,25 @@ def build_session(settings: SparkSettings | None = None) -> SparkSession:
 
 
 @contextmanager
-def uncompressed_cache(spark: SparkSession) -> Iterator[None]:
+def session_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
+    """The session's SQL `settings` changed inside the block, and set back as they were after it."""
+    before = {k: spark.conf.get(k) for k in settings}
+    for k, v in settings.items():
+        spark.conf.set(k, v)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            spark.conf.set(k, v)
+
+
+def uncompressed_cache(spark: SparkSession):
     """Frames persisted inside are cached as plain columns (Spark reads the setting when `persist`
     is called, not when the cache is built). Spark's in-memory compression tries run-length and
     dictionary encoding on every column of every 10,000-row batch: for a day's records (unique
     ids, numbers, free text) that was half the time of the job building the cache. For a cache a
     few scans read soon after; it takes more memory and spills to disk beyond it."""
-    before = spark.conf.get(CACHE_COMPRESSED)
-    spark.conf.set(CACHE_COMPRESSED, "false")
-    try:
-        yield
-    finally:
-        spark.conf.set(CACHE_COMPRESSED, before)
+    return session_conf(spark, {CACHE_COMPRESSED: "false"})
 
 
 def partitions_for(spark: SparkSession, stored_bytes: int) -> int:

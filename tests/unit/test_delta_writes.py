@@ -4,7 +4,6 @@ written by the reading tasks and committed in one transaction (ingest.spark_io.w
 from __future__ import annotations
 
 from collections import defaultdict
-from contextlib import contextmanager
 from datetime import date, timedelta
 
 import pytest
@@ -16,9 +15,9 @@ from crm_pipeline.ingest.landing import discover
 from crm_pipeline.ingest import spark_io
 from crm_pipeline.ingest.spark_io import failed_check, read_lines, write_bronze
 from crm_pipeline.io import delta
-from crm_pipeline.spark import MAX_OPTIMIZED_WRITE_SHUFFLE, OPTIMIZED_WRITE_BIN
+from crm_pipeline.spark import MAX_OPTIMIZED_WRITE_SHUFFLE, OPTIMIZED_WRITE_BIN, session_conf
 from crm_pipeline.transforms.staging.parse import LINEAGE
-from tests.conftest import write_delivery
+from tests.conftest import shuffles, write_delivery
 
 
 def _tasks_of(spark, group: str, action) -> int:
@@ -45,12 +44,8 @@ def test_one_large_partition_value_is_written_in_several_files(spark, tmp_path):
     rows = spark.range(0, 60_000, 1, 8).select(F.lit(date(2026, 1, 1)).alias("day"),
                                                F.sha2(F.col("id").cast("string"), 512).alias("value"))
     path = str(tmp_path / "t")
-    session_bin = spark.conf.get(OPTIMIZED_WRITE_BIN)
-    spark.conf.set(OPTIMIZED_WRITE_BIN, "1")
-    try:
+    with session_conf(spark, {OPTIMIZED_WRITE_BIN: "1"}):
         delta.replace_where(rows, path, delta.in_predicate("day", [date(2026, 1, 1)]), ["day"])
-    finally:
-        spark.conf.set(OPTIMIZED_WRITE_BIN, session_bin)
     stored = spark.read.format("delta").load(path)
     assert len(stored.inputFiles()) >= 3  # a file per bin, each bin a task of its own
     assert stored.count() == 60_000
@@ -202,16 +197,6 @@ def test_a_frame_persisted_inside_uncompressed_cache_is_cached_plain(spark):
     assert spark.conf.get(CACHE_COMPRESSED) == setting
 
 
-@contextmanager
-def _conf(spark, key: str, value: str):
-    before = spark.conf.get(key)
-    spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        spark.conf.set(key, before)
-
-
 def test_laid_out_keeps_a_large_partition_value_in_place_and_gathers_the_small_ones(spark, tmp_path, monkeypatch):
     """Rows spread by key over 4 tasks: the day with enough rows for a file per task is not shuffled;
     each late day is gathered into one task (one file), a large gathered day into one per
@@ -224,18 +209,11 @@ def test_laid_out_keeps_a_large_partition_value_in_place_and_gathers_the_small_o
     df = spark.createDataFrame(rows, "event_date date, key string").repartition(4, "key").cache()  # as silver's
     df.count()
     out = delta.laid_out(df, "event_date", sizes, ["key"])
-
-    def exchanges(frame) -> int:  # shuffles in the physical plan (a scan of the cache is a leaf)
-        def count(node) -> int:
-            children = node.children()
-            return (node.nodeName() == "Exchange") + sum(count(children.apply(i)) for i in range(children.size()))
-        return count(frame._jdf.queryExecution().executedPlan().inputPlan())
-
-    assert exchanges(out) == 1  # the gathered rows only
+    assert shuffles(out) == 1  # the gathered rows only
     path = str(tmp_path / "t")
     # without merging the shuffle's small partitions (the test's rows are few), as a cluster's
     # gathered values of GATHERED_FILE_ROWS each are not merged
-    with _conf(spark, "spark.sql.adaptive.coalescePartitions.enabled", "false"):
+    with session_conf(spark, {"spark.sql.adaptive.coalescePartitions.enabled": "false"}):
         delta.replace_where(out, path, delta.in_predicate("event_date", sizes), ["event_date"], optimize_write=False)
     stored = spark.read.format("delta").load(path)
     files = defaultdict(int)
@@ -245,6 +223,6 @@ def test_laid_out_keeps_a_large_partition_value_in_place_and_gathers_the_small_o
     assert 2 <= files[big.isoformat()] <= 3  # 3 buckets, unless two hash to one task
     assert sorted(map(tuple, stored.collect())) == sorted(rows)
     everything_in_place = delta.laid_out(df.where(F.col("event_date") == day), "event_date", {day: 8_000}, ["key"])
-    assert exchanges(everything_in_place) == 0
-    assert exchanges(df.repartition("event_date")) == 1
+    assert shuffles(everything_in_place) == 0
+    assert shuffles(df.repartition("event_date")) == 1
     df.unpersist()

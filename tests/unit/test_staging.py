@@ -8,6 +8,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from crm_pipeline.feeds import feed_spec
+from crm_pipeline.spark import session_conf
 from crm_pipeline.transforms.staging.parse import split_raw_lines, type_and_validate
 from crm_pipeline.transforms.staging.silver import (
     holders_by_day,
@@ -16,6 +17,7 @@ from crm_pipeline.transforms.staging.silver import (
     outcome,
     with_partition_date,
 )
+from tests.conftest import shuffles
 
 pytestmark = pytest.mark.spark
 
@@ -188,14 +190,6 @@ def test_a_bill_month_comes_whole_from_its_latest_delivery(spark):
     assert [(r.bill_line_id, r.source_file) for r in out] == [("L1", "fix")]
 
 
-def _exchanges(frame) -> int:
-    """Shuffles in a frame's physical plan (planned without adaptive execution, which adds them later)."""
-    def count(node) -> int:
-        children = node.children()
-        return (node.nodeName() == "Exchange") + sum(count(children.apply(i)) for i in range(children.size()))
-    return count(frame._jdf.queryExecution().executedPlan())
-
-
 def test_the_ranked_batch_stays_hashed_by_its_key_for_the_comparison_with_stored_versions(spark, tmp_path):
     """The ranking shuffles the batch by its key once; the join with silver's stored versions on that
     key (a sort-merge join when they are too many to broadcast) shuffles only the stored side."""
@@ -207,15 +201,8 @@ def test_the_ranked_batch_stays_hashed_by_its_key_for_the_comparison_with_stored
                                              ("T2", date(2026, 3, 1), "a", 2, "bad", None)]), "batch")
     stored = stored_as_files(spark.createDataFrame([("T1", date(2026, 2, 27))], "ticket_id string, stored_date date"),
                              "stored")
-    settings = {"spark.sql.autoBroadcastJoinThreshold": "-1", "spark.sql.adaptive.enabled": "false"}
-    before = {k: spark.conf.get(k) for k in settings}
-    for k, v in settings.items():
-        spark.conf.set(k, v)
-    try:
+    with session_conf(spark, {"spark.sql.autoBroadcastJoinThreshold": "-1", "spark.sql.adaptive.enabled": "false"}):
         joined = latest_version_wins(recs, feed_spec("ticket")).join(stored, ["ticket_id"], "left")
-        assert _exchanges(joined) == 2
+        assert shuffles(joined) == 2
         assert sorted((r.ticket_id, r.is_winner, r.stored_date) for r in joined.collect()) == [
             ("T1", True, date(2026, 2, 27)), ("T2", False, None)]
-    finally:
-        for k, v in before.items():
-            spark.conf.set(k, v)
