@@ -17,6 +17,7 @@ import pytest
 
 from crm_pipeline import ops
 from crm_pipeline.entrypoints.run import run_pipeline
+from crm_pipeline.io import delta_rs
 from crm_pipeline.settings import LakeLayout
 from tests.integration.conftest import KEY
 from tests.reference.recompute import clv_given_model, load_config
@@ -158,6 +159,17 @@ def test_a_second_run_commits_nothing_to_any_lake_table(published):
     assert len(after_first) > 30 and after_second == after_first
 
 
+def test_a_second_run_on_the_same_deliveries_rebuilds_no_month_and_says_so(published):
+    """Every complete month's gold was built from the deliveries loaded now: the second run leaves
+    it as it is (a month is rebuilt once a delivery it reads changes: the corrected bill below)."""
+    said = "analyse: every complete month (2026-01 .. 2026-03) is built from the deliveries loaded now; none rebuilt"
+    assert published["logs"].count(said) == 1 and published["logs"].count("analyse: building 3 months") == 1
+    steps = [r["message"] for r in delta_rs.read(published["lake"].ops("pipeline_runs"), ["run_id", "message"])
+             .to_pylist() if r["run_id"] == "run-2"]  # its steps' rows (the file rows are run-1's)
+    assert "gold current: every complete month (2026-01 .. 2026-03) built from the deliveries loaded now" in steps
+    assert not [m for m in steps if m.startswith(("built ", "rescored "))], steps
+
+
 def test_a_second_run_leaves_every_crm_table_unchanged(published):
     first, second = published["first"], published["second"]
     assert first.keys() == second.keys() and set(CONTRACT_TABLES) <= set(first)
@@ -211,9 +223,11 @@ def test_a_corrected_bill_restates_the_month_and_records_it(spark, published, tm
     import hashlib
     import shutil
 
-    wh = published["warehouse"]
-    root = wh.parent.parent
-    landing, lake = root / "landing", LakeLayout(str(root / "lake"))
+    # on copies of the session run's landing zone, lake and warehouse, which other tests compare with
+    landing = shutil.copytree(published["landing"], tmp_path / "landing")
+    lake = LakeLayout(str(shutil.copytree(published["lake"].root, tmp_path / "lake")))
+    wh = tmp_path / "wh" / published["warehouse"].name
+    shutil.copytree(published["warehouse"].parent, wh.parent)  # the restricted file beside it too
     day = landing / "bill" / "20260310"  # a later bill delivery for February
     day.mkdir(parents=True)
     src = sorted((landing / "bill" / "20260302").glob("BILL_20260302_*.dat*"))
@@ -228,27 +242,27 @@ def test_a_corrected_bill_restates_the_month_and_records_it(spark, published, tm
     (day / "BILL_20260310_001.dat").write_bytes(body)
     (day / "BILL_20260310.ctl").write_text(
         f"BILL_20260310_001.dat|{len(lines)}|{len(body)}|{hashlib.md5(body).hexdigest()}|UTF-8\n")
-    try:
-        code = run_pipeline(spark, landing, lake, f"duckdb:///{wh}", ops.RunContext("run-3"), KEY)
-        assert code == 0
-        con = duckdb.connect(str(wh), read_only=True)
-        restated = con.execute(
-            'SELECT month, table_name, run_id FROM "crm_ops"."restatements" ORDER BY 2').fetchall()
-        revenue = con.execute('SELECT revenue_fen FROM "crm"."subscriber_month" '
-                              "WHERE month = DATE '2026-02-01' AND subscriber_id = ?", [first[2]]).fetchone()[0]
-        con.close()
-        before = published["first"]["subscriber_month"]
-        old = before[(pd.to_datetime(before["month"]).dt.date == date(2026, 2, 1))
-                     & (before["subscriber_id"] == first[2])]["revenue_fen"].iloc[0]
-        assert revenue == old + 12345
-        assert (date(2026, 2, 1), "kpi_month", "run-3") in restated
-        assert (date(2026, 2, 1), "subscriber_month", "run-3") in restated
-        # the month, and later months whose trailing windows hold it; no table of an earlier month
-        # (their content is exact: summed in another order, it is still the same)
-        months = {m for m, table, run in restated if run == "run-3"}
-        assert min(months) == date(2026, 2, 1), sorted(r for r in restated if r[0] < date(2026, 2, 1))
-    finally:
-        shutil.rmtree(day)
+    code = run_pipeline(spark, landing, lake, f"duckdb:///{wh}", ops.RunContext("run-3"), KEY)
+    assert code == 0
+    con = duckdb.connect(str(wh), read_only=True)
+    restated = con.execute(
+        'SELECT month, table_name, run_id FROM "crm_ops"."restatements" ORDER BY 2').fetchall()
+    revenue = con.execute('SELECT revenue_fen FROM "crm"."subscriber_month" '
+                          "WHERE month = DATE '2026-02-01' AND subscriber_id = ?", [first[2]]).fetchone()[0]
+    con.close()
+    before = published["first"]["subscriber_month"]
+    old = before[(pd.to_datetime(before["month"]).dt.date == date(2026, 2, 1))
+                 & (before["subscriber_id"] == first[2])]["revenue_fen"].iloc[0]
+    assert revenue == old + 12345
+    assert (date(2026, 2, 1), "kpi_month", "run-3") in restated
+    assert (date(2026, 2, 1), "subscriber_month", "run-3") in restated
+    # the month, and later months whose trailing windows hold it; no table of an earlier month
+    # (their content is exact: summed in another order, it is still the same)
+    months = {m for m, table, run in restated if run == "run-3"}
+    assert min(months) == date(2026, 2, 1), sorted(r for r in restated if r[0] < date(2026, 2, 1))
+    # and the run rebuilt only those: January reads nothing the bill changed
+    steps = delta_rs.read(lake.ops("pipeline_runs"), ["run_id", "message"]).to_pylist()
+    assert "built 2026-02, 2026-03" in [r["message"] for r in steps if r["run_id"] == "run-3"]
 
 
 def test_the_run_ends_with_a_closing_summary(published):

@@ -47,14 +47,16 @@ def run(args: argparse.Namespace) -> int:
 
 def run_pipeline(spark, landing: str | Path, lake: LakeLayout, warehouse: str, ctx: ops.RunContext, key: str,
                  date_from=None, date_to=None) -> int:
-    """Ingest, roll up, analyse every complete month, train the churn models they allow, rescore the
-    months a new model may score, publish. Return 1 if a delivery failed (the rest still loads and is
-    published), else 0. A failed step (a blocking data-quality check, a crash) stops the run before
-    anything later is published: it goes on record, crm_ops is published, and TaskFailed is raised."""
+    """Ingest, roll up, analyse the complete months whose gold is out of date (`months_out_of_date`:
+    new, or built from deliveries since replaced or added, and the months after them), train the
+    churn models they allow, rescore the months a new model may score, publish. Return 1 if a
+    delivery failed (the rest still loads and is published), else 0. A failed step (a blocking
+    data-quality check, a crash) stops the run before anything later is published: it goes on
+    record, crm_ops is published, and TaskFailed is raised."""
     from crm_pipeline.entrypoints.ingest import print_summary
     from crm_pipeline.ingest.load import ingest
     from crm_pipeline.pipeline.churn import train_step
-    from crm_pipeline.pipeline.monthly import analyse, analytics_settings
+    from crm_pipeline.pipeline.monthly import analyse, analytics_settings, months_out_of_date, months_to_analyse
     from crm_pipeline.pipeline.rollups import build_daily_rollups
     from crm_pipeline.publish.publish import gold_months, publish, publish_ops_after_failure
     from crm_pipeline.quality.summary import print_data_quality_summary
@@ -68,7 +70,14 @@ def run_pipeline(spark, landing: str | Path, lake: LakeLayout, warehouse: str, c
             build_daily_rollups(spark, lake, ctx, key, progress=progress)
         settings = analytics_settings()
         with ops.recorded(lake, ctx, "analyse"):
-            analyse(spark, lake, ctx, settings, key, progress=progress)
+            _, complete = months_to_analyse(lake, settings, progress=progress)
+            stale = months_out_of_date(lake, complete)
+            if stale and stale.keys() != set(complete):  # why these months, when some are not rebuilt
+                causes = {m: why for m, why in stale.items() if not why.startswith("reads ")}
+                after = len(stale) - len(causes)
+                progress("analyse: " + "; ".join(f"{m:%Y-%m} {why}" for m, why in causes.items())
+                         + (f"; the {after} complete month(s) after it (their windows read it)" if after else ""))
+            analyse(spark, lake, ctx, settings, key, progress=progress, plan=(list(stale), complete))
         with ops.recorded(lake, ctx, "train"):
             trained = train_step(spark, lake, ctx, settings, progress=progress)
         if trained:

@@ -429,14 +429,50 @@ def months_to_analyse(
     return months_to_rescore(lake, targets, settings.churn), complete
 
 
+def months_out_of_date(lake: LakeLayout, complete: list[date]) -> dict[date, str]:
+    """Of the `complete` months, those whose gold differs from what a build would write now, with
+    why (no Spark): every month when a mart is missing or holds other columns than this version of
+    the pipeline writes; else the months `months_to_build` names (not built yet, or built from
+    deliveries since replaced or added), a month gold subscriber_month or churn_features lacks, and
+    every complete month after the first of these (its trailing windows read it). `crm run` builds
+    these and leaves the others, built from the deliveries loaded now, as they are."""
+    from crm_pipeline.feeds import table_spec
+    from crm_pipeline.orchestration import months_to_build
+    from crm_pipeline.pipeline.marts import MART_TABLES
+
+    for name in MART_TABLES:
+        stored = delta_rs.table(lake.gold(name))
+        if stored is None:
+            return {m: f"gold/{name} not written yet" for m in complete}
+        expected = [*table_spec(name).column_names, *(GOLD_EXTRAS if name == "subscriber_month" else ())]
+        if [f.name for f in stored.schema().fields] != expected:
+            return {m: f"gold/{name} written by another version of the pipeline" for m in complete}
+    out = {m: why for m, why in months_to_build(lake).items() if m in complete}
+    for name in ("subscriber_month", "churn_features"):
+        held = delta_rs.partition_values(lake.gold(name), table_spec(name).partition) or set()
+        out.update({m: f"missing from gold/{name}" for m in complete if m not in held and m not in out})
+    if out:
+        first = min(out)
+        out.update({m: f"reads {first:%Y-%m}, rebuilt" for m in complete if m > first and m not in out})
+    return dict(sorted(out.items()))
+
+
 def nothing_to_analyse(lake: LakeLayout, ctx: ops.RunContext, rescore: bool,
-                       progress: Callable[[str], None] = print) -> None:
-    """Say, and record, that `analyse` found no month to build (or to rescore)."""
+                       progress: Callable[[str], None] = print, complete: list[date] | None = None) -> None:
+    """Say, and record, that `analyse` found no month to build (or to rescore): none complete, or
+    every `complete` month already built from the deliveries loaded now."""
     if rescore:
+        message = "nothing to rescore"
         progress("analyse: every month is scored by its newest honest churn model; nothing to rescore")
+    elif complete:
+        span = f"{complete[0]:%Y-%m} .. {complete[-1]:%Y-%m}"
+        message = f"gold current: every complete month ({span}) built from the deliveries loaded now"
+        progress(f"analyse: every complete month ({span}) is built from the deliveries loaded now; none rebuilt "
+                 "(`crm analyse --month YYYY-MM` rebuilds a month regardless)")
     else:
+        message = "no complete month to build"
         progress("analyse: no complete month to build")
-    ops.record_step(lake, ctx, ops.utcnow(), "nothing to rescore" if rescore else "no complete month to build")
+    ops.record_step(lake, ctx, ops.utcnow(), message)
 
 
 def analyse(
@@ -463,7 +499,7 @@ def analyse(
     loaded = ops.loaded_deliveries(lake)  # what this build reads (lineage: crm_ops.month_inputs)
     targets, complete = plan or months_to_analyse(lake, settings, months, rescore, required, progress)
     if not targets:
-        nothing_to_analyse(lake, ctx, rescore, progress)
+        nothing_to_analyse(lake, ctx, rescore, progress, complete)
         return []
     started = ops.utcnow()
     progress(f"analyse: {'rescoring' if rescore else 'building'} {len(targets)} months "
