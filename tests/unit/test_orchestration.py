@@ -140,3 +140,31 @@ def test_a_rescore_reuses_the_stored_marts_of_a_month_only_when_they_were_built_
     deliver(lake, [("recharge", date(2026, 2, 20), 9, 0, "recharge/20260220/again")], run="run-2")
     assert rescore_months(None, lake, [feb], analytics_settings(), said.append) is None
     assert said == ["analyse: 2026-02 1 delivery loaded since its last build: every mart is rebuilt"]
+
+
+def test_crm_run_rebuilds_every_complete_month_when_a_mart_is_missing_or_holds_other_columns(tmp_path):
+    """`crm run` leaves a month built from the deliveries loaded now as it is, unless its gold could
+    not be what this version writes: a mart not written yet, or written with other columns."""
+    from deltalake import write_deltalake
+
+    from crm_pipeline.feeds import table_spec
+    from crm_pipeline.pipeline.marts import MART_TABLES
+    from crm_pipeline.pipeline.monthly import GOLD_EXTRAS, months_out_of_date
+
+    lake = LakeLayout(str(tmp_path / "lake"))
+    complete = [date(2026, 1, 1), date(2026, 2, 1)]
+
+    def write(name: str, columns: list[str]) -> None:
+        write_deltalake(lake.gold(name), pa.table({c: pa.array([], pa.string()) for c in columns}), mode="overwrite",
+                        schema_mode="overwrite")
+
+    expected = {n: [*table_spec(n).column_names, *(GOLD_EXTRAS if n == "subscriber_month" else ())]
+                for n in MART_TABLES}
+    for name in MART_TABLES[:-1]:
+        write(name, expected[name])
+    assert months_out_of_date(lake, complete) == {m: f"gold/{MART_TABLES[-1]} not written yet" for m in complete}
+    write(MART_TABLES[-1], [*expected[MART_TABLES[-1]], "a_column_of_another_version"])
+    assert months_out_of_date(lake, complete) == {
+        m: f"gold/{MART_TABLES[-1]} written by another version of the pipeline" for m in complete}
+    write(MART_TABLES[-1], expected[MART_TABLES[-1]][:-1])  # one column less
+    assert set(months_out_of_date(lake, complete)) == set(complete)
