@@ -73,10 +73,9 @@ def run_pipeline(spark, landing: str | Path, lake: LakeLayout, warehouse: str, c
             _, complete = months_to_analyse(lake, settings, progress=progress)
             stale = months_out_of_date(lake, complete)
             if stale and stale.keys() != set(complete):  # why these months, when some are not rebuilt
-                causes = {m: why for m, why in stale.items() if not why.startswith("reads ")}
-                after = len(stale) - len(causes)
-                progress("analyse: " + "; ".join(f"{m:%Y-%m} {why}" for m, why in causes.items())
-                         + (f"; the {after} complete month(s) after it (their windows read it)" if after else ""))
+                first = min(stale)  # every complete month after it is rebuilt too: their windows read it
+                progress(f"analyse: {first:%Y-%m} {stale[first]}"
+                         + (f", and the {len(stale) - 1} complete month(s) after it" if len(stale) > 1 else ""))
             analyse(spark, lake, ctx, settings, key, progress=progress, plan=(list(stale), complete))
         with ops.recorded(lake, ctx, "train"):
             trained = train_step(spark, lake, ctx, settings, progress=progress)
