@@ -112,14 +112,18 @@ def _spark_submit_operator():
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
     class CrmSparkSubmitOperator(SparkSubmitOperator):
-        """spark-submit of a `crm` step with the jars resolved at setup, listed when the task runs
-        (never while the DAG is parsed)."""
+        """spark-submit of a `crm` step with the jars resolved at setup and the JVM options of
+        SparkSettings (CRM_JAVA_OPTIONS), read when the task runs (never while the DAG is parsed)."""
 
         def execute(self, context):
             from crm_pipeline.settings import SparkSettings
             from crm_pipeline.spark import jar_paths
 
-            self.jars = ",".join(jar_paths(SparkSettings.from_env()))
+            settings = SparkSettings.from_env()
+            self.jars = ",".join(jar_paths(settings))
+            if settings.java_options:  # the JVM options a local-mode run gives itself
+                self.conf = {"spark.driver.extraJavaOptions": settings.java_options,
+                             "spark.executor.extraJavaOptions": settings.java_options, **(self.conf or {})}
             return super().execute(context)
 
     return CrmSparkSubmitOperator

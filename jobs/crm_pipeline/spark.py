@@ -41,12 +41,13 @@ def build_session(settings: SparkSettings | None = None) -> SparkSession:
     settings = settings or SparkSettings.from_env()
     os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
     builder = SparkSession.builder
-    if submitted():  # spark-submit chose the master, the jars, the name and the driver's memory
+    if submitted():  # spark-submit chose the master, the jars, the name, the memory and the JVM options
         log.info("started by spark-submit: master, jars and driver memory as submitted")
     else:
         builder = (builder.master(settings.master).appName(settings.app_name)
                    .config("spark.jars", ",".join(jar_paths(settings)))
-                   .config("spark.driver.memory", settings.driver_memory))
+                   .config("spark.driver.memory", settings.driver_memory)
+                   .config("spark.executor.extraJavaOptions", settings.java_options))
     builder = (
         builder
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
@@ -54,7 +55,7 @@ def build_session(settings: SparkSettings | None = None) -> SparkSession:
         .config("spark.sql.session.timeZone", "Asia/Shanghai")
         # BOSS times are local wall-clock times without a zone: keep them that way end to end.
         .config("spark.sql.timestampType", "TIMESTAMP_NTZ")
-        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J}")
+        .config("spark.driver.extraJavaOptions", f"{settings.java_options} -Dlog4j2.configurationFile={LOG4J}".strip())
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")

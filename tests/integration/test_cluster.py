@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.dag_run import KEY, dags_test
+from tests.dag_run import KEY
 from tests.integration.conftest import warehouse_tables
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
@@ -145,41 +145,41 @@ def test_the_cluster_runs_output_holds_no_personal_data(cluster_run):
     assert proc.stdout and not planted(cluster_run["landing"], KEY).scan([proc.stdout, proc.stderr])
 
 
-def test_the_maintenance_dag_submits_its_steps_to_the_cluster_through_the_spark_connection(cluster, dag_run,
-                                                                                          tmp_path):
-    """With CRM_SPARK_CONN_ID, the DAG's `crm` steps are SparkSubmitOperator tasks: spark-submit, on
-    the connection's master, with the resolved jars; here the maintenance DAG under `airflow dags
-    test`, on a small lake of daily appends. The master registers both applications, and the
+def test_a_maintenance_task_submits_its_step_to_the_cluster_through_the_spark_connection(cluster, dag_run, tmp_path):
+    """With CRM_SPARK_CONN_ID, the DAGs' `crm` steps are SparkSubmitOperator tasks (every task:
+    tests/dags/test_dag_integrity.py): spark-submit, on the connection's master, with the resolved
+    jars and the pipeline's JVM options; here the maintenance DAG's silver step under `airflow
+    tasks test`, on a small lake of daily appends. The master registers the application, and the
     tables keep their rows while their small files are compacted."""
     from datetime import date
 
     import pyarrow as pa
     from deltalake import DeltaTable, write_deltalake
 
-    from crm_pipeline import ops
     from crm_pipeline.io import delta_rs
-    from crm_pipeline.settings import LakeLayout
+    from crm_pipeline.settings import LakeLayout, SparkSettings
 
     lake = LakeLayout(str(tmp_path / "lake"))
-    for day in (1, 2, 3):  # three daily appends to a silver table and to an ops table
-        write_deltalake(lake.silver("cdr_voice"), pa.table({"event_date": [date(2026, 3, day)], "n": [day]}),
-                        mode="append")
-        ops.log_deliveries(lake, [("cdr_voice", date(2026, 3, day), f"cdr_voice/{day}", "run", "LOADED")])
-    tables = {"silver/cdr_voice": lake.silver("cdr_voice"), "ops/deliveries": lake.ops("deliveries")}
-    rows = {t: DeltaTable(p).to_pyarrow_table().sort_by("n" if t.startswith("silver") else "delivery_id")
-            for t, p in tables.items()}
+    tables = {"silver/cdr_voice": lake.silver("cdr_voice"), "bronze/cdr_voice": lake.bronze("cdr_voice")}
+    for day in (1, 2, 3):  # three daily appends to a bronze and a silver table
+        for path in tables.values():
+            write_deltalake(path, pa.table({"event_date": [date(2026, 3, day)], "n": [day]}), mode="append")
+    rows = {t: DeltaTable(p).to_pyarrow_table().sort_by("n") for t, p in tables.items()}
     assert all(len(DeltaTable(p).file_uris()) == 3 for p in tables.values())
     env = dict(dag_run[1], AIRFLOW_VAR_CRM_LAKE=lake.root, CRM_SPARK_CONN_ID="crm_spark", SPARK_LOCAL_IP="127.0.0.1",
                AIRFLOW_CONN_CRM_SPARK=json.dumps({"conn_type": "spark", "host": cluster["url"]}))
-    run = dags_test(env, "crm_maintenance", "2026-02-08")
+    env.pop("CRM_JAVA_OPTIONS", None)
+    run = subprocess.run([str(Path(sys.executable).with_name("airflow")), "tasks", "test", "crm_maintenance",
+                          "maintain_silver", "2026-02-08"], env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     output = run.stdout + run.stderr
     assert f"--master {cluster['url']}" in output and "crm_pipeline/cli.py maintain" in output
+    java_options = SparkSettings().java_options
+    assert f"spark.executor.extraJavaOptions={java_options}" in output
     registered = (cluster["state"] / "master.log").read_text(errors="replace")
-    for task in ("maintain_silver", "maintain_gold"):
-        assert f"Registering app crm_maintenance.{task}" in registered, task
+    assert "Registering app crm_maintenance.maintain_silver" in registered
     for t, p in tables.items():
-        assert DeltaTable(p).to_pyarrow_table().sort_by("n" if t.startswith("silver") else "delivery_id").equals(rows[t])
+        assert DeltaTable(p).to_pyarrow_table().sort_by("n").equals(rows[t])
         assert len(DeltaTable(p).file_uris()) == 1, t
     steps = [r["message"] for r in delta_rs.read(lake.ops("pipeline_runs"), ["task_id", "message"]).to_pylist()]
-    assert len(steps) == 2 and all(m.startswith("maintained ") for m in steps), steps
+    assert len(steps) == 1 and steps[0].startswith("maintained "), steps
