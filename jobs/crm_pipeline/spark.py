@@ -46,8 +46,9 @@ def build_session(settings: SparkSettings | None = None) -> SparkSession:
     else:
         builder = (builder.master(settings.master).appName(settings.app_name)
                    .config("spark.jars", ",".join(jar_paths(settings)))
-                   .config("spark.driver.memory", settings.driver_memory)
-                   .config("spark.executor.extraJavaOptions", settings.java_options))
+                   .config("spark.driver.memory", settings.driver_memory))
+        if settings.java_options:  # else the executors keep what the cluster's spark-defaults give them
+            builder = builder.config("spark.executor.extraJavaOptions", settings.java_options)
     builder = (
         builder
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
