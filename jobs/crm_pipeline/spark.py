@@ -42,7 +42,7 @@ def build_session(settings: SparkSettings | None = None) -> SparkSession:
     os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
     builder = SparkSession.builder
     if submitted():  # spark-submit chose the master, the jars, the name, the memory and the JVM options
-        log.info("started by spark-submit: master, jars and driver memory as submitted")
+        log.info("started by spark-submit: master, jars, driver memory and JVM options as submitted")
     else:
         builder = (builder.master(settings.master).appName(settings.app_name)
                    .config("spark.jars", ",".join(jar_paths(settings)))
