@@ -59,14 +59,19 @@ def record_step(lake: LakeLayout, ctx: RunContext, started: datetime, message: s
     write_pipeline_runs(lake, [step_row(ctx, started, message, business_date)])
 
 
-def append_rows_arrow(lake: LakeLayout, table: str, rows: list[dict]) -> None:
+def append_rows_arrow(lake: LakeLayout, table: str, rows: list[dict], replacing: str | None = None) -> None:
     """Append rows to an ops table whose schema is `schemas/tables/<table>.json` (converted by
-    pyspark, no session needed), through delta-rs."""
+    pyspark, no session needed), through delta-rs; with `replacing` (an SQL predicate every row
+    matches), in place of the rows it matches, in the same commit."""
     from pyspark.sql.pandas.types import to_arrow_schema
 
     spec = table_spec(table)
-    delta_rs.append_rows(lake.ops(table), [{c: r.get(c) for c in spec.column_names} for r in rows],
-                         to_arrow_schema(spec.spark_schema()))
+    rows = [{c: r.get(c) for c in spec.column_names} for r in rows]
+    schema = to_arrow_schema(spec.spark_schema())
+    if replacing is None:
+        delta_rs.append_rows(lake.ops(table), rows, schema)
+    elif rows:
+        delta_rs.replace_rows(lake.ops(table), rows, schema, replacing)
 
 
 _NUMBER = re.compile(r"(?<!\d)(?:\+?86)?(1\d{2})\d{6}(\d{2})(?!\d)")

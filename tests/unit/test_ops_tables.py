@@ -11,7 +11,8 @@ import pytest
 
 from crm_pipeline import ops
 from crm_pipeline.entrypoints import steps
-from crm_pipeline.pipeline.monthly import fingerprint, fingerprints, record_restatements
+from crm_pipeline.io import delta_rs
+from crm_pipeline.pipeline.monthly import fingerprint, fingerprints, record_inputs, record_restatements
 from crm_pipeline.pipeline.rollups import pending_days, record_watermark
 from crm_pipeline.settings import LakeLayout
 
@@ -42,6 +43,26 @@ def test_pending_days_are_the_event_feeds_changes_after_the_watermark(tmp_path):
     # a rebuild from a date (an HMAC key rotation): every event-feed day from it, changed or not
     assert pending_days(lake, rebuild_from=D2) == ([D2, D3], later)
     assert pending_days(lake, rebuild_from=D3 + (D3 - D2)) == ([], None)
+
+
+def test_a_month_built_again_in_the_same_run_replaces_that_runs_inputs_of_the_month(tmp_path):
+    """`crm run` (or the monthly DAG) rescores a month it built under the same run id: month_inputs
+    keeps one row per run, month, feed and day (its key, which the PostgreSQL warehouse enforces),
+    those of the later build; other months and other runs keep theirs."""
+    lake = LakeLayout(str(tmp_path))
+    may, june = date(2026, 5, 1), date(2026, 6, 1)
+    loaded = {("bill", date(2026, 6, 2)): "bill-may", ("bill", date(2026, 7, 2)): "bill-june",
+              ("cdr_voice", date(2026, 5, 31)): "voice-0531", ("cdr_voice", date(2026, 6, 30)): "voice-0630"}
+    record_inputs(lake, ops.RunContext("run-1"), [may, june], loaded)
+    record_inputs(lake, ops.RunContext("run-1"), [june], {**loaded, ("cdr_voice", date(2026, 6, 30)): "again"})
+    record_inputs(lake, ops.RunContext("it's-2"), [june], loaded)
+    rows = delta_rs.read(lake.ops("month_inputs")).to_pylist()
+    keys = [(r["run_id"], r["month"], r["feed"], r["business_date"]) for r in rows]
+    assert len(keys) == len(set(keys))
+    got = {(r["run_id"], r["month"], r["business_date"]): r["delivery_id"] for r in rows}
+    assert got[("run-1", june, date(2026, 6, 30))] == "again" and got[("it's-2", june, date(2026, 6, 30))] == "voice-0630"
+    assert got[("run-1", may, date(2026, 5, 31))] == "voice-0531"
+    assert {(run, month) for run, month, _ in got} == {("run-1", may), ("run-1", june), ("it's-2", june)}
 
 
 def test_spark_reads_what_delta_rs_wrote(spark, tmp_path):

@@ -71,3 +71,15 @@ def append_rows(path: str, rows: list[dict], schema: pa.Schema) -> None:
     if rows:
         schema = pa.schema([f.with_nullable(True) for f in schema])
         write_deltalake(path, pa.Table.from_pylist(rows, schema=schema), mode="append")
+
+
+def replace_rows(path: str, rows: list[dict], schema: pa.Schema, predicate: str) -> None:
+    """Replace the rows matching the SQL `predicate` (every one of `rows` must match it) with
+    `rows`, in one Delta commit; on a table not written yet, create it with them."""
+    from deltalake import write_deltalake
+
+    if table(path) is None:
+        append_rows(path, rows, schema)
+        return
+    schema = pa.schema([f.with_nullable(True) for f in schema])
+    write_deltalake(path, pa.Table.from_pylist(rows, schema=schema), mode="overwrite", predicate=predicate)

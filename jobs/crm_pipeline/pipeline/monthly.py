@@ -316,13 +316,18 @@ HASH_DECIMALS = 6
 def record_inputs(lake: LakeLayout, ctx: ops.RunContext, months: list[date],
                   loaded: dict[tuple[str, date], str]) -> None:
     """crm_ops month_inputs: the deliveries each built month read (lineage, and what the monthly
-    DAG compares the loaded deliveries with to find the months to rebuild)."""
+    DAG compares the loaded deliveries with to find the months to rebuild). A month built again in
+    the same run (`crm run`'s rescore after its analyse, or the monthly DAG's) replaces the run's
+    rows of that month: one row per run, month, feed and day, the table's key."""
     from crm_pipeline.orchestration import month_inputs
 
     now = ops.utcnow()
+    run = ctx.run_id.replace("'", "''")
+    days = ", ".join(f"DATE '{m.isoformat()}'" for m in months)
     ops.append_rows_arrow(lake, "month_inputs", [
         dict(run_id=ctx.run_id, month=m, feed=feed, business_date=day, delivery_id=delivery, built_at=now)
-        for m in months for (feed, day), delivery in sorted(month_inputs(m, loaded).items())])
+        for m in months for (feed, day), delivery in sorted(month_inputs(m, loaded).items())],
+        replacing=f"run_id = '{run}' AND month IN ({days})")
 
 
 def _hashed(df: DataFrame, cols: list[str]):
