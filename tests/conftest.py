@@ -141,7 +141,6 @@ GROUP_OF_MODULE = {module: fixture for fixture, modules in RUN_GROUPS.items() fo
 LONG_SCOPES = {
     "published": 6,
     "dag_run": 5,
-    "tests/integration/test_demo_report.py": 3,
     "tests/integration/test_bad_input_catalogue.py": 2,
     "tests/integration/test_golden_ingest.py": 1,
 }

@@ -1,5 +1,9 @@
 """Fixtures shared by the integration modules: one local-mode `crm run` on generated data, run
-twice, whose published tables the reference, idempotence and cluster tests all compare against."""
+twice, whose published tables the reference, idempotence, report and failure tests all use.
+
+The data is the demo's, made smaller: 400 subscribers over six complete months, the fewest that
+allow a churn model (it needs four labelled months, and a month is labelled once M+2 is
+complete), so one run has every mart, a model, its scores and its watch list."""
 
 from __future__ import annotations
 
@@ -21,6 +25,10 @@ from crm_pipeline.settings import LakeLayout
 from tests.reference.recompute import recompute
 
 KEY = "integration-test-key"
+SUBSCRIBERS = 400
+#: the complete months of the run, and the last day delivered
+MONTHS = [date(2026, m, 1) for m in range(1, 7)]
+LAST_DAY = date(2026, 7, 4)
 
 
 def warehouse_tables(path: Path, schema: str = "crm") -> dict[str, pd.DataFrame]:
@@ -44,8 +52,9 @@ def published(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     landing, lake = root / "landing", LakeLayout(str(root / "lake"))
     warehouse = root / "wh" / "warehouse.duckdb"
-    # 95 days from January 1st: January to March complete (the March bill lands on April 2).
-    generate(GeneratorConfig(landing=landing, subscribers=300, start=date(2026, 1, 1), days=95, seed=3,
+    # 185 days from January 1st: January to June complete (the June bill lands on July 2), with
+    # June's late CDRs of July 1-3 and the deliveries of July 4; the demo's seed
+    generate(GeneratorConfig(landing=landing, subscribers=SUBSCRIBERS, start=date(2026, 1, 1), days=185, seed=42,
                              progress="none"))
     gx.keep_results(lake.data_docs)  # as the command line does: Data Docs per run
     with _captured() as logs:  # everything the runs print and log, for the privacy scan

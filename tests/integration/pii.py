@@ -24,7 +24,15 @@ class Planted:
 
     @cached_property
     def _texts(self) -> re.Pattern:
-        return re.compile("|".join(map(re.escape, sorted(self.texts, key=len, reverse=True))) or "(?!)")
+        """One pattern for every text, as a trie: an alternation of ten thousand names and id numbers
+        is tried one by one at every position of every cell, the trie one character at a time."""
+        trie: dict = {}
+        for text in self.texts:
+            node = trie
+            for ch in text:
+                node = node.setdefault(ch, {})
+            node[""] = {}
+        return re.compile(_trie_pattern(trie) or "(?!)")
 
     def leaks(self, value: object) -> str | None:
         """The personal datum `value` holds, or None."""
@@ -40,6 +48,15 @@ class Planted:
 
     def scan(self, cells: Iterable[object]) -> set[str]:
         return {hit for hit in map(self.leaks, cells) if hit is not None}
+
+
+def _trie_pattern(node: dict) -> str:
+    """The regular expression of a trie's words (the longest first where one is a prefix of another)."""
+    branches = [re.escape(ch) + _trie_pattern(child) for ch, child in sorted(node.items()) if ch]
+    if not branches:
+        return ""
+    pattern = branches[0] if len(branches) == 1 else f"(?:{'|'.join(branches)})"
+    return f"(?:{pattern})?" if "" in node else pattern
 
 
 def planted(landing: Path, *secrets: str, feeds: Iterable[str] | None = None) -> Planted:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import signal
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -22,7 +23,7 @@ from crm_pipeline.pipeline.churn import MODEL_TABLES
 from crm_pipeline.pipeline.marts import MART_TABLES
 from crm_pipeline.quality import gx
 from crm_pipeline.settings import LakeLayout
-from tests.integration.conftest import KEY, warehouse_tables
+from tests.integration.conftest import KEY, LAST_DAY, warehouse_tables
 from tests.integration.crash import content, crm
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
@@ -84,13 +85,14 @@ def test_analysing_a_named_month_that_is_not_complete_fails_and_says_what_it_wai
     monkeypatch.setattr("crm_pipeline.entrypoints.steps.spark_session",
                         lambda *a: pytest.fail("Spark started for a month that is not complete"))
     versions = {n: DeltaTable(lake_copy.gold(n)).version() for n in MART_TABLES}
-    code = cli.main(["analyse", "--lake", lake_copy.root, "--require-month", "2026-04-01", "--run-id", "early-1"])
+    code = cli.main(["analyse", "--lake", lake_copy.root, "--require-month", "2026-07-01", "--run-id", "early-1"])
     assert code == EXIT_FAILED
     err = capsys.readouterr().err
-    assert "2026-04 is not complete: bill not delivered; 2026-04-06..2026-05-03 not loaded (every daily feed)" in err
+    assert LAST_DAY == date(2026, 7, 4)
+    assert "2026-07 is not complete: bill not delivered; 2026-07-05..2026-08-03 not loaded (every daily feed)" in err
     assert {n: DeltaTable(lake_copy.gold(n)).version() for n in MART_TABLES} == versions
     [run] = _rows(lake_copy.ops("pipeline_runs"), "early-1")
-    assert run["status"] == "FAILED" and "2026-04 is not complete" in run["message"]
+    assert run["status"] == "FAILED" and "2026-07 is not complete" in run["message"]
 
 
 def test_a_rescore_with_nothing_to_rescore_says_so_on_record_without_starting_spark(lake_copy, monkeypatch, capsys):
@@ -115,7 +117,7 @@ def test_a_train_with_nothing_to_fit_says_so_on_record_without_starting_spark(la
                         lambda *a: pytest.fail("Spark started with nothing to train"))
     versions = {n: DeltaTable(lake_copy.gold(n)).version() for n in MODEL_TABLES}
     assert cli.main(["train", "--lake", lake_copy.root, "--run-id", "train-1"]) == EXIT_OK
-    assert "train: 1 labelled month(s)" in capsys.readouterr().out  # January: February and March complete
+    assert "train: every training window has a model (1, spec " in capsys.readouterr().out  # the run fitted it
     assert {n: DeltaTable(lake_copy.gold(n)).version() for n in MODEL_TABLES} == versions
     [run] = _rows(lake_copy.ops("pipeline_runs"), "train-1")
     assert (run["status"], run["message"]) == ("SUCCESS", "trained 0 churn model(s)")

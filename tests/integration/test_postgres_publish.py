@@ -98,10 +98,9 @@ def test_every_table_of_both_backends_holds_the_same_rows(both):
     assert {r[1:3] for r in extra} == {r[1:3] for r in pg["crm_ops.publications"] if r[0] == latest}
     assert [r[:3] for r in pg["crm_ops.delivery_status"]] == [r[:3] for r in duck["crm_ops.delivery_status"]]
     assert [r[:3] for r in pg["crm_ops.month_status"]] == [r[:3] for r in duck["crm_ops.month_status"]]
-    # three months are too few for a churn model: what it would fill is empty, nothing else
+    # six months train a churn model, which scores the last: only the restatements are empty
     empty = {t for t, rows in duck.items() if not rows}
-    assert empty <= {t for t in duck if t.startswith("crm.churn_")} | {"crm_ops.model_drift", "crm_ops.restatements"}
-    assert len(duck) - len(empty) >= 15
+    assert empty <= {"crm_ops.restatements"}, empty
 
 
 def test_the_publish_says_where_each_table_went_without_the_password(both):
@@ -143,5 +142,5 @@ def test_the_documented_queries_run_as_their_role_and_return_rows(both):
     for role, sql in queries:
         with psycopg.connect(role_url(both["url"], role)) as con:
             answered += bool(con.execute(sql).fetchall())
-    # this lake has no churn model (too few months), no restatement and maybe no failed check
-    assert answered >= len(queries) - 4
+    # this lake has no restatement and maybe no failed check
+    assert answered >= len(queries) - 2

@@ -1,6 +1,9 @@
-"""`crm report` on the shared pipeline run (January to March, no churn model yet: too few months),
-opened in headless Chromium: every section by its id, every chart drawn, no console error, no
-request to any host, the numbers those of the warehouse, no contact data."""
+"""`crm report` on the shared pipeline run (January to June; a churn model scores June), opened in
+headless Chromium: every section by its id, every chart drawn, no console error, no request to any
+host, the numbers those of the warehouse, no contact data. The report of June has every section
+drawn, the model's and the watch list's included; the report of March, a month no model could
+score yet, says so in those two sections. The whole demo as `make demo` runs it is `make demo-test`
+(tests/integration/test_demo_report.py)."""
 
 from __future__ import annotations
 
@@ -18,26 +21,36 @@ from tests.report_browser import open_report
 
 pytestmark = pytest.mark.integration
 
-#: sections that need a churn model, which three months cannot train (two labelled months and a
-#: later labelled test month; a month is labelled when the two after it are complete)
+#: sections that need a churn model's scores: a model trained on the labels of January to April
+#: (a month is labelled when the two after it are complete) scores no month before April
 NEED_A_MODEL = {"churn-model", "watchlist"}
+
+
+def _report(published, tmp_path_factory, month: str):
+    out = tmp_path_factory.mktemp("report") / f"report-{month}.html"
+    code = cli.main(["report", "--lake", published["lake"].root, "--month", month, "--out", str(out)])
+    assert code == 0
+    seen = open_report(out, list(SECTION_IDS), screenshot=REPO_ROOT / "var" / "report" / f"report-{month}.png")
+    return out, seen
 
 
 @pytest.fixture(scope="module")
 def report(published, tmp_path_factory):
-    out = tmp_path_factory.mktemp("report") / "march.html"
-    code = cli.main(["report", "--lake", published["lake"].root, "--month", "2026-03", "--out", str(out)])
-    assert code == 0
-    seen = open_report(out, list(SECTION_IDS), screenshot=REPO_ROOT / "var" / "report" / "report-2026-03.png")
-    return out, seen
+    """The report of March: no model scores it."""
+    return _report(published, tmp_path_factory, "2026-03")
 
 
-def test_every_section_is_there_in_order_and_its_charts_are_drawn(report):
-    _, seen = report
+@pytest.fixture(scope="module")
+def latest(published, tmp_path_factory):
+    """The report of June, the latest month, which the model scores."""
+    return _report(published, tmp_path_factory, "2026-06")
+
+
+def _sections_drawn(seen, without: set[str]) -> None:
     assert [s["id"] for s in seen.sections] == list(SECTION_IDS)
     assert all(s["present"] for s in seen.sections)
     for s in seen.sections:
-        if s["id"] in NEED_A_MODEL:
+        if s["id"] in without:
             assert s["empty"] and not s["charts"], s
             continue
         assert not s["empty"], f"{s['id']} says it has nothing to show"
@@ -45,10 +58,18 @@ def test_every_section_is_there_in_order_and_its_charts_are_drawn(report):
         assert all(marks > 0 for marks in s["charts"]), f"{s['id']}: a chart drew nothing: {s['charts']}"
 
 
-def test_page_opens_offline_without_console_errors(report):
-    _, seen = report
-    assert seen.console_errors == []
-    assert seen.requests == []  # Plotly is inlined: the page asks no host for anything
+def test_every_section_of_the_latest_month_is_drawn_its_model_and_watch_list_included(latest):
+    _sections_drawn(latest[1], without=set())
+
+
+def test_every_section_is_there_in_order_and_its_charts_are_drawn(report):
+    _sections_drawn(report[1], without=NEED_A_MODEL)
+
+
+def test_page_opens_offline_without_console_errors(report, latest):
+    for _, seen in (report, latest):
+        assert seen.console_errors == []
+        assert seen.requests == []  # Plotly is inlined: the page asks no host for anything
 
 
 def test_sections_without_a_model_say_why(report):
@@ -92,20 +113,20 @@ def test_no_contact_data_in_the_report(report, published):
 
 
 def test_month_not_analysed_is_one_line_exit_2(published, tmp_path, capsys):
-    code = cli.main(["report", "--lake", published["lake"].root, "--month", "2026-05",
+    code = cli.main(["report", "--lake", published["lake"].root, "--month", "2026-07",
                      "--out", str(tmp_path / "r.html")])
     err = capsys.readouterr().err
     assert code == 2 and not (tmp_path / "r.html").exists()
     assert err.strip().splitlines() == [
-        f"crm report: month 2026-05 has not been analysed in lake {published['lake'].root}: analysed months are "
-        "2026-01 to 2026-03 (a month is analysed once it is complete: `crm status` says what it waits for)"]
+        f"crm report: month 2026-07 has not been analysed in lake {published['lake'].root}: analysed months are "
+        "2026-01 to 2026-06 (a month is analysed once it is complete: `crm status` says what it waits for)"]
 
 
 def test_default_month_is_the_latest_analysed(published, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert cli.main(["report", "--lake", published["lake"].root]) == 0
-    assert (tmp_path / "crm-report-2026-03.html").is_file()
-    assert "report of 2026-03 written to crm-report-2026-03.html" in capsys.readouterr().out
+    assert (tmp_path / "crm-report-2026-06.html").is_file()
+    assert "report of 2026-06 written to crm-report-2026-06.html" in capsys.readouterr().out
 
 
 def test_a_folder_that_is_no_lake_is_a_usage_error(tmp_path, capsys):

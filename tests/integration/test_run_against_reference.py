@@ -15,11 +15,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crm_pipeline import ops
+from crm_pipeline import cli, ops
 from crm_pipeline.entrypoints.run import run_pipeline
+from crm_pipeline.errors import EXIT_OK
+from crm_pipeline.pipeline.churn import SCORE_COLUMNS as CHURN_SCORE_COLUMNS
+from crm_pipeline.pipeline.marts import MART_TABLES
 from crm_pipeline.io import delta_rs
 from crm_pipeline.settings import LakeLayout
-from tests.integration.conftest import KEY
+from tests.integration.conftest import KEY, MONTHS
 from tests.reference.recompute import clv_given_model, load_config
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
@@ -40,7 +43,7 @@ def test_run_succeeds_twice(published):
 def test_every_complete_month_is_published_and_no_other(published):
     months = sorted(set(published["first"]["subscriber_month"]["month"]))
     assert [m.date() if hasattr(m, "date") else m for m in months] == published["ref"].complete_months
-    assert len(months) == 3
+    assert len(months) == len(MONTHS)
 
 
 def _as_dates(df: pd.DataFrame) -> pd.DataFrame:
@@ -123,10 +126,40 @@ def test_lost_customers_equal_the_independent_recomputation(published):
 
 
 def test_no_month_is_scored_without_a_model_whose_labels_it_knew(published):
-    # three complete months: one labelled month, too few to train and test a churn model
-    sm = published["first"]["subscriber_month"]
-    assert sm["churn_score"].isna().all() and sm["churn_model_version"].isna().all()
-    assert published["first"]["churn_watchlist"].empty and published["first"]["churn_model"].empty
+    """Six complete months: four labelled ones (a month is labelled once M+2 is complete) train and
+    test a model, which may score the months from the last one its labels reach, and no earlier."""
+    sm, models = _as_dates(published["first"]["subscriber_month"]), published["first"]["churn_model"]
+    known = {v: pd.Timestamp(m).date() for v, m in zip(models["model_version"], models["labels_known_through"])}
+    assert known, "six complete months train a churn model"
+    scored = sm[sm["churn_score"].notna()]
+    assert not scored.empty and scored["churn_model_version"].notna().all()
+    for month, version in set(zip(scored["month"], scored["churn_model_version"])):
+        assert version in known and month >= known[version], (month, version, known)
+    assert sm[sm["month"] < min(known.values())]["churn_score"].isna().all()
+    watched = set(_as_dates(published["first"]["churn_watchlist"])["month"])
+    assert watched and watched <= set(scored["month"])
+
+
+def test_the_rescore_rebuilt_only_the_score_marts_and_a_rebuild_finds_them_unchanged(published, tmp_path,
+                                                                                    monkeypatch, capsys):
+    """The run's rescore (after `train` fitted the model that scores the last month) rebuilt only
+    the marts that hold churn scores, from the stored subscriber months and churn features; a
+    rebuild of every mart of that month from silver and the rollups, with the same model, finds all
+    of them unchanged (the content fingerprints `crm analyse` compares before writing)."""
+    import re
+    import shutil
+
+    month = f"{MONTHS[-1]:%Y-%m}"
+    logs = published["logs"]
+    rescore = logs[logs.index(f"analyse: rescoring 1 months {month} .. {month}"):]
+    rescore = rescore[:rescore.index("analyse: gold written")]
+    assert re.findall(r"gold/(\w+): built and validated", rescore) == \
+        [name for name in MART_TABLES if name in CHURN_SCORE_COLUMNS]
+    lake = shutil.copytree(published["lake"].root, tmp_path / "lake")  # other tests read the run's lake
+    monkeypatch.setenv("CRM_MSISDN_HMAC_KEY", KEY)
+    capsys.readouterr()
+    assert cli.main(["analyse", "--lake", str(lake), "--month", month]) == EXIT_OK
+    assert f"analyse: unchanged, not rewritten: {', '.join(MART_TABLES)}" in capsys.readouterr().out
 
 
 def test_clv_is_the_sbg_value_under_the_published_parameters(published):
@@ -162,11 +195,13 @@ def test_a_second_run_commits_nothing_to_any_lake_table(published):
 def test_a_second_run_on_the_same_deliveries_rebuilds_no_month_and_says_so(published):
     """Every complete month's gold was built from the deliveries loaded now: the second run leaves
     it as it is (a month is rebuilt once a delivery it reads changes: the corrected bill below)."""
-    said = "analyse: every complete month (2026-01 .. 2026-03) is built from the deliveries loaded now; none rebuilt"
-    assert published["logs"].count(said) == 1 and published["logs"].count("analyse: building 3 months") == 1
+    span = f"{MONTHS[0]:%Y-%m} .. {MONTHS[-1]:%Y-%m}"
+    said = f"analyse: every complete month ({span}) is built from the deliveries loaded now; none rebuilt"
+    assert published["logs"].count(said) == 1
+    assert published["logs"].count(f"analyse: building {len(MONTHS)} months") == 1
     steps = [r["message"] for r in delta_rs.read(published["lake"].ops("pipeline_runs"), ["run_id", "message"])
              .to_pylist() if r["run_id"] == "run-2"]  # its steps' rows (the file rows are run-1's)
-    assert "gold current: every complete month (2026-01 .. 2026-03) built from the deliveries loaded now" in steps
+    assert f"gold current: every complete month ({span}) built from the deliveries loaded now" in steps
     assert not [m for m in steps if m.startswith(("built ", "rescored "))], steps
 
 
@@ -214,8 +249,8 @@ def test_every_layer_reconciles_with_the_one_before_in_crm_ops(published):
     assert {c for c, _, _ in by_table["gold_reconciliation"]} >= {"expect_column_values_to_be_between(segment_gap)"}
     published_checks = {t[len("published_"):]: checks for t, checks in by_table.items() if t.startswith("published_")}
     assert set(published["first"]) <= set(published_checks) <= {name for _, name, _, _ in published_tables()}
-    for name, checks in published_checks.items():  # one per table, over January to March
-        assert checks == [("row_count_equals_gold", True, date(2026, 3, 1))], name
+    for name, checks in published_checks.items():  # one per table, over the months published
+        assert checks == [("row_count_equals_gold", True, MONTHS[-1])], name
 
 
 def test_a_corrected_bill_restates_the_month_and_records_it(spark, published, tmp_path):
@@ -228,9 +263,9 @@ def test_a_corrected_bill_restates_the_month_and_records_it(spark, published, tm
     lake = LakeLayout(str(shutil.copytree(published["lake"].root, tmp_path / "lake")))
     wh = tmp_path / "wh" / published["warehouse"].name
     shutil.copytree(published["warehouse"].parent, wh.parent)  # the restricted file beside it too
-    day = landing / "bill" / "20260310"  # a later bill delivery for February
+    day = landing / "bill" / "20260610"  # a later bill delivery for May
     day.mkdir(parents=True)
-    src = sorted((landing / "bill" / "20260302").glob("BILL_20260302_*.dat*"))
+    src = sorted((landing / "bill" / "20260602").glob("BILL_20260602_*.dat*"))
     lines = []
     for f in src:
         data = f.read_bytes()
@@ -239,30 +274,30 @@ def test_a_corrected_bill_restates_the_month_and_records_it(spark, published, tm
     first[5] = str(int(first[5]) + 12345)
     lines[0] = "|".join(first)
     body = ("\n".join(lines) + "\n").encode()
-    (day / "BILL_20260310_001.dat").write_bytes(body)
-    (day / "BILL_20260310.ctl").write_text(
-        f"BILL_20260310_001.dat|{len(lines)}|{len(body)}|{hashlib.md5(body).hexdigest()}|UTF-8\n")
+    (day / "BILL_20260610_001.dat").write_bytes(body)
+    (day / "BILL_20260610.ctl").write_text(
+        f"BILL_20260610_001.dat|{len(lines)}|{len(body)}|{hashlib.md5(body).hexdigest()}|UTF-8\n")
     code = run_pipeline(spark, landing, lake, f"duckdb:///{wh}", ops.RunContext("run-3"), KEY)
     assert code == 0
     con = duckdb.connect(str(wh), read_only=True)
     restated = con.execute(
         'SELECT month, table_name, run_id FROM "crm_ops"."restatements" ORDER BY 2').fetchall()
     revenue = con.execute('SELECT revenue_fen FROM "crm"."subscriber_month" '
-                          "WHERE month = DATE '2026-02-01' AND subscriber_id = ?", [first[2]]).fetchone()[0]
+                          "WHERE month = DATE '2026-05-01' AND subscriber_id = ?", [first[2]]).fetchone()[0]
     con.close()
     before = published["first"]["subscriber_month"]
-    old = before[(pd.to_datetime(before["month"]).dt.date == date(2026, 2, 1))
+    old = before[(pd.to_datetime(before["month"]).dt.date == date(2026, 5, 1))
                  & (before["subscriber_id"] == first[2])]["revenue_fen"].iloc[0]
     assert revenue == old + 12345
-    assert (date(2026, 2, 1), "kpi_month", "run-3") in restated
-    assert (date(2026, 2, 1), "subscriber_month", "run-3") in restated
+    assert (date(2026, 5, 1), "kpi_month", "run-3") in restated
+    assert (date(2026, 5, 1), "subscriber_month", "run-3") in restated
     # the month, and later months whose trailing windows hold it; no table of an earlier month
     # (their content is exact: summed in another order, it is still the same)
     months = {m for m, table, run in restated if run == "run-3"}
-    assert min(months) == date(2026, 2, 1), sorted(r for r in restated if r[0] < date(2026, 2, 1))
-    # and the run rebuilt only those: January reads nothing the bill changed
+    assert min(months) == date(2026, 5, 1), sorted(r for r in restated if r[0] < date(2026, 5, 1))
+    # and the run rebuilt only those: January to April read nothing the bill changed
     steps = delta_rs.read(lake.ops("pipeline_runs"), ["run_id", "message"]).to_pylist()
-    assert "built 2026-02, 2026-03" in [r["message"] for r in steps if r["run_id"] == "run-3"]
+    assert "built 2026-05, 2026-06" in [r["message"] for r in steps if r["run_id"] == "run-3"]
 
 
 def test_the_run_ends_with_a_closing_summary(published):
@@ -278,4 +313,4 @@ def test_the_run_ends_with_a_closing_summary(published):
     assert line.startswith("run run-1 finished in ")
     assert f": {deliveries:,} deliveries loaded, 0 failed; {read:,} records read, " in line
     assert f", {quarantined:,} quarantined, " in line
-    assert "; published 3 month(s) 2026-01..2026-03: " in line and f"rows to duckdb:///{published['warehouse']}" in line
+    assert f"; published {len(MONTHS)} month(s) {MONTHS[0]:%Y-%m}..{MONTHS[-1]:%Y-%m}: " in line and f"rows to duckdb:///{published['warehouse']}" in line

@@ -1,5 +1,5 @@
 """`crm status` on the lake of a real `crm run` (the shared `published` run over generated data:
-January to March complete, April delivered to the 5th without its bill), with one delivery taken
+January to June complete, July delivered to the 4th without its bill), with one delivery taken
 out of the delivery log so that a feed is late, judged at a fixed clock."""
 
 from __future__ import annotations
@@ -18,15 +18,17 @@ from crm_pipeline import status
 from crm_pipeline.feeds import load_feeds
 from crm_pipeline.io import delta_rs
 from crm_pipeline.settings import LakeLayout
+from tests.integration.conftest import LAST_DAY, MONTHS
 
-AS_OF = datetime(2026, 4, 6, 9, 0)  # April 5th's deliveries were due at 06:00 (config/operations.json)
+AS_OF = datetime(2026, 7, 5, 9, 0)  # July 4th's deliveries were due at 06:00 (config/operations.json)
+LATE_DAY = LAST_DAY  # 2026-07-04, the last day delivered
 LATE_FEED = "cdr_voice"
 
 
 @pytest.fixture(scope="module")
 def lake(published, tmp_path_factory):
     """The run's lake (its data layers linked, its ops tables copied) without the delivery log's
-    entry of cdr_voice for April 5th: as if that delivery had not arrived."""
+    entry of cdr_voice for July 4th: as if that delivery had not arrived."""
     from deltalake import write_deltalake
 
     src = Path(published["lake"].root)
@@ -38,7 +40,7 @@ def lake(published, tmp_path_factory):
     shutil.copytree(src / "ops", root / "ops")
     lake = LakeLayout(str(root))
     log = delta_rs.read(lake.ops("deliveries"))
-    kept = log.filter(~((pc.field("feed") == LATE_FEED) & (pc.field("business_date") == date(2026, 4, 5))))
+    kept = log.filter(~((pc.field("feed") == LATE_FEED) & (pc.field("business_date") == LATE_DAY)))
     assert kept.num_rows == log.num_rows - 1
     write_deltalake(lake.ops("deliveries"), kept, mode="overwrite")
     return lake
@@ -47,9 +49,9 @@ def lake(published, tmp_path_factory):
 def test_status_shows_the_late_feed_the_loaded_ones_and_their_records(lake):
     st = status.status(lake, AS_OF, days=7)
     by = {(d["feed"], d["business_date"]): d for d in st.deliveries}
-    late = by[(LATE_FEED, date(2026, 4, 5))]
+    late = by[(LATE_FEED, LATE_DAY)]
     assert (late["status"], late["hours_late"]) == (status.LATE, 3.0)
-    assert [(d["feed"], d["business_date"]) for d in st.late()] == [(LATE_FEED, date(2026, 4, 5))]
+    assert [(d["feed"], d["business_date"]) for d in st.late()] == [(LATE_FEED, LATE_DAY)]
     quarantine = delta_rs.read(lake.quarantine, ["delivery_id"])
     per_delivery = {}
     for d in quarantine.column("delivery_id").to_pylist():
@@ -64,14 +66,14 @@ def test_status_shows_the_late_feed_the_loaded_ones_and_their_records(lake):
 
 def test_status_shows_the_months_published_and_the_one_waiting_for_its_bill(lake, published):
     months = {m["month"]: m for m in status.status(lake, AS_OF).months}
-    assert [months[m]["status"] for m in sorted(months)] == ["PUBLISHED"] * 3 + ["WAITING"]
-    waiting = months[date(2026, 4, 1)]["waiting_for"]
+    assert [months[m]["status"] for m in sorted(months)] == ["PUBLISHED"] * len(MONTHS) + ["WAITING"]
+    waiting = months[date(2026, 7, 1)]["waiting_for"]
     others = [s.feed for s in load_feeds().values() if s.is_daily and s.feed != LATE_FEED]
-    assert waiting == (f"bill not delivered; 2026-04-06..2026-05-03 not loaded ({', '.join(others)}); "
-                       f"2026-04-05..2026-05-03 not loaded ({LATE_FEED})")
+    assert waiting == (f"bill not delivered; 2026-07-05..2026-08-03 not loaded ({', '.join(others)}); "
+                       f"2026-07-04..2026-08-03 not loaded ({LATE_FEED})")
     published_rows = published["second"]["subscriber_month"]
-    assert months[date(2026, 3, 1)]["published_rows"] == int(
-        (published_rows["month"].astype(str).str[:7] == "2026-03").sum())
+    assert months[MONTHS[-1]]["published_rows"] == int(
+        (published_rows["month"].astype(str).str[:7] == f"{MONTHS[-1]:%Y-%m}").sum())
 
 
 def test_crm_status_prints_it(lake):
@@ -80,6 +82,6 @@ def test_crm_status_prints_it(lake):
                          capture_output=True, text=True, env={**os.environ}, timeout=120)
     assert out.returncode == 0, out.stderr
     line = next(ln for ln in out.stdout.splitlines() if ln.strip().startswith(LATE_FEED))
-    assert "6/7" in line and "LATE 2026-04-05 (3.0 h past 04-06 06:00)" in line
-    assert "2026-04  WAITING" in out.stdout and "bill not delivered" in out.stdout
+    assert "6/7" in line and "LATE 2026-07-04 (3.0 h past 07-05 06:00)" in line
+    assert "2026-07  WAITING" in out.stdout and "bill not delivered" in out.stdout
     assert "Quarantined records" in out.stdout and "Quarantined records: none" not in out.stdout
