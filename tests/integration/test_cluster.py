@@ -53,8 +53,12 @@ def cluster(tmp_path_factory):
 def cluster_run(cluster, dag_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster-run")
     warehouse = root / "warehouse.duckdb"
+    # A hundred subscribers, as the DAG run: two shuffle partitions, and the JVMs' quick compiler
+    # (C1) only. Its three JVMs (the driver, two executors) each compile Spark's code on two cores,
+    # for little work: C2 cost 468 CPU-s for this run where C1 took 342 (docs/benchmarks.md).
     env = dict(os.environ, CRM_SPARK_MASTER=cluster["url"], CRM_DRIVER_MEMORY="1g", CRM_MSISDN_HMAC_KEY=KEY,
-               SPARK_LOCAL_IP="127.0.0.1", CRM_SHUFFLE_PARTITIONS="2")  # a hundred subscribers, as the DAG run
+               SPARK_LOCAL_IP="127.0.0.1", CRM_SHUFFLE_PARTITIONS="2",
+               CRM_JAVA_OPTIONS="-XX:+UseParallelGC -XX:TieredStopAtLevel=1")
     proc = subprocess.run(
         [sys.executable, "-m", "crm_pipeline.cli", "run", "--landing", dag_run[1]["AIRFLOW_VAR_CRM_LANDING"],
          "--lake", str(root / "lake"), "--warehouse", f"duckdb:///{warehouse}"],
