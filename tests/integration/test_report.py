@@ -21,8 +21,9 @@ from tests.report_browser import open_report
 
 pytestmark = pytest.mark.integration
 
-#: sections that need a churn model's scores: a model trained on the labels of January to April
-#: (a month is labelled when the two after it are complete) scores no month before April
+#: sections that need a churn model's scores: the run's model, trained on January and February and
+#: tested on April (a month is labelled once the two after it are complete), uses labels that
+#: reach June, so it scores June and no earlier month
 NEED_A_MODEL = {"churn-model", "watchlist"}
 
 
