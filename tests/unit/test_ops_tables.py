@@ -5,7 +5,7 @@ starts no Spark."""
 from __future__ import annotations
 
 import argparse
-from datetime import date
+from datetime import date, datetime
 
 import pytest
 
@@ -63,6 +63,30 @@ def test_a_month_built_again_in_the_same_run_replaces_that_runs_inputs_of_the_mo
     assert got[("run-1", june, date(2026, 6, 30))] == "again" and got[("it's-2", june, date(2026, 6, 30))] == "voice-0630"
     assert got[("run-1", may, date(2026, 5, 31))] == "voice-0531"
     assert {(run, month) for run, month, _ in got} == {("run-1", may), ("run-1", june), ("it's-2", june)}
+
+
+def test_a_lake_holding_a_month_built_twice_in_one_run_publishes_one_row_per_key(tmp_path):
+    """A lake written before the fix above holds both builds' rows of such a month: the publish
+    sends the latest build's, once per key, which a warehouse enforcing the key accepts."""
+    import duckdb
+
+    from crm_pipeline.publish.publish import publish_ops
+
+    lake = LakeLayout(str(tmp_path / "lake"))
+    june = date(2026, 6, 1)
+    rows = [dict(run_id="run-1", month=june, feed="bill", business_date=date(2026, 7, 2), delivery_id=d,
+                 built_at=datetime(2026, 7, 5, h)) for d, h in (("first", 1), ("second", 2))]
+    ops.append_rows_arrow(lake, "month_inputs", rows[1:])  # as the older version appended them
+    ops.append_rows_arrow(lake, "month_inputs", rows[:1])
+    ops.append_rows_arrow(lake, "month_inputs", [dict(rows[0], run_id="run-2")])
+    wh = tmp_path / "wh.duckdb"
+    publish_ops(lake, f"duckdb:///{wh}")
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        got = con.execute("SELECT run_id, delivery_id FROM crm_ops.month_inputs ORDER BY 1").fetchall()
+    finally:
+        con.close()
+    assert got == [("run-1", "second"), ("run-2", "first")]
 
 
 def test_spark_reads_what_delta_rs_wrote(spark, tmp_path):

@@ -174,7 +174,8 @@ def publish_ops(lake: LakeLayout, warehouse) -> None:
     for name in OPS_TABLES:
         with stage("publish", name):
             try:
-                data = stream(_delta_dataset(lake.ops(name)))
+                dataset = _delta_dataset(lake.ops(name))
+                data = _latest_per_key(dataset.to_table()) if name == "month_inputs" else stream(dataset)
             except TableNotFoundError:  # nothing of that kind so far: the table exists, empty, for BI
                 data = empty_table(table_spec(name))
             wh.replace_table("crm_ops", name, data)
@@ -187,6 +188,22 @@ def publish_ops(lake: LakeLayout, warehouse) -> None:
             schema = empty_table(table_spec(name)).schema
             wh.replace_table("crm_ops", name, pa.Table.from_pylist(
                 [{c: r.get(c) for c in schema.names} for r in views[name]], schema=schema))
+
+
+def _latest_per_key(inputs: pa.Table) -> pa.Table:
+    """month_inputs with one row per key (run, month, feed, day), the latest built: a lake written
+    before a month built again in the same run replaced that run's rows of the month holds both
+    builds' rows, which a warehouse enforcing the key refuses."""
+    spec = table_spec("month_inputs")
+    ordered = inputs.sort_by([("built_at", "descending")])
+    seen: set[tuple] = set()
+    keep = []
+    for i, row in enumerate(ordered.select(list(spec.key)).to_pylist()):
+        key = tuple(row.values())
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return ordered.take(keep) if len(keep) < len(ordered) else inputs
 
 
 def publish_ops_after_failure(lake: LakeLayout, warehouse_url: str) -> None:
