@@ -18,9 +18,9 @@ import pytest
 from crm_pipeline import cli, ops
 from crm_pipeline.entrypoints.run import run_pipeline
 from crm_pipeline.errors import EXIT_OK
+from crm_pipeline.io import delta_rs
 from crm_pipeline.pipeline.churn import SCORE_COLUMNS as CHURN_SCORE_COLUMNS
 from crm_pipeline.pipeline.marts import MART_TABLES
-from crm_pipeline.io import delta_rs
 from crm_pipeline.settings import LakeLayout
 from tests.integration.conftest import KEY, MONTHS
 from tests.reference.recompute import clv_given_model, load_config
