@@ -322,12 +322,10 @@ def record_inputs(lake: LakeLayout, ctx: ops.RunContext, months: list[date],
     from crm_pipeline.orchestration import month_inputs
 
     now = ops.utcnow()
-    run = ctx.run_id.replace("'", "''")
-    days = ", ".join(f"DATE '{m.isoformat()}'" for m in months)
     ops.append_rows_arrow(lake, "month_inputs", [
         dict(run_id=ctx.run_id, month=m, feed=feed, business_date=day, delivery_id=delivery, built_at=now)
         for m in months for (feed, day), delivery in sorted(month_inputs(m, loaded).items())],
-        replacing=f"run_id = '{run}' AND month IN ({days})")
+        replacing=f"run_id = {delta.sql_literal(ctx.run_id)} AND {delta.in_predicate('month', months)}")
 
 
 def _hashed(df: DataFrame, cols: list[str]):
