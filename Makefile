@@ -25,8 +25,9 @@ PYTEST_ARGS ?= -n 2 --dist loadscope
 test: setup browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# The crash chains: a month's pipeline from its landing zone killed at every fault point, and
-# ingest alone (about 20 minutes; docs/data-quality.md). `make test` runs the publish point.
+# The crash chains outside Airflow: a month's pipeline from its landing zone, its `crm` steps killed
+# at every fault point, and ingest alone (about 20 minutes; docs/data-quality.md). `make test` kills
+# the Airflow scenario's tasks at every point and lets Airflow retry them.
 crash-test: setup
 	$(BIN)/pytest -p no:xdist -m crash tests/integration/test_crash_safety.py tests/integration/test_crash_ingest.py
 

@@ -10,6 +10,15 @@ time of each run), as an operator would live them and as docs/runbook.md tells t
    January is complete (late) and announced; the monthly analytics (asset-triggered, run
    directly) build and publish it.
 
+From the rerun on, the tasks' processes are killed with SIGKILL at every named fault point
+(`crm_pipeline.faults`, FAULTS), once each, as a lost machine or the OOM killer would: the ingest
+while a Spark task verifies a file, after a bronze commit and after a silver commit; the rollup
+between its two tables; the analyse after its first gold mart; the publish inside its
+transaction. Airflow retries each task (the retry policy of config/operations.json, with a
+one-second delay here) until it finishes; the cluster test's uninterrupted `crm run` of the same
+landing zone ends with every lake and warehouse table equal in content
+(tests/integration/test_cluster.py).
+
 A re-delivery of a month already built is announced again and rebuilt (tests/unit/
 test_orchestration.py; the restatement end to end: tests/integration/test_run_against_reference.py).
 The DAG tests check the wiring and output of each step; the cluster test runs `crm run` on the
@@ -37,12 +46,16 @@ KEY = "dag-test-key"  # the msisdn HMAC key, from the Airflow connection crm_msi
 LATE = [("ticket", date(2026, 2, d)) for d in (1, 2, 3)]  # held back on the first morning
 REDELIVERED = ("recharge", date(2026, 1, 20))  # re-delivered before the rerun, one record short
 
-#: (name, DAG, logical date, CRM_AS_OF): the scenario's runs, in order
+#: (name, DAG, logical date, CRM_AS_OF, faults): the scenario's runs, in order, and the fault points
+#: (CRM_FAULT) armed in their tasks, each killing one try: the ingest's first three tries, then the
+#: rollup's first; the analyse's and the publish's first
 STEPS = [
-    ("daily-1", "crm_daily_ingest", "2026-02-04", "2026-02-04T09:00"),  # business date 2026-02-03
-    ("daily-1-rerun", "crm_daily_ingest", "2026-02-04", "2026-02-04T11:00"),  # the same day, run again
-    ("monthly-1", "crm_monthly_analytics", "2026-02-04", "2026-02-04T11:30"),
+    ("daily-1", "crm_daily_ingest", "2026-02-04", "2026-02-04T09:00", None),  # business date 2026-02-03
+    ("daily-1-rerun", "crm_daily_ingest", "2026-02-04", "2026-02-04T11:00",  # the same day, run again
+     "verify,bronze:1,silver:1,rollup"),
+    ("monthly-1", "crm_monthly_analytics", "2026-02-04", "2026-02-04T11:30", "gold:1,publish:2"),
 ]
+FAULTS = sorted(f for *_, faults in STEPS if faults for f in faults.split(","))
 
 
 @pytest.fixture(scope="session")
@@ -66,8 +79,10 @@ def airflow_env(tmp_path_factory):
         "AIRFLOW_VAR_CRM_WAREHOUSE": f"duckdb:///{root / 'wh' / 'warehouse.duckdb'}",
         "AIRFLOW_CONN_CRM_MSISDN_HMAC": json.dumps({"conn_type": "generic", "password": KEY}),
         "CRM_SHUFFLE_PARTITIONS": "2",  # a hundred subscribers: as the in-process test session
+        "CRM_OPERATIONS_CONFIG": str(_operations_config(root)),
     }
-    for name in ("CRM_MSISDN_HMAC_KEY", "CRM_AS_OF", "CRM_ALERT_WEBHOOK", "CRM_ALERT_EMAIL"):
+    for name in ("CRM_MSISDN_HMAC_KEY", "CRM_AS_OF", "CRM_ALERT_WEBHOOK", "CRM_ALERT_EMAIL", "CRM_FAULT",
+                 "CRM_FAULT_ONCE", "CRM_FAULT_GROUP"):
         env.pop(name, None)
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
     for pool, description in POOLS.items():
@@ -75,8 +90,28 @@ def airflow_env(tmp_path_factory):
     return root, env
 
 
-def dags_test(env, dag_id: str, logical_date: str, *args: str, as_of: str | None = None) -> subprocess.CompletedProcess:
+def _operations_config(root: Path) -> Path:
+    """The repository's config/operations.json, its tasks retried one second after a failure."""
+    config = json.loads((REPO / "config" / "operations.json").read_text(encoding="utf-8"))
+    config["tasks"] = dict(config["tasks"], retry_delay_seconds=1, max_retry_delay_seconds=2)
+    path = root / "operations.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path
+
+
+def fired_faults(root: Path) -> list[str]:
+    """The fault points that killed a task of the scenario."""
+    from crm_pipeline.faults import fired
+
+    return fired(root / "faults")
+
+
+def dags_test(env, dag_id: str, logical_date: str, *args: str, as_of: str | None = None,
+              faults: str | None = None) -> subprocess.CompletedProcess:
+    """`airflow dags test`; `faults` arms those fault points in its tasks, each to kill one try."""
     env = dict(env, **({"CRM_AS_OF": as_of} if as_of else {}))
+    if faults:
+        env.update(CRM_FAULT=faults, CRM_FAULT_ONCE=str(Path(env["AIRFLOW_HOME"]).parent / "faults"))
     return subprocess.run([AIRFLOW, "dags", "test", dag_id, logical_date, *args], env=env, capture_output=True,
                           text=True, timeout=900)
 
@@ -126,19 +161,19 @@ def _redeliver_one_record_short(landing: Path, feed: str, day: date) -> None:
 
 @pytest.fixture(scope="session")
 def dag_run(airflow_env):
-    """The scenario's runs (STEPS); returns (root, env) once every run has passed. Each run's output
-    is kept in <root>/steps/<name>.txt."""
+    """The scenario's runs (STEPS); returns (root, env) once every run has passed, its killed tries
+    retried. Each run's output is kept in <root>/steps/<name>.txt."""
     root, env = airflow_env
     landing, held = Path(env["AIRFLOW_VAR_CRM_LANDING"]), root / "held"
     for feed, day in LATE:
         _hold(landing, held, feed, day)
     (root / "steps").mkdir()
-    for name, dag_id, logical, as_of in STEPS:
+    for name, dag_id, logical, as_of, faults in STEPS:
         if name == "daily-1-rerun":
             for feed, day in LATE:
                 _land(landing, held, feed, day)
             _redeliver_one_record_short(landing, *REDELIVERED)
-        run = dags_test(env, dag_id, logical, as_of=as_of)
+        run = dags_test(env, dag_id, logical, as_of=as_of, faults=faults)
         (root / "steps" / f"{name}.txt").write_text(run.stdout + run.stderr)
         assert run.returncode == 0, f"{name}:\n{run.stdout[-3000:]}{run.stderr[-3000:]}"
     return root, env

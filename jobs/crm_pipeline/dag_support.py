@@ -59,10 +59,39 @@ def feed_names() -> list[str]:
     return sorted(p.stem for p in (resource_dir("schemas") / "feeds").glob("*.json"))
 
 
+#: `tasks` of config/operations.json when it has none: 3 retries, 5 minutes apart, doubling up to an hour
+TASK_RETRIES = {"retries": 3, "retry_delay_seconds": 300, "max_retry_delay_seconds": 3600}
+
+
+def task_retries(path: str | Path | None = None) -> dict:
+    """The retry policy of every task: `tasks` of config/operations.json (`CRM_OPERATIONS_CONFIG`
+    points elsewhere), each setting defaulting to TASK_RETRIES. A wrong setting fails the DAG's
+    import naming the file."""
+    import json
+
+    from crm_pipeline.settings import resource_dir
+
+    path = Path(path or os.environ.get("CRM_OPERATIONS_CONFIG") or resource_dir("config") / "operations.json")
+    given = json.loads(path.read_text(encoding="utf-8")).get("tasks", {})
+    unknown = set(given) - set(TASK_RETRIES)
+    if unknown:
+        raise ValueError(f"{path}: tasks has unknown setting(s) {', '.join(sorted(unknown))}; "
+                         f"known: {', '.join(TASK_RETRIES)}")
+    out = {**TASK_RETRIES, **given}
+    for key, value in out.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{path}: tasks.{key} must be a whole number from 0, not {value!r}")
+    return out
+
+
 def default_args(timeout: timedelta) -> dict:
-    """Task defaults: 3 retries with exponential back-off up to an hour, a timeout, the alert."""
-    return {"owner": "data-engineering", "retries": 3, "retry_delay": timedelta(minutes=5),
-            "retry_exponential_backoff": True, "max_retry_delay": timedelta(hours=1),
+    """Task defaults: retries with exponential back-off (`task_retries`), a timeout, the alert."""
+    retries = task_retries()
+    return {"owner": "data-engineering", "retries": retries["retries"],
+            "retry_delay": timedelta(seconds=retries["retry_delay_seconds"]),
+            # a multiplier since Airflow 3.3 (True counts as 1: a constant delay): each delay doubles
+            "retry_exponential_backoff": 2.0,
+            "max_retry_delay": timedelta(seconds=retries["max_retry_delay_seconds"]),
             "execution_timeout": timeout, "on_failure_callback": alert_on_failure}
 
 

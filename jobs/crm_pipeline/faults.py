@@ -9,6 +9,11 @@ month not), `publish` (a warehouse table replaced inside the publish transaction
 costs one dictionary lookup. Task-side points count per worker process; Spark starts its Python
 workers in process groups of their own, so `arm()` (called first thing by `crm`) names the
 command's group in `CRM_FAULT_GROUP` for them to kill.
+
+`CRM_FAULT` may name several points, comma-separated (`verify,bronze:1,rollup`). With
+`CRM_FAULT_ONCE=<folder>`, each of them kills once across every process given that environment
+(a file in the folder records that it did): the tries of an Airflow task, retried after each
+kill, die at one point after the other and the last one finishes.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import os
 import signal
 from collections import Counter
+from pathlib import Path
 
 POINTS = ("verify", "bronze", "silver", "rollup", "gold", "publish")
 _passed: Counter = Counter()
@@ -31,9 +37,29 @@ def point(name: str) -> None:
     wanted = os.environ.get("CRM_FAULT")
     if not wanted:
         return
-    target, _, nth = wanted.partition(":")
-    if target != name:
-        return
-    _passed[name] += 1
-    if _passed[name] == int(nth or 1):
-        os.killpg(int(os.environ.get("CRM_FAULT_GROUP") or os.getpgrp()), signal.SIGKILL)
+    for fault in wanted.split(","):
+        target, _, nth = fault.strip().partition(":")
+        if target != name:
+            continue
+        _passed[name] += 1
+        if _passed[name] == int(nth or 1) and _first_time(fault.strip()):
+            os.killpg(int(os.environ.get("CRM_FAULT_GROUP") or os.getpgrp()), signal.SIGKILL)
+
+
+def fired(folder: str | Path) -> list[str]:
+    """The faults that killed a process under `CRM_FAULT_ONCE=<folder>`, in name order."""
+    return sorted(p.name for p in Path(folder).iterdir()) if Path(folder).is_dir() else []
+
+
+def _first_time(fault: str) -> bool:
+    """Whether `fault` may kill now: always, unless CRM_FAULT_ONCE names a folder where it has
+    already been recorded (recorded here, before the kill)."""
+    folder = os.environ.get("CRM_FAULT_ONCE")
+    if not folder:
+        return True
+    os.makedirs(folder, exist_ok=True)
+    try:
+        os.close(os.open(os.path.join(folder, fault), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import jinja2
@@ -45,7 +46,9 @@ def test_dags_are_tagged_retried_and_single_writer(dagbag):
         assert dag.catchup is False, dag.dag_id
         assert dag.doc_md and dag.doc_md.strip(), dag.dag_id
         for task in dag.tasks:
-            assert task.retries >= 1 and task.retry_exponential_backoff, (dag.dag_id, task.task_id)
+            # config/operations.json's `tasks`: 3 retries, 5 minutes apart, doubling up to an hour
+            assert (task.retries, task.retry_delay, task.retry_exponential_backoff, task.max_retry_delay) == (
+                3, timedelta(minutes=5), 2.0, timedelta(hours=1)), (dag.dag_id, task.task_id)
             assert task.execution_timeout is not None, (dag.dag_id, task.task_id)
             assert [f.__name__ for f in _callbacks(task.on_failure_callback)] == ["alert_on_failure"], task.task_id
 

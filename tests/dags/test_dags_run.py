@@ -6,12 +6,13 @@ connection against the standalone cluster (tests/integration/test_cluster.py).""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import date
 from pathlib import Path
 
 import pytest
 
-from tests.dag_run import KEY, LATE, REDELIVERED, airflow_query, dags_test, query, step_output
+from tests.dag_run import FAULTS, KEY, LATE, REDELIVERED, airflow_query, dags_test, fired_faults, query, step_output
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
 
@@ -78,6 +79,23 @@ def test_lineage_names_the_deliveries_and_files_a_published_month_came_from(dag_
     assert ("ticket", date(2026, 2, 3)) in days and ("bill", date(2026, 2, 2)) in days  # late window, the bill
     assert ("cdr_voice", date(2026, 2, 4)) not in days
     assert all(r[5] is not None and r[4] is not None for r in rows)
+
+
+def test_each_killed_task_was_retried_by_airflow_and_finished(dag_run):
+    """From the rerun of the day on, every fault point killed one try of its task: the ingest's
+    first three, the rollup's, the analyse's and the publish's first. Airflow has each killed try
+    on record as failed, and retried the task until it succeeded. (What the tries left behind:
+    tests/integration/test_cluster.py compares every table with an uninterrupted run's.)"""
+    root, _ = dag_run
+    assert fired_faults(root) == FAULTS == ["bronze:1", "gold:1", "publish:2", "rollup", "silver:1", "verify"]
+    killed = {("crm_daily_ingest", "ingest"): 3, ("crm_daily_ingest", "rollup"): 1,
+              ("crm_monthly_analytics", "analyse"): 1, ("crm_monthly_analytics", "publish"): 1}
+    failed = Counter((dag, task) for dag, task, state in airflow_query(
+        root, "SELECT dag_id, task_id, state FROM task_instance_history") if state == "failed")
+    assert dict(failed) == killed
+    final = {(dag, task): (tries, state) for dag, task, tries, state in airflow_query(
+        root, "SELECT dag_id, task_id, try_number, state FROM task_instance")}
+    assert {key: final[key] for key in killed} == {key: (n + 1, "success") for key, n in killed.items()}
 
 
 def test_every_task_of_the_scenario_is_on_record(dag_run):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from deltalake import DeltaTable
 
@@ -58,10 +59,20 @@ def lake_tables(lake: Path) -> dict[str, Path]:
             for p in sorted((lake / layer).iterdir()) if (p / "_delta_log").is_dir()}
 
 
+def comparable(table: pd.DataFrame) -> pd.DataFrame:
+    """Every column but the run-specific ones, in name order; array cells (e.g. activity_months'
+    sorted recharge_dates) as tuples, which hash and compare by value."""
+    table = table.drop(columns=[c for c in table.columns if c in RUN_SPECIFIC])
+    table = table[sorted(table.columns)].copy()
+    for c in table.columns:
+        if table[c].dtype == object:
+            table[c] = table[c].map(lambda v: tuple(v) if isinstance(v, (list, np.ndarray)) else v)
+    return table
+
+
 def content(table: pd.DataFrame) -> tuple[int, int]:
     """Row count and an order-independent checksum of every column but the run-specific ones."""
-    table = table.drop(columns=[c for c in table.columns if c in RUN_SPECIFIC])
-    table = table[sorted(table.columns)]
+    table = comparable(table)
     return len(table), int(pd.util.hash_pandas_object(table, index=False).sum())
 
 
@@ -77,14 +88,15 @@ def warehouse_contents(root: Path) -> dict[str, tuple[int, int]]:
 
 
 def loaded_once(lake: Path) -> pd.Series:
-    """Check the lake's loaded files: each successfully loaded file adds up (read = loaded +
-    quarantined + duplicate), and each feed and day has exactly one loaded delivery however often
-    it was read. Returns the number of loaded deliveries per (feed, business_date)."""
+    """Check the lake's loaded files and deliveries: each successfully loaded file adds up (read =
+    loaded + quarantined + duplicate), and each delivery is on record as loaded once, however often
+    it was read (a killed run's deliveries are read again). Returns the delivery each feed and day
+    holds now (the latest loaded: a day re-delivered has had two), by (feed, business_date)."""
     rows = DeltaTable(str(lake / "ops" / "pipeline_runs")).to_pandas()
     files = rows[(rows["status"] == "SUCCESS") & rows["source_file"].fillna("").ne("")]
     assert not files.empty
     assert (files["rows_read"] == files["rows_loaded"] + files["rows_quarantined"] + files["rows_duplicate"]).all()
     deliveries = DeltaTable(str(lake / "ops" / "deliveries")).to_pandas()
-    loaded = deliveries[deliveries["status"] == "LOADED"].groupby(["feed", "business_date"])["delivery_id"].nunique()
-    assert (loaded == 1).all()
-    return loaded
+    loaded = deliveries[deliveries["status"] == "LOADED"]
+    assert not loaded["delivery_id"].duplicated().any(), loaded[loaded["delivery_id"].duplicated(keep=False)]
+    return loaded.sort_values("logged_at", kind="stable").groupby(["feed", "business_date"])["delivery_id"].last()

@@ -50,4 +50,5 @@ def test_each_kill_stopped_its_ingest_before_the_end(runs):
 
 
 def test_every_file_of_the_crashed_lake_is_loaded_once_and_adds_up(runs):
-    assert len(loaded_once(runs["crashed"] / "lake")) == 2 * 2  # each feed and day
+    crashed = loaded_once(runs["crashed"] / "lake")
+    assert len(crashed) == 2 * 2 and crashed.equals(loaded_once(runs["clean"] / "lake"))  # each feed and day

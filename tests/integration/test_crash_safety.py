@@ -79,4 +79,5 @@ def test_every_warehouse_table_equals_the_uninterrupted_runs(runs):
 
 
 def test_every_loaded_file_of_the_crashed_lake_adds_up_once(runs):
-    assert len(loaded_once(runs["crashed"] / "lake")) > 0
+    crashed = loaded_once(runs["crashed"] / "lake")
+    assert len(crashed) > 0 and crashed.equals(loaded_once(runs["clean"] / "lake"))

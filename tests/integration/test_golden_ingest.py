@@ -189,3 +189,42 @@ def test_a_clean_redelivery_clears_its_days_rejects_and_a_clean_first_delivery_w
     version = DeltaTable(lake.quarantine).version()
     assert load_plan(D2, [plan], "q-3") == []
     assert DeltaTable(lake.quarantine).version() == version  # nothing to replace: no commit
+
+
+class _Killed(BaseException):
+    """A process death at a fault point: nothing after it runs (no `except Exception` catches it)."""
+
+
+@pytest.mark.parametrize("point", ["bronze", "silver"])
+def test_an_empty_redelivery_whose_run_died_after_its_bronze_or_silver_commit_is_finished_by_the_next_run(
+        spark, tmp_path, monkeypatch, point):
+    """A re-delivery withdrawing the day's only record, its run dead after the bronze commit (bronze
+    holds no row of the day any more) or after the silver commit (silver neither): the next run
+    still knows the day was loaded before (ops/deliveries), removes the record from silver, and the
+    silver partition it sat in is on record for the rollups."""
+    from deltalake import DeltaTable
+
+    from crm_pipeline import faults
+
+    landing, lake = tmp_path / "landing", LakeLayout(str(tmp_path / "lake"))
+    write_delivery(landing, "subscriber", D2, [[S1]])
+    write_delivery(landing, "cdr_voice", D2, [[cdr("V15", "13800000001", "20260302100000")]])
+    assert ingest(spark, landing, lake, ops.RunContext("first"), progress=lambda m: None).ok
+    write_delivery(landing, "cdr_voice", D2, [[]])  # the re-delivery: no record
+
+    def die(name):
+        if name == point:
+            raise _Killed(name)
+
+    monkeypatch.setattr(faults, "point", die)
+    with pytest.raises(_Killed):
+        ingest(spark, landing, lake, ops.RunContext("killed"), progress=lambda m: None)
+    monkeypatch.undo()
+    assert ingest(spark, landing, lake, ops.RunContext("next"), progress=lambda m: None).ok
+
+    assert _silver(spark, lake, "cdr_voice", ["cdr_id"]) == []
+    changes = DeltaTable(lake.ops("silver_changes")).to_pandas()
+    assert ("cdr_voice", D2) in {(f, d) for f, d, run in zip(changes["feed"], changes["partition_date"],
+                                                             changes["run_id"]) if run != "first"}, changes
+    loaded = DeltaTable(lake.ops("deliveries")).to_pandas()
+    assert sorted(loaded[loaded["feed"] == "cdr_voice"]["run_id"]) == ["first", "next"]

@@ -168,3 +168,20 @@ def test_crm_run_rebuilds_every_complete_month_when_a_mart_is_missing_or_holds_o
         m: f"gold/{MART_TABLES[-1]} written by another version of the pipeline" for m in complete}
     write(MART_TABLES[-1], expected[MART_TABLES[-1]][:-1])  # one column less
     assert set(months_out_of_date(lake, complete)) == set(complete)
+
+
+def test_task_retries_come_from_the_operations_config_and_a_wrong_setting_names_the_file(tmp_path):
+    import json
+
+    from crm_pipeline.dag_support import TASK_RETRIES, task_retries
+
+    assert task_retries() == TASK_RETRIES == {"retries": 3, "retry_delay_seconds": 300, "max_retry_delay_seconds": 3600}
+    path = tmp_path / "operations.json"
+    path.write_text(json.dumps({"tasks": {"retries": 1, "retry_delay_seconds": 2}}))
+    assert task_retries(path) == {"retries": 1, "retry_delay_seconds": 2, "max_retry_delay_seconds": 3600}
+    path.write_text(json.dumps({"tasks": {"retry_delay": 2}}))
+    with pytest.raises(ValueError, match=r"operations.json: tasks has unknown setting\(s\) retry_delay"):
+        task_retries(path)
+    path.write_text(json.dumps({"tasks": {"retries": -1}}))
+    with pytest.raises(ValueError, match="operations.json: tasks.retries must be a whole number from 0, not -1"):
+        task_retries(path)

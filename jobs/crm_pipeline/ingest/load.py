@@ -149,10 +149,10 @@ def ingest(
     with bar(len(readable), "ingest", "deliveries") as deliveries:
         for spec in specs.values():
             batch = [d for d in readable if d.feed == spec.feed]
-            _load_batch(spark, lake, ctx, spec, batch, snapshot_days, result, delivery_log, started, progress)
+            _load_batch(spark, lake, ctx, spec, batch, snapshot_days, result, delivery_log, started, progress,
+                        on_record={day for (feed, day) in loaded if feed == spec.feed})
             deliveries.update(len(batch))
     _note_volume_drops(result, lake, ctx, specs, loaded, delivery_log)
-    ops.log_silver_changes(lake, ctx.run_id, result.changed)
     ops.log_deliveries(lake, delivery_log)
     ops.write_pipeline_runs(lake, result.rows)
     ops.write_data_quality(lake, result.dq_rows)
@@ -168,9 +168,10 @@ def ingest(
 
 def _load_batch(spark: SparkSession, lake: LakeLayout, ctx: ops.RunContext, spec: FeedSpec, batch: list[Delivery],
                 snapshot_days: set[date], result: IngestResult, delivery_log: list[tuple], started: datetime,
-                progress: Callable[[str], None]) -> None:
+                progress: Callable[[str], None], on_record: set[date] = frozenset()) -> None:
     """Load one feed's readable deliveries as one batch; its outcome goes on `result` and
-    `delivery_log`, and the snapshot days it loads join `snapshot_days` (for the feeds after it)."""
+    `delivery_log`, and the snapshot days it loads join `snapshot_days` (for the feeds after it).
+    `on_record`: the feed's days with a loaded delivery in ops/deliveries."""
     if spec.msisdn_field:
         waiting = [d for d in batch if d.business_date not in snapshot_days]
         for d in waiting:
@@ -182,7 +183,7 @@ def _load_batch(spark: SparkSession, lake: LakeLayout, ctx: ops.RunContext, spec
         return
     t0 = time.monotonic()
     try:
-        feed_load = load_feed(spark, lake, spec, batch, ctx)
+        feed_load = load_feed(spark, lake, spec, batch, ctx, on_record)
     except gx.DataQualityError as exc:
         result.dq_rows.extend(getattr(exc, "rows", []))
         for d in batch:
@@ -417,8 +418,10 @@ def load_feed(
     spec: FeedSpec,
     batch: list[Delivery],
     ctx: ops.RunContext,
+    on_record: set[date] = frozenset(),
 ) -> FeedLoad:
-    """Load one feed's deliveries: bronze, silver, quarantine, accounting."""
+    """Load one feed's deliveries: bronze, silver, quarantine, accounting. `on_record`: the feed's
+    days with a loaded delivery in ops/deliveries (what the batch's deliveries of them replace)."""
     started = ops.utcnow()
     part_col, _ = partition_date(spec)
     bronze_path = lake.bronze(spec.feed)
@@ -426,13 +429,19 @@ def load_feed(
 
     previous = delta.read(spark, bronze_path)
     all_days = sorted({d.business_date for d in batch})
-    reloaded = _days_in(previous, all_days)
+    # A day is reloaded when bronze holds rows of it or a delivery of it is on record: a try of this
+    # batch killed after its bronze commit has already replaced the earlier delivery's bronze rows
+    # (with none at all, when the re-delivery is empty), but not yet silver or the delivery log.
+    reloaded = _days_in(previous, all_days) | (set(all_days) & set(on_record))
     incremental = _incremental(spec, reloaded)
     replaced_parts: set = set()
     if reloaded and spec.kind != "snapshot":  # partitions the replaced delivery's records sit in
         replaced_parts = _partition_values(
             _typed(previous.where(F.col("business_date").isin(sorted(reloaded))), spec)
             .where(F.col("reject_reason").isNull()), part_col)
+        stored = delta.read(spark, lake.silver(spec.feed))  # the same, when bronze no longer has them
+        if stored is not None:
+            replaced_parts |= _partition_values(stored.where(F.col("business_date").isin(sorted(reloaded))), part_col)
 
     with stage("read+bronze", spec.feed):
         batch, failed = _write_bronze(spark, lake, spec, batch, ctx)
@@ -523,6 +532,9 @@ def load_feed(
             )
 
     if touched:
+        # on record before the commit: a run killed after it still has its rollups rebuild these days
+        # (rebuilding a day whose silver did not change after all costs a rebuild, nothing else)
+        ops.log_silver_changes(lake, ctx.run_id, {spec.feed: touched})
         with stage("silver_write", spec.feed):
             path = lake.silver(spec.feed)
             if incremental and silver_table is not None and supersedes:

@@ -240,6 +240,7 @@ class FileScan:
         broken: Exception | None = None
         utf8_chars: int | None = 0 if self.codec == "gbk" else None  # None: not UTF-8, or not asked
         with filesystem.open_input_stream(path, compression=None) as stream:
+            faults.point("verify")  # once per file, an empty one too
             source = _Source(stream, self.chunk_bytes)
             data = _inflate(iter(source), self.chunk_bytes) if self.gzipped else iter(source)
             try:
@@ -251,7 +252,6 @@ class FileScan:
                     rows += kept
                     if utf8_chars is not None and not block.isascii():
                         utf8_chars = _utf8_characters(block, utf8_chars)
-                    faults.point("verify")
                     if decode and kept:
                         texts, oks = _decode_block(block, self.codec, n)
                         numbers = np.arange(line_no + 1, line_no + n + 1, dtype=np.int64)
