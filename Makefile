@@ -27,7 +27,7 @@ test: setup browser
 
 # The crash chains outside Airflow: a month's pipeline from its landing zone, its `crm` steps killed
 # at every fault point, and ingest alone (about 20 minutes; docs/data-quality.md). `make test` kills
-# the Airflow scenario's tasks at every point and lets Airflow retry them.
+# the Airflow scenario's publish and lets Airflow retry it.
 crash-test: setup
 	$(BIN)/pytest -p no:xdist -m crash tests/integration/test_crash_safety.py tests/integration/test_crash_ingest.py
 

@@ -10,14 +10,12 @@ time of each run), as an operator would live them and as docs/runbook.md tells t
    January is complete (late) and announced; the monthly analytics (asset-triggered, run
    directly) build and publish it.
 
-From the rerun on, the tasks' processes are killed with SIGKILL at every named fault point
-(`crm_pipeline.faults`, FAULTS), once each, as a lost machine or the OOM killer would: the ingest
-while a Spark task verifies a file, after a bronze commit and after a silver commit; the rollup
-between its two tables; the analyse after its first gold mart; the publish inside its
-transaction. Airflow retries each task (the retry policy of config/operations.json, with a
-one-second delay here) until it finishes; the cluster test's uninterrupted `crm run` of the same
-landing zone ends with every lake and warehouse table equal in content
-(tests/integration/test_cluster.py).
+The monthly run's publish is killed with SIGKILL inside its transaction (`crm_pipeline.faults`,
+FAULTS), as a lost machine or the OOM killer would, and Airflow retries it (the retry policy of
+config/operations.json, with a one-second delay here). The cluster test's uninterrupted `crm run`
+of the same landing zone ends with every lake and warehouse table equal in content
+(tests/integration/test_cluster.py). The other fault points, killed the same way, cost about six
+minutes of the suite on 2 cores, past its budget: `make crash-test` runs them (docs/data-quality.md).
 
 A re-delivery of a month already built is announced again and rebuilt (tests/unit/
 test_orchestration.py; the restatement end to end: tests/integration/test_run_against_reference.py).
@@ -47,13 +45,11 @@ LATE = [("ticket", date(2026, 2, d)) for d in (1, 2, 3)]  # held back on the fir
 REDELIVERED = ("recharge", date(2026, 1, 20))  # re-delivered before the rerun, one record short
 
 #: (name, DAG, logical date, CRM_AS_OF, faults): the scenario's runs, in order, and the fault points
-#: (CRM_FAULT) armed in their tasks, each killing one try: the ingest's first three tries, then the
-#: rollup's first; the analyse's and the publish's first
+#: (CRM_FAULT) armed in their tasks, each killing one try: the publish's first
 STEPS = [
     ("daily-1", "crm_daily_ingest", "2026-02-04", "2026-02-04T09:00", None),  # business date 2026-02-03
-    ("daily-1-rerun", "crm_daily_ingest", "2026-02-04", "2026-02-04T11:00",  # the same day, run again
-     "verify,bronze:1,silver:1,rollup"),
-    ("monthly-1", "crm_monthly_analytics", "2026-02-04", "2026-02-04T11:30", "gold:1,publish:2"),
+    ("daily-1-rerun", "crm_daily_ingest", "2026-02-04", "2026-02-04T11:00", None),  # the same day, run again
+    ("monthly-1", "crm_monthly_analytics", "2026-02-04", "2026-02-04T11:30", "publish:2"),
 ]
 FAULTS = sorted(f for *_, faults in STEPS if faults for f in faults.split(","))
 
