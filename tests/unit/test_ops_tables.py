@@ -139,3 +139,46 @@ def test_a_restatement_fingerprint_ignores_floating_point_noise_not_changes(spar
     for changed in (variant(lambda r: (*r[:2], r[2] + 0.001, r[3])), variant(lambda r: (r[0], r[1] + "x", *r[2:])),
                     variant(lambda r: (*r[:3], r[3] + 1)), base.limit(1)):
         assert fingerprints(changed) != fingerprints(base) and fingerprint(changed) != fingerprint(base)
+
+
+def test_a_gold_marts_commits_record_the_fingerprints_a_rebuild_compares_with(spark, tmp_path):
+    """Each write of a gold mart records the fingerprints of the months it wrote in its commit: a
+    rebuild compares with those instead of reading the stored rows, they equal what the rows give,
+    a maintenance commit leaves them standing, and a commit of another writer makes the months be
+    read again."""
+    from delta.tables import DeltaTable
+
+    from crm_pipeline.io import delta
+    from crm_pipeline.pipeline.monthly import _replace_gold, stored_fingerprints
+
+    lake = LakeLayout(str(tmp_path / "lake"))
+    path = lake.gold("kpi_month")
+    restated, unchanged = [], []
+
+    def frame(rows):
+        return spark.createDataFrame(rows, "month date, k string, share double")
+
+    def build(df, months):
+        _replace_gold(spark, lake, ops.RunContext("r1", task_id="analyse"), "kpi_month", df, months, False, False,
+                      restated, unchanged, lambda _: None)
+
+    def from_rows(months):
+        return fingerprints(delta.read(spark, path).where(f"month IN ({', '.join(repr(m.isoformat()) for m in months)})"))
+
+    build(frame([(D1, "a", 0.1), (D2, "b", 0.2)]), [D1, D2])  # the first write: the whole table
+    assert stored_fingerprints(path, [D1, D2, D3]) == {**from_rows([D1, D2]), D3: None}
+
+    build(frame([(D2, "b", 0.3)]), [D2])  # D2 restated: its commit records D2 only
+    assert [(r[0], r[1]) for r in restated] == [(D2, "kpi_month")]
+    assert stored_fingerprints(path, [D1, D2]) == from_rows([D1, D2])
+
+    DeltaTable.forPath(spark, path).optimize().executeCompaction()  # maintenance: content as it was
+    version = delta_rs.table(path).version()
+    build(frame([(D1, "a", 0.1)]), [D1])  # same content as recorded: no new version
+    assert unchanged == ["kpi_month"] and delta_rs.table(path).version() == version
+
+    DeltaTable.forPath(spark, path).delete(f"month = DATE'{D1}'")  # another writer
+    assert stored_fingerprints(path, [D1, D2]) == {}
+    build(frame([(D1, "a", 0.1)]), [D1])  # read from the rows: D1 is empty now, so this is a write
+    assert unchanged == ["kpi_month"] and delta_rs.table(path).version() == version + 2
+    assert stored_fingerprints(path, [D1]) == from_rows([D1])

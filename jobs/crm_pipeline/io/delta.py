@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import date
 
@@ -72,15 +73,18 @@ def laid_out(df: DataFrame, column: str, rows_per_value: dict, spread_by: list[s
 
 
 def replace_where(df: DataFrame, path: str, predicate: str, partition_by: list[str],
-                  optimize_write: bool = True, merge_schema: bool = False) -> None:
+                  optimize_write: bool = True, merge_schema: bool = False, record: dict | None = None) -> None:
     """Replace the rows matching `predicate` with `df` in one transaction (creating the table if new).
 
     Every row of `df` must match the predicate (Delta enforces it). An empty `df` deletes the
     matching rows, which is what a re-delivery without those records means. `optimize_write=False`
     writes each task's rows as they are (for input that is already one partition value per task).
     `merge_schema` lets a write add columns (tables written by an older version gain them).
+    `record` goes into the commit as its userMetadata (JSON; `delta_rs.write_records` reads it back).
     """
     writer = _writer(df, optimize_write, merge_schema)
+    if record is not None:
+        writer = writer.option("userMetadata", json.dumps(record))
     if not exists(df.sparkSession, path):
         writer.mode("overwrite").partitionBy(*partition_by).save(path)
         return

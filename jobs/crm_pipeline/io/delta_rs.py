@@ -9,8 +9,15 @@ tables (Spark, delta-rs and DuckDB read them alike); paths are local or object-s
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+
 import pyarrow as pa
 import pyarrow.dataset as ds
+
+#: Commits that leave a table's content as it was: `crm maintain`'s, an operator's property or constraint
+MAINTENANCE_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES",
+                                    "UNSET TBLPROPERTIES", "ADD CONSTRAINT", "DROP CONSTRAINT"})
 
 
 def table(path: str):
@@ -22,6 +29,22 @@ def table(path: str):
         return DeltaTable(path)
     except TableNotFoundError:
         return None
+
+
+def write_records(path: str, limit: int = 100) -> Iterator[dict | None]:
+    """What the commits that wrote the table's content recorded (their userMetadata, a JSON
+    object), newest first among the last `limit` commits: None for a commit that recorded none
+    (another writer's); maintenance commits, which leave the content as it was, are skipped.
+    From the Delta log alone; nothing before the table's first write."""
+    found = table(path)
+    for commit in ([] if found is None else found.history(limit)):  # newest first
+        if commit.get("operation") in MAINTENANCE_OPERATIONS:
+            continue
+        try:
+            record = json.loads(commit.get("userMetadata") or "null")
+        except ValueError:  # metadata another writer left
+            record = None
+        yield record if isinstance(record, dict) else None
 
 
 def dataset(path: str) -> ds.Dataset | None:

@@ -471,26 +471,12 @@ def write_model_tables(spark: SparkSession, lake: LakeLayout, registry: Registry
     return dq
 
 
-#: Commits that leave a table's content as it was: `crm maintain`'s, an operator's property or constraint
-MAINTENANCE_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES",
-                                    "UNSET TBLPROPERTIES", "ADD CONSTRAINT", "DROP CONSTRAINT"})
-
-
 def _write_record(path: str) -> dict | None:
     """The userMetadata of the last commit that wrote a model table's content (maintenance commits
     come after it and record none); None when there is none, or another writer wrote it last."""
     from crm_pipeline.io import delta_rs
 
-    found = delta_rs.table(path)
-    for commit in ([] if found is None else found.history(20)):  # newest first
-        if commit.get("operation") in MAINTENANCE_OPERATIONS:
-            continue
-        try:
-            record = json.loads(commit.get("userMetadata") or "null")
-        except ValueError:  # metadata another writer left
-            return None
-        return record if isinstance(record, dict) else None
-    return None
+    return next(delta_rs.write_records(path, 20), None)
 
 
 # ---------------------------------------------------------------------------------------------

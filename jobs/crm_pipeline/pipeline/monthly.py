@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import date, timedelta
@@ -361,20 +362,51 @@ def changed_beyond_scores(name: str, old: DataFrame, new: DataFrame, partition: 
         fingerprints(new.drop(*drop), partition)
 
 
-def _write_gold(spark: SparkSession, lake: LakeLayout, name: str, df: DataFrame, partition: str,
-                targets: list[date], every_month: bool) -> None:
-    """Replace the target months of a gold mart; rewrite it whole when its columns changed."""
+def _write_gold(lake: LakeLayout, name: str, old: DataFrame | None, df: DataFrame, partition: str,
+                targets: list[date], every_month: bool, after: dict[date, tuple[int, str | None]]) -> None:
+    """Replace the target months of a gold mart (`old`: as stored, None before its first write);
+    rewrite it whole when its columns changed. The commit records each target month's
+    fingerprint (`after`; `stored_fingerprints` reads them)."""
     path = lake.gold(name)
-    old = delta.read(spark, path)
     if old is not None and old.schema.simpleString() != df.schema.simpleString():
         if not every_month:
             raise RuntimeError(
                 f"gold/{name} was written by another version of the pipeline (its columns differ): "
                 "run `crm analyse` without --month to rebuild every complete month")
         df.write.format("delta").mode("overwrite").option("overwriteSchema", "true") \
-            .option("optimizeWrite", "true").partitionBy(partition).save(path)
+            .option("optimizeWrite", "true").option("userMetadata", json.dumps(_fingerprint_record(
+                targets, after, whole_table=True))).partitionBy(partition).save(path)
         return
-    delta.replace_where(df, path, delta.in_predicate(partition, targets), [partition])
+    delta.replace_where(df, path, delta.in_predicate(partition, targets), [partition],
+                        record=_fingerprint_record(targets, after, whole_table=old is None))
+
+
+def _fingerprint_record(months: list[date], fingerprints: dict[date, tuple[int, str | None]],
+                        whole_table: bool) -> dict:
+    """What a gold mart's commit records: the fingerprint of each month it wrote (null: no rows),
+    and whether it wrote the whole table (then no other month holds rows)."""
+    return {"fingerprints": {m.isoformat(): list(fingerprints[m]) if m in fingerprints else None for m in months},
+            "hash_decimals": HASH_DECIMALS, "whole_table": whole_table}
+
+
+def stored_fingerprints(path: str, months: list[date]) -> dict[date, tuple[int, str | None] | None]:
+    """The fingerprints of `months` of a gold mart as its commits recorded them (`_write_gold`),
+    without Spark: per month found, (rows, hash), or None when it holds no rows. A month is left out
+    when no commit since another writer's (or an older pipeline's) recorded it: its rows must be
+    read to know."""
+    from crm_pipeline.io import delta_rs
+
+    found: dict[date, tuple[int, str | None] | None] = {}
+    for record in delta_rs.write_records(path):
+        if record is None or record.get("hash_decimals") != HASH_DECIMALS or "fingerprints" not in record:
+            break  # another writer's commit: what it changed is unknown
+        for month, fp in record["fingerprints"].items():
+            found.setdefault(date.fromisoformat(month), None if fp is None else (int(fp[0]), fp[1]))
+        if record.get("whole_table"):  # no month it left out holds rows
+            found.update({m: None for m in months if m not in found})
+        if set(months) <= found.keys():
+            break
+    return {m: found[m] for m in months if m in found}
 
 
 def _replace_gold(spark: SparkSession, lake: LakeLayout, ctx: ops.RunContext, name: str, new: DataFrame,
@@ -387,7 +419,7 @@ def _replace_gold(spark: SparkSession, lake: LakeLayout, ctx: ops.RunContext, na
     partition = table_spec(name).partition
     old = delta.read(spark, lake.gold(name))
     same_shape = old is not None and old.schema.simpleString() == new.schema.simpleString()
-    before = fingerprints(old.where(F.col(partition).isin(targets)), partition) if same_shape else {}
+    before = _fingerprints_before(lake.gold(name), old, partition, targets) if same_shape else {}
     after = fingerprints(new, partition)
     if same_shape and before == after:
         unchanged.append(name)  # same content: no new table version
@@ -398,7 +430,19 @@ def _replace_gold(spark: SparkSession, lake: LakeLayout, ctx: ops.RunContext, na
         if before.get(m) and before[m] != after.get(m):
             restated.append((m, name, ctx.run_id, before[m][0], after.get(m, (0, None))[0], ops.utcnow()))
             progress(f"  {m:%Y-%m}: {name} restated ({before[m][0]:,} -> {after.get(m, (0,))[0]:,} rows)")
-    _write_gold(spark, lake, name, new, partition, targets, every_month)
+    _write_gold(lake, name, old, new, partition, targets, every_month, after)
+
+
+def _fingerprints_before(path: str, old: DataFrame, partition: str, targets: list[date]
+                         ) -> dict[date, tuple[int, str | None]]:
+    """The fingerprints of the target months a gold mart holds now (months without rows left out):
+    as its commits recorded them, and from its rows for the months no commit did."""
+    stored = stored_fingerprints(path, targets)
+    unknown = [m for m in targets if m not in stored]
+    out = {m: fp for m, fp in stored.items() if fp is not None}
+    if unknown:
+        out.update(fingerprints(old.where(F.col(partition).isin(unknown)), partition))
+    return out
 
 
 def months_to_analyse(
