@@ -91,13 +91,6 @@ def replace_where(df: DataFrame, path: str, predicate: str, partition_by: list[s
     writer.mode("overwrite").option("replaceWhere", predicate).save(path)
 
 
-def delete_where(spark: SparkSession, path: str, predicate: str) -> None:
-    """Delete the rows matching `predicate` (one transaction; a predicate on partition columns only
-    drops whole files without reading them). Nothing to do before the table's first write."""
-    if exists(spark, path):
-        DeltaTable.forPath(spark, path).delete(predicate)
-
-
 def append(df: DataFrame, path: str, partition_by: list[str] | None = None, optimize_write: bool = False) -> None:
     """Append rows in one transaction (run logs; silver records new to the table)."""
     writer = _writer(df, optimize_write, False).mode("append")

@@ -96,6 +96,14 @@ def append_rows(path: str, rows: list[dict], schema: pa.Schema) -> None:
         write_deltalake(path, pa.Table.from_pylist(rows, schema=schema), mode="append")
 
 
+def delete_where(path: str, predicate: str) -> None:
+    """Delete the rows matching the SQL `predicate` in one commit (on partition columns only: whole
+    files dropped, none read); nothing to do before the table's first write."""
+    found = table(path)
+    if found is not None:
+        found.delete(predicate)
+
+
 def replace_rows(path: str, rows: list[dict], schema: pa.Schema, predicate: str) -> None:
     """Replace the rows matching the SQL `predicate` (every one of `rows` must match it) with
     `rows`, in one Delta commit; on a table not written yet, create it with them."""
