@@ -163,7 +163,7 @@ def test_a_gold_marts_commits_record_the_fingerprints_a_rebuild_compares_with(sp
                       restated, unchanged, lambda _: None)
 
     def from_rows(months):
-        return fingerprints(delta.read(spark, path).where(f"month IN ({', '.join(repr(m.isoformat()) for m in months)})"))
+        return fingerprints(delta.read(spark, path).where(delta.in_predicate("month", months)))
 
     build(frame([(D1, "a", 0.1), (D2, "b", 0.2)]), [D1, D2])  # the first write: the whole table
     assert stored_fingerprints(path, [D1, D2, D3]) == {**from_rows([D1, D2]), D3: None}

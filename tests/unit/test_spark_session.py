@@ -26,3 +26,28 @@ def test_crm_java_options_replaces_the_default_and_empty_means_the_jvms_own(monk
     assert SparkSettings.from_env().java_options == ""
     monkeypatch.delenv("CRM_JAVA_OPTIONS")
     assert SparkSettings.from_env().java_options == SparkSettings().java_options
+
+
+def test_a_class_data_archive_in_the_jar_folder_is_mapped_unless_the_options_name_one(tmp_path):
+    from crm_pipeline.spark import CLASS_ARCHIVE, class_archive_options
+
+    settings = SparkSettings(jar_dir=tmp_path)
+    assert class_archive_options(settings) == ""  # none built (setup not run, or the JDK cannot)
+    (tmp_path / CLASS_ARCHIVE).write_bytes(b"archive")
+    assert f"-XX:SharedArchiveFile={tmp_path / CLASS_ARCHIVE}" in class_archive_options(settings).split()
+    for own in ("-XX:SharedArchiveFile=/elsewhere.jsa", "-XX:ArchiveClassesAtExit=/new.jsa"):
+        assert class_archive_options(SparkSettings(jar_dir=tmp_path, java_options=own)) == ""
+
+
+def test_a_jvm_ignores_an_archive_it_cannot_use_without_a_word(tmp_path):
+    """A stale or foreign archive (another JDK, other jars) must not stop or clutter a step: the
+    options `class_archive_options` gives make the JVM start as usual, silently."""
+    import subprocess
+
+    from crm_pipeline.spark import CLASS_ARCHIVE, class_archive_options
+
+    (tmp_path / CLASS_ARCHIVE).write_bytes(b"not an archive" * 100)
+    options = class_archive_options(SparkSettings(jar_dir=tmp_path)).split()
+    proc = subprocess.run(["java", *options, "-version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    assert "archive" not in (proc.stdout + proc.stderr).lower(), proc.stderr
