@@ -73,7 +73,6 @@ class IngestResult:
     waiting: list[str] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)  # INCOMPLETE folders and MISSING feed days
     warnings: list[str] = field(default_factory=list)  # loaded, but suspect (volume drops)
-    changed: dict[str, set[date]] = field(default_factory=dict)  # feed -> silver partitions rewritten
 
     @property
     def ok(self) -> bool:
@@ -202,7 +201,6 @@ def _load_batch(spark: SparkSession, lake: LakeLayout, ctx: ops.RunContext, spec
     result.dq_rows.extend(feed_load.dq_rows)
     if not feed_load.loaded:
         return
-    result.changed[spec.feed] = feed_load.touched
     delivery_log.extend((d.feed, d.business_date, d.delivery_id, ctx.run_id, "LOADED")
                         for d in feed_load.loaded)
     if spec.feed == "subscriber":
@@ -291,7 +289,6 @@ class FeedLoad:
     failed: list[tuple[Delivery, str, str, str]]  # (delivery, file name, message, check): loaded nothing
     rows: list[dict] = field(default_factory=list)  # crm_ops.pipeline_runs rows of loaded files
     dq_rows: list[dict] = field(default_factory=list)
-    touched: set[date] = field(default_factory=set)  # silver partition dates written
 
 
 def _partition_values(typed: DataFrame, column: str) -> set:
@@ -428,6 +425,7 @@ def load_feed(
     dq_rows: list[dict] = []
 
     previous = delta.read(spark, bronze_path)
+    stored = delta.read(spark, lake.silver(spec.feed))
     all_days = sorted({d.business_date for d in batch})
     # A day is reloaded when bronze holds rows of it or a delivery of it is on record: a try of this
     # batch killed after its bronze commit has already replaced the earlier delivery's bronze rows
@@ -439,8 +437,7 @@ def load_feed(
         replaced_parts = _partition_values(
             _typed(previous.where(F.col("business_date").isin(sorted(reloaded))), spec)
             .where(F.col("reject_reason").isNull()), part_col)
-        stored = delta.read(spark, lake.silver(spec.feed))  # the same, when bronze no longer has them
-        if stored is not None:
+        if stored is not None:  # the same, when bronze no longer has them
             replaced_parts |= _partition_values(stored.where(F.col("business_date").isin(sorted(reloaded))), part_col)
 
     with stage("read+bronze", spec.feed):
@@ -476,7 +473,7 @@ def load_feed(
         # only quarantined records keep their line: the rest need not carry it through the dedup
         typed = latest_version_wins(
             typed.withColumn("raw_line", F.when(F.col("reject_reason").isNotNull(), F.col("raw_line"))), spec)
-        silver_table = delta.read(spark, lake.silver(spec.feed))
+        silver_table = stored
         if incremental:
             existing = (_existing_versions(silver_table, spec, part_col, sorted(scope))
                         if silver_table is not None else None)
@@ -567,4 +564,4 @@ def load_feed(
                 )
             note = f"; ignored unlisted files {', '.join(d.unlisted_files)}" if d.unlisted_files else ""
             rows.append(_row(ctx, d, e.file_name, started, "SUCCESS", counts, f"loaded{note}"))
-    return FeedLoad(batch, failed, rows, dq_rows, touched)
+    return FeedLoad(batch, failed, rows, dq_rows)
