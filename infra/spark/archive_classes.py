@@ -3,7 +3,7 @@
 A driver JVM loads, parses and verifies some thousands of classes of Spark, Delta and their
 libraries before its first job, in every `crm` step. An application class-data sharing archive
 (the JDK's CDS: `-XX:ArchiveClassesAtExit` writes it, `-XX:SharedArchiveFile` maps it read-only)
-holds them ready: a session plus its first Delta read took 18.5 s without and 12.5 s with it on
+holds them ready: a session plus its first Delta read took 18.5 s without and 12 s with it on
 2 cores (docs/benchmarks.md). `crm_pipeline.spark.build_session` uses the archive when
 `<jar dir>/spark-classes.jsa` exists; a JVM whose JDK or class path differs from the archive's
 ignores it, silently, and loads its classes as usual.
@@ -67,7 +67,7 @@ def main(target: str) -> int:
     env = {**os.environ, "CRM_SHUFFLE_PARTITIONS": "2", "CRM_DRIVER_MEMORY": "1g",
            "CRM_JAVA_OPTIONS": f"{SparkSettings.from_env().java_options} -XX:ArchiveClassesAtExit={partial} "
                                "-Xlog:cds=off -Xlog:cds+dynamic=off",
-           "PYTHONPATH": os.pathsep.join([str(REPO / "jobs"), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "jobs"), os.environ.get("PYTHONPATH")) if p)}
     subprocess.run([sys.executable, __file__, "--workload"], env=env, check=True)
     if not partial.is_file():
         print(f"no class-data archive was written to {partial} (this JDK may not support -XX:ArchiveClassesAtExit); "
