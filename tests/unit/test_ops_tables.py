@@ -89,6 +89,28 @@ def test_a_lake_holding_a_month_built_twice_in_one_run_publishes_one_row_per_key
     assert got == [("run-1", "second"), ("run-2", "first")]
 
 
+def test_a_publish_retried_under_its_run_id_publishes_one_row_per_key_of_its_publications(tmp_path):
+    """A publish retried under its run id (an Airflow retry) after it recorded its publications
+    has them twice in the lake: the warehouse gets the latest of each key, which it accepts."""
+    import duckdb
+
+    from crm_pipeline.publish.publish import publish_ops
+
+    lake = LakeLayout(str(tmp_path / "lake"))
+    row = dict(run_id="run-1", table_name="kpi_month", month=date(2026, 6, 1), rows=3, gold_version=4,
+               warehouse="w", published_at=datetime(2026, 7, 5, 1))
+    ops.append_rows_arrow(lake, "publications", [row])
+    ops.append_rows_arrow(lake, "publications", [dict(row, gold_version=5, published_at=datetime(2026, 7, 5, 2))])
+    wh = tmp_path / "wh.duckdb"
+    publish_ops(lake, f"duckdb:///{wh}")
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        got = con.execute("SELECT run_id, gold_version FROM crm_ops.publications").fetchall()
+    finally:
+        con.close()
+    assert got == [("run-1", 5)]
+
+
 def test_spark_reads_what_delta_rs_wrote(spark, tmp_path):
     lake = LakeLayout(str(tmp_path))
     ops.log_deliveries(lake, [("cdr_sms", D1, "d1", "run-1", "LOADED")])

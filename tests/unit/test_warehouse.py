@@ -55,6 +55,38 @@ def test_the_published_row_count_check_sees_inside_the_transaction(tmp_path):
                                      ("published_t", "row_count_equals_gold", False, 1, "blocking", "r1")]
 
 
+def test_a_write_leaving_two_rows_under_one_key_is_refused_and_rolled_back(tmp_path):
+    """DuckDB tables carry no primary key: each write checks the key of its table's definition
+    (over the whole table, or the partitions a partition replace wrote when the key holds the
+    partition column) and is refused, as PostgreSQL's primary key refuses it, naming the table,
+    the check and the key, never the values."""
+    from datetime import datetime
+
+    from crm_pipeline.publish.warehouse import KeyNotUnique
+
+    wh = open_warehouse(f"duckdb:///{tmp_path}/w.duckdb")
+    run = dict(run_id="r1", table_name="kpi_month", month=JAN, rows=3, gold_version=1, warehouse="w",
+               published_at=datetime(2026, 2, 3, 4))
+    wh.replace_table("crm_ops", "publications", pa.Table.from_pylist([run, dict(run, month=FEB)]))
+    with pytest.raises(KeyNotUnique, match=r"^crm_ops\.publications: check key_unique failed: 1 keys "
+                                           r"\(run_id, table_name, month\) held by 2 rows"):
+        wh.replace_table("crm_ops", "publications", pa.Table.from_pylist([run, dict(run, rows=4)]))
+    assert wh.query('SELECT month, "rows" FROM crm_ops.publications ORDER BY 1') == [(JAN, 3), (FEB, 3)]
+
+    month = dict(top20_revenue_share=0.5, gini=0.4, subscribers=10, revenue_fen=100)
+    wh.replace_partitions("crm", "revenue_concentration", pa.Table.from_pylist(
+        [dict(month, month=JAN), dict(month, month=FEB)]), "month", [JAN, FEB])
+    with pytest.raises(KeyNotUnique, match=r"^crm\.revenue_concentration: check key_unique failed: 1 keys \(month\)"):
+        with wh.transaction():  # as a publish writes: every table of its months, or none
+            wh.replace_table("crm_ops", "publications", pa.Table.from_pylist([dict(run, run_id="r2")]))
+            wh.replace_partitions("crm", "revenue_concentration", pa.Table.from_pylist(
+                [dict(month, month=FEB, subscribers=11), dict(month, month=FEB, subscribers=12)]), "month", [FEB])
+    assert wh.query('SELECT month, subscribers FROM crm.revenue_concentration ORDER BY 1') == [(JAN, 10), (FEB, 10)]
+    assert wh.query("SELECT DISTINCT run_id FROM crm_ops.publications") == [("r1",)]
+    wh.replace_partitions("crm", "revenue_concentration", pa.Table.from_pylist([dict(month, month=FEB)]), "month",
+                          [FEB])  # one row per key again: accepted
+
+
 def test_restricted_schema_lives_in_an_owner_only_file(tmp_path):
     wh = open_warehouse(f"duckdb:///{tmp_path}/w.duckdb")
     wh.replace_table("crm_restricted", "contact", pa.table({"subscriber_id": ["S1"], "msisdn": ["13800000001"],

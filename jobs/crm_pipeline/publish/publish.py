@@ -175,7 +175,7 @@ def publish_ops(lake: LakeLayout, warehouse) -> None:
         with stage("publish", name):
             try:
                 dataset = _delta_dataset(lake.ops(name))
-                data = _latest_per_key(dataset.to_table()) if name == "month_inputs" else stream(dataset)
+                data = _latest_per_key(dataset.to_table(), name) if name in WRITTEN_AT else stream(dataset)
             except TableNotFoundError:  # nothing of that kind so far: the table exists, empty, for BI
                 data = empty_table(table_spec(name))
             wh.replace_table("crm_ops", name, data)
@@ -190,12 +190,17 @@ def publish_ops(lake: LakeLayout, warehouse) -> None:
                 [{c: r.get(c) for c in schema.names} for r in views[name]], schema=schema))
 
 
-def _latest_per_key(inputs: pa.Table) -> pa.Table:
-    """month_inputs with one row per key (run, month, feed, day), the latest built: a lake written
-    before a month built again in the same run replaced that run's rows of the month holds both
-    builds' rows, which a warehouse enforcing the key refuses."""
-    spec = table_spec("month_inputs")
-    ordered = inputs.sort_by([("built_at", "descending")])
+#: ops tables a step may append twice under one key, and the column that orders their rows:
+#: month_inputs, in a lake written before a month built again in the same run replaced that run's
+#: rows of the month; publications, when a publish is retried under its run id after it recorded them
+WRITTEN_AT = {"month_inputs": "built_at", "publications": "published_at"}
+
+
+def _latest_per_key(rows: pa.Table, name: str) -> pa.Table:
+    """An ops table (WRITTEN_AT) with one row per key of its definition, the latest written: the
+    warehouse refuses two rows under one key."""
+    spec = table_spec(name)
+    ordered = rows.sort_by([(WRITTEN_AT[name], "descending")])
     seen: set[tuple] = set()
     keep = []
     for i, row in enumerate(ordered.select(list(spec.key)).to_pylist()):
@@ -203,7 +208,7 @@ def _latest_per_key(inputs: pa.Table) -> pa.Table:
         if key not in seen:
             seen.add(key)
             keep.append(i)
-    return ordered.take(keep) if len(keep) < len(ordered) else inputs
+    return ordered.take(keep) if len(keep) < len(ordered) else rows
 
 
 def publish_ops_after_failure(lake: LakeLayout, warehouse_url: str) -> None:

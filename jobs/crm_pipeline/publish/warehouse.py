@@ -8,7 +8,8 @@ Every table a publish writes is created and checked from its definition in `sche
 Every write is one transaction per table, or one for every table written inside
 `DuckDBWarehouse.transaction()` (what a publish does): a reader sees the previous complete
 tables or the new ones, never a mix and never an empty table, and a publish killed midway
-leaves the previous ones.
+leaves the previous ones. A write that would leave two rows under one key of the table's
+definition is refused and rolled back (`KeyNotUnique`), as PostgreSQL's primary keys refuse it.
 
 A DuckDB file has one writer process or any number of reader processes at a time: a publish waits
 (up to `CRM_WAREHOUSE_LOCK_WAIT` seconds, default 600) while a reader in another process holds
@@ -27,9 +28,28 @@ from urllib.parse import urlparse
 
 import pyarrow as pa
 
+from crm_pipeline.errors import PipelineError
 from crm_pipeline.feeds import FieldSpec, TableSpec
 from crm_pipeline.publish import ddl
 from crm_pipeline.publish.ddl import quote, spec_of
+
+
+class KeyNotUnique(PipelineError):
+    """A write that would leave two rows of a table under one key of its definition."""
+
+
+def check_key(con, spec: TableSpec, scope: str = "", params: list | None = None) -> None:
+    """Raise `KeyNotUnique` when rows of the table (those `scope`, a WHERE clause, selects) share a
+    key: DuckDB tables carry no primary key (see `ddl.create_table`), so a write checks its own.
+    The message counts the keys and rows, never their values."""
+    if not spec.key:
+        return
+    fq, keys = ddl.qualified(spec.schema, spec.table), ", ".join(quote(k) for k in spec.key)
+    keys_held, rows = con.execute(f"SELECT count(*), coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM {fq} "
+                                  f"{scope} GROUP BY {keys} HAVING count(*) > 1)", params or []).fetchone()
+    if keys_held:
+        raise KeyNotUnique(f"{spec.schema}.{spec.table}: check key_unique failed: {keys_held:,} keys "
+                           f"({', '.join(spec.key)}) held by {rows:,} rows; nothing of the write was kept")
 
 
 @dataclass(frozen=True)
@@ -243,9 +263,12 @@ class DuckDBWarehouse:
         for statement in ddl.table_statements(spec, self.dialect, catalog):
             con.execute(statement)
 
-    def _in_transaction(self, schema: str, table: str, data, statements) -> None:
+    def _in_transaction(self, schema: str, table: str, data, statements, scope: tuple[str, list] | None = None,
+                        ) -> None:
         """Register `data` as `incoming` (conformed to the table's definition) and run
-        `statements(con, fq, columns)` in one transaction (the open `transaction()` block's, if any)."""
+        `statements(con, fq, columns)` in one transaction (the open `transaction()` block's, if any),
+        then check the table's key over the rows `scope` (a WHERE clause and its parameters) selects,
+        or over the whole table."""
         spec = table_definition(schema, table, data)
         con, _ = self._connect(schema)
         fq = ddl.qualified(schema, table)
@@ -258,6 +281,7 @@ class DuckDBWarehouse:
                 statements(con, fq, cols)
             finally:
                 con.unregister("incoming")
+            check_key(con, spec, *(scope or ()))
 
         if con is self._open:
             run()
@@ -275,11 +299,15 @@ class DuckDBWarehouse:
     def replace_partitions(self, schema: str, table: str, data, column: str, values: list) -> None:
         """Replace the rows whose `column` is in `values` with `data`, in one transaction."""
 
+        where = f"WHERE {quote(column)} IN (SELECT UNNEST(?))"
+
         def statements(con, fq: str, cols: str) -> None:
-            con.execute(f"DELETE FROM {fq} WHERE {quote(column)} IN (SELECT UNNEST(?))", [list(values)])
+            con.execute(f"DELETE FROM {fq} {where}", [list(values)])
             con.execute(f"INSERT INTO {fq} ({cols}) SELECT {cols} FROM incoming")
 
-        self._in_transaction(schema, table, data, statements)
+        spec = table_definition(schema, table, data)  # a key holding the column is checked in these values only
+        self._in_transaction(schema, table, data, statements,
+                             (where, [list(values)]) if column in spec.key else None)
 
     def count_partitions(self, schema: str, table: str, column: str, values: list) -> int:
         """Rows of `table` whose `column` is in `values` (inside the open transaction, if any)."""
