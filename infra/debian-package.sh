@@ -14,6 +14,9 @@ if [ "$(id -u)" != 0 ]; then
          "then run make again" >&2
     exit 1
 fi
+# one install at a time: `make` runs the setup steps side by side, and apt holds one lock
+exec 9> "${TMPDIR:-/tmp}/crm-debian-package.lock"
+flock 9
 echo "installing Debian's $package package"
 export DEBIAN_FRONTEND=noninteractive
 if ! apt-get install -y -qq --no-install-recommends "$package" > /dev/null 2>&1; then

@@ -10,12 +10,16 @@ time of each run), as an operator would live them and as docs/runbook.md tells t
    January is complete (late) and announced; the monthly analytics (asset-triggered, run
    directly) build and publish it.
 
-The monthly run's publish is killed with SIGKILL inside its transaction (`crm_pipeline.faults`,
-FAULTS), as a lost machine or the OOM killer would, and Airflow retries it (the retry policy of
-config/operations.json, with a one-second delay here). The cluster test's uninterrupted `crm run`
-of the same landing zone ends with every lake and warehouse table equal in content
-(tests/integration/test_cluster.py). The other fault points, killed the same way, cost about six
-minutes of the suite on 2 cores, past its budget: `make crash-test` runs them (docs/data-quality.md).
+The tasks' processes are killed with SIGKILL at every named fault point (`crm_pipeline.faults`,
+FAULTS), once each, as a lost machine or the OOM killer would: the first day's ingest while a Spark
+task verifies a file, after a bronze commit and after a silver commit; the rerun's rollup between
+its two tables; the analyse after the month's first gold table; the publish inside its
+transaction. Airflow retries each task (the retry policy of config/operations.json, with a
+one-second delay here) until it finishes; the cluster test's uninterrupted `crm run` of the same
+landing zone ends with every lake and warehouse table equal in content
+(tests/integration/test_cluster.py). Each point is armed where it comes early in its task (a
+killed try is work done again): `make crash-test` kills a whole chain's steps later in their work
+(the re-delivery's commits, the analyse between two marts; docs/data-quality.md).
 
 A re-delivery of a month already built is announced again and rebuilt (tests/unit/
 test_orchestration.py; the restatement end to end: tests/integration/test_run_against_reference.py).
@@ -45,11 +49,12 @@ LATE = [("ticket", date(2026, 2, d)) for d in (1, 2, 3)]  # held back on the fir
 REDELIVERED = ("recharge", date(2026, 1, 20))  # re-delivered before the rerun, one record short
 
 #: (name, DAG, logical date, CRM_AS_OF, faults): the scenario's runs, in order, and the fault points
-#: (CRM_FAULT) armed in their tasks, each killing one try: the publish's first
+#: (CRM_FAULT) armed in their tasks, each killing one try: the first ingest's first three, the
+#: rerun's rollup's first; the analyse's and the publish's first
 STEPS = [
-    ("daily-1", "crm_daily_ingest", "2026-02-04", "2026-02-04T09:00", None),  # business date 2026-02-03
-    ("daily-1-rerun", "crm_daily_ingest", "2026-02-04", "2026-02-04T11:00", None),  # the same day, run again
-    ("monthly-1", "crm_monthly_analytics", "2026-02-04", "2026-02-04T11:30", "publish:2"),
+    ("daily-1", "crm_daily_ingest", "2026-02-04", "2026-02-04T09:00", "verify,bronze:1,silver:1"),  # 2026-02-03
+    ("daily-1-rerun", "crm_daily_ingest", "2026-02-04", "2026-02-04T11:00", "rollup"),  # the same day, run again
+    ("monthly-1", "crm_monthly_analytics", "2026-02-04", "2026-02-04T11:30", "gold:1,publish:2"),
 ]
 FAULTS = sorted(f for *_, faults in STEPS if faults for f in faults.split(","))
 
@@ -172,7 +177,23 @@ def dag_run(airflow_env):
         run = dags_test(env, dag_id, logical, as_of=as_of, faults=faults)
         (root / "steps" / f"{name}.txt").write_text(run.stdout + run.stderr)
         assert run.returncode == 0, f"{name}:\n{run.stdout[-3000:]}{run.stderr[-3000:]}"
+        # the tries on record now: a later `dags test` of the same logical date replaces the DAG run
+        (root / "steps" / f"{name}.tries.json").write_text(json.dumps({table: airflow_query(
+            root, f"SELECT dag_id, run_id, task_id, try_number, state FROM {table}")
+            for table in ("task_instance_history", "task_instance")}))
     return root, env
+
+
+def task_tries(root: Path) -> tuple[set[tuple], dict[tuple, tuple]]:
+    """What Airflow had on record after each run of the scenario: every earlier try of a task,
+    (dag, run, task, try, state), and each task's last try, (dag, run, task) -> (try, state)."""
+    earlier: set[tuple] = set()
+    last: dict[tuple, tuple] = {}
+    for name, *_ in STEPS:
+        record = json.loads((root / "steps" / f"{name}.tries.json").read_text())
+        earlier |= {tuple(r) for r in record["task_instance_history"]}
+        last.update({(dag, run, task): (tries, state) for dag, run, task, tries, state in record["task_instance"]})
+    return earlier, last
 
 
 def step_output(root: Path, name: str) -> str:

@@ -4,11 +4,12 @@ point, as a lost machine or the OOM killer would: no `finally`, no atexit, no Sp
 
 Points: `verify` (a Spark task, while it reads and verifies a delivered file), `bronze` (a feed's
 bronze commit done, nothing after it), `silver` (quarantine and silver committed, accounting not),
-`rollup` (daily usage rewritten, daily contacts not), `gold` (a gold mart written, the rest of the
-month not), `publish` (a warehouse table replaced inside the publish transaction). Unset, a point
-costs one dictionary lookup. Task-side points count per worker process; Spark starts its Python
-workers in process groups of their own, so `arm()` (called first thing by `crm`) names the
-command's group in `CRM_FAULT_GROUP` for them to kill.
+`rollup` (daily usage rewritten, daily contacts not), `gold` (a gold table of the month written: one
+of its summaries, built first, or a mart; the rest of the month not), `publish` (a warehouse table
+replaced inside the publish transaction). Unset, a point costs one dictionary lookup. Task-side
+points count per worker process; Spark starts its Python workers in process groups of their own,
+so `arm()` (called first thing by `crm`) names the command's group in `CRM_FAULT_GROUP` for them
+to kill.
 
 `CRM_FAULT` may name several points, comma-separated (`verify,bronze:1,rollup`). With
 `CRM_FAULT_ONCE=<folder>`, each of them kills once across every process given that environment

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.dag_run import FAULTS, KEY, LATE, REDELIVERED, airflow_query, dags_test, fired_faults, query, step_output
+from tests.dag_run import (
+    FAULTS, KEY, LATE, REDELIVERED, airflow_query, dags_test, fired_faults, query, step_output, task_tries,
+)
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
 
@@ -82,18 +84,20 @@ def test_lineage_names_the_deliveries_and_files_a_published_month_came_from(dag_
 
 
 def test_each_killed_task_was_retried_by_airflow_and_finished(dag_run):
-    """The monthly run's publish was killed inside its transaction (tests/dag_run.py): Airflow has
-    the killed try on record as failed, and retried the task until it succeeded. (What the tries
-    left behind: tests/integration/test_cluster.py compares every table with an uninterrupted run's.)"""
+    """Every fault point killed one try of its task (tests/dag_run.py): the first ingest's first
+    three, the rerun's rollup's, the analyse's and the publish's first. Airflow has each killed try
+    on record as failed, and retried the task until it succeeded. (What the tries left behind:
+    tests/integration/test_cluster.py compares every table with an uninterrupted run's.)"""
     root, _ = dag_run
-    assert fired_faults(root) == FAULTS == ["publish:2"]
-    killed = {("crm_monthly_analytics", "publish"): 1}
-    failed = Counter((dag, task) for dag, task, state in airflow_query(
-        root, "SELECT dag_id, task_id, state FROM task_instance_history") if state == "failed")
+    assert fired_faults(root) == FAULTS == ["bronze:1", "gold:1", "publish:2", "rollup", "silver:1", "verify"]
+    killed = {("crm_daily_ingest", "ingest"): 3, ("crm_daily_ingest", "rollup"): 1,
+              ("crm_monthly_analytics", "analyse"): 1, ("crm_monthly_analytics", "publish"): 1}
+    earlier, last = task_tries(root)
+    failed = Counter((dag, task) for dag, _, task, _, state in earlier if state == "failed")
     assert dict(failed) == killed
-    final = {(dag, task): (tries, state) for dag, task, tries, state in airflow_query(
-        root, "SELECT dag_id, task_id, try_number, state FROM task_instance")}
-    assert {key: final[key] for key in killed} == {key: (n + 1, "success") for key, n in killed.items()}
+    run_of = {(dag, task): run for dag, run, task, _, state in earlier if state == "failed"}
+    assert {key: last[(key[0], run_of[key], key[1])] for key in killed} == {
+        key: (n + 1, "success") for key, n in killed.items()}
 
 
 def test_every_task_of_the_scenario_is_on_record(dag_run):

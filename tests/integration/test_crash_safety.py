@@ -5,7 +5,8 @@ every warehouse table equal in content to an uninterrupted `crm run` of the same
 
 Ingest dies while a Spark task reads and verifies a file, again after a bronze commit, again
 after a silver commit, then finishes; the rollups die between their two tables, then finish;
-analyse dies between two gold marts, then finishes; publish dies between two tables of its
+analyse dies between two gold marts (after the month's three summaries, built first, and its
+first mart), then finishes; publish dies between two tables of its
 transaction, then finishes. `make crash-test` also runs the ingest points alone
 (test_crash_ingest.py); the suite runs the publish point (test_failures_on_record.py).
 """
@@ -32,7 +33,7 @@ pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.crash]
 CHAIN = [
     ("ingest", "verify"), ("ingest", "bronze:3"), ("ingest", "silver:4"), ("ingest", None),
     ("rollup", "rollup"), ("rollup", None),
-    ("analyse", "gold:2"), ("analyse", None), ("train", None),
+    ("analyse", "gold:5"), ("analyse", None), ("train", None),
     ("publish", "publish:2"), ("publish", None),
 ]
 
@@ -58,7 +59,7 @@ def test_each_kill_left_work_undone_that_the_next_run_finished(runs):
     out = runs["out"]
     assert "data quality (run" not in out[("ingest", "verify")].stdout  # died before the end of the step
     assert "data quality (run" in out[("ingest", None)].stdout
-    assert "analyse: gold written" not in out[("analyse", "gold:2")].stdout
+    assert "analyse: gold written" not in out[("analyse", "gold:5")].stdout
     assert "analyse: gold written" in out[("analyse", None)].stdout
     assert "publish: crm.subscriber_month" in out[("publish", "publish:2")].stdout
     assert "publish: crm_restricted.contact" not in out[("publish", "publish:2")].stdout
