@@ -68,10 +68,6 @@ def test_a_month_built_again_in_the_same_run_replaces_that_runs_inputs_of_the_mo
 def test_a_lake_holding_a_month_built_twice_in_one_run_publishes_one_row_per_key(tmp_path):
     """A lake written before the fix above holds both builds' rows of such a month: the publish
     sends the latest build's, once per key, which a warehouse enforcing the key accepts."""
-    import duckdb
-
-    from crm_pipeline.publish.publish import publish_ops
-
     lake = LakeLayout(str(tmp_path / "lake"))
     june = date(2026, 6, 1)
     rows = [dict(run_id="run-1", month=june, feed="bill", business_date=date(2026, 7, 2), delivery_id=d,
@@ -79,36 +75,34 @@ def test_a_lake_holding_a_month_built_twice_in_one_run_publishes_one_row_per_key
     ops.append_rows_arrow(lake, "month_inputs", rows[1:])  # as the older version appended them
     ops.append_rows_arrow(lake, "month_inputs", rows[:1])
     ops.append_rows_arrow(lake, "month_inputs", [dict(rows[0], run_id="run-2")])
-    wh = tmp_path / "wh.duckdb"
-    publish_ops(lake, f"duckdb:///{wh}")
-    con = duckdb.connect(str(wh), read_only=True)
-    try:
-        got = con.execute("SELECT run_id, delivery_id FROM crm_ops.month_inputs ORDER BY 1").fetchall()
-    finally:
-        con.close()
+    got = _published_ops(lake, tmp_path, "SELECT run_id, delivery_id FROM crm_ops.month_inputs ORDER BY 1")
     assert got == [("run-1", "second"), ("run-2", "first")]
 
 
 def test_a_publish_retried_under_its_run_id_publishes_one_row_per_key_of_its_publications(tmp_path):
     """A publish retried under its run id (an Airflow retry) after it recorded its publications
     has them twice in the lake: the warehouse gets the latest of each key, which it accepts."""
-    import duckdb
-
-    from crm_pipeline.publish.publish import publish_ops
-
     lake = LakeLayout(str(tmp_path / "lake"))
     row = dict(run_id="run-1", table_name="kpi_month", month=date(2026, 6, 1), rows=3, gold_version=4,
                warehouse="w", published_at=datetime(2026, 7, 5, 1))
     ops.append_rows_arrow(lake, "publications", [row])
     ops.append_rows_arrow(lake, "publications", [dict(row, gold_version=5, published_at=datetime(2026, 7, 5, 2))])
+    assert _published_ops(lake, tmp_path, "SELECT run_id, gold_version FROM crm_ops.publications") == [("run-1", 5)]
+
+
+def _published_ops(lake: LakeLayout, tmp_path, sql: str) -> list[tuple]:
+    """`sql` on a DuckDB warehouse the lake's ops tables were just published to."""
+    import duckdb
+
+    from crm_pipeline.publish.publish import publish_ops
+
     wh = tmp_path / "wh.duckdb"
     publish_ops(lake, f"duckdb:///{wh}")
     con = duckdb.connect(str(wh), read_only=True)
     try:
-        got = con.execute("SELECT run_id, gold_version FROM crm_ops.publications").fetchall()
+        return con.execute(sql).fetchall()
     finally:
         con.close()
-    assert got == [("run-1", 5)]
 
 
 def test_spark_reads_what_delta_rs_wrote(spark, tmp_path):
