@@ -1,16 +1,19 @@
 """The PostgreSQL backend publishes what the DuckDB backend publishes: `crm publish` to a real
 server (tests/pg_server.py) and the embedded file, from one copy of the session run's lake,
 hold equal rows in every table of `crm`, `crm_ops` and `crm_restricted`; every table the
-publish creates has its definition's comments; a second publish changes no row."""
+publish creates has its definition's comments; a second publish changes no row; a reader sees
+the previous tables until a publish commits, and all of them after a publish killed midway."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
+from datetime import date
 
 import duckdb
 import psycopg
+import pyarrow as pa
 import pytest
 
 from crm_pipeline.publish.ddl import WAREHOUSE_SCHEMAS, warehouse_specs
@@ -144,3 +147,73 @@ def test_the_documented_queries_run_as_their_role_and_return_rows(both):
             answered += bool(con.execute(sql).fetchall())
     # this lake has no restatement and maybe no failed check
     assert answered >= len(queries) - 2
+
+
+JAN, FEB = date(2026, 1, 1), date(2026, 2, 1)
+
+
+def _gold(lake: LakeLayout, share: float) -> None:
+    """Two gold marts of two months, every share in them `share`."""
+    from deltalake import write_deltalake
+
+    months = pa.array([JAN, FEB], pa.date32())
+    write_deltalake(lake.gold("revenue_concentration"), pa.table({
+        "month": months, "top20_revenue_share": [share, share], "gini": [0.3, 0.3],
+        "subscribers": pa.array([10, 10], pa.int64()), "revenue_fen": pa.array([100, 100], pa.int64())}),
+        mode="overwrite", partition_by=["month"])
+    write_deltalake(lake.gold("revenue_lorenz"), pa.table({
+        "month": months, "point": pa.array([1, 1], pa.int32()), "population_share": [0.5, 0.5],
+        "revenue_share": [share, share]}), mode="overwrite", partition_by=["month"])
+
+
+def _shares(url: str) -> tuple:
+    """What a BI tool's own connection sees: the distinct shares of both tables."""
+    with psycopg.connect(url) as con:
+        return con.execute("SELECT (SELECT array_agg(DISTINCT top20_revenue_share) FROM crm.revenue_concentration), "
+                           "(SELECT array_agg(DISTINCT revenue_share) FROM crm.revenue_lorenz)").fetchone()
+
+
+def test_a_postgres_reader_sees_the_previous_tables_until_the_publish_commits(pg_database, tmp_path, monkeypatch):
+    """The server warehouse: a publish killed with SIGKILL inside its transaction (after its first
+    table) leaves every previous table, and while a publish holds its transaction open (paused
+    after its first table) a reader's own connection sees the previous tables whole, without
+    waiting; once it commits, the new ones. (The embedded warehouse: test_failures_on_record.py.)"""
+    import os
+    import signal
+    import threading
+
+    from crm_pipeline import faults
+
+    lake = LakeLayout(str(tmp_path / "lake"))
+    _gold(lake, 0.5)
+    publish(lake, pg_database, [JAN, FEB], progress=lambda _: None)
+    assert _shares(pg_database) == ([0.5], [0.5])
+    _gold(lake, 0.75)
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CRM_FAULT")}, "CRM_FAULT": "publish:1"}
+    killed = subprocess.run([sys.executable, "-m", "crm_pipeline.cli", "publish", "--lake", lake.root, "--warehouse",
+                             pg_database, "--month", "2026-01", "--month", "2026-02"], env=env, capture_output=True,
+                            text=True, timeout=300, start_new_session=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert "publish: crm.revenue_concentration" not in killed.stdout  # died right after writing it
+    assert _shares(pg_database) == ([0.5], [0.5])
+
+    reached, go = threading.Event(), threading.Event()
+
+    def pause(name: str) -> None:  # the publish, inside its transaction after its first table
+        if name == "publish" and not reached.is_set():
+            reached.set()
+            go.wait(120)
+
+    monkeypatch.setattr(faults, "point", pause)
+    done: list = []
+    writer = threading.Thread(target=lambda: done.append(publish(lake, pg_database, [JAN, FEB],
+                                                                 progress=lambda _: None)))
+    writer.start()
+    try:
+        assert reached.wait(120)
+        during = _shares(pg_database)
+    finally:
+        go.set()
+        writer.join(120)
+    assert during == ([0.5], [0.5]) and done and _shares(pg_database) == ([0.75], [0.75])
