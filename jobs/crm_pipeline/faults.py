@@ -11,10 +11,11 @@ points count per worker process; Spark starts its Python workers in process grou
 so `arm()` (called first thing by `crm`) names the command's group in `CRM_FAULT_GROUP` for them
 to kill.
 
-`CRM_FAULT` may name several points, comma-separated (`verify,bronze:1,rollup`). With
-`CRM_FAULT_ONCE=<folder>`, each of them kills once across every process given that environment
-(a file in the folder records that it did): the tries of an Airflow task, retried after each
-kill, die at one point after the other and the last one finishes.
+`CRM_FAULT` may name several points, comma-separated (`verify,bronze:1,rollup`), and one point
+several times (`bronze:1,bronze:2`). With `CRM_FAULT_ONCE=<folder>`, each of them kills once
+across every process given that environment (a file in the folder records that it did): the
+tries of an Airflow task, retried after each kill, die at one point after the other and the
+last one finishes.
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ def point(name: str) -> None:
     wanted = os.environ.get("CRM_FAULT")
     if not wanted:
         return
-    for fault in wanted.split(","):
-        target, _, nth = fault.strip().partition(":")
-        if target != name:
-            continue
-        _passed[name] += 1
-        if _passed[name] == int(nth or 1) and _first_time(fault.strip()):
+    listed = [(fault.strip(), int(nth or 1)) for fault in wanted.split(",")
+              for target, _, nth in [fault.strip().partition(":")] if target == name]
+    if not listed:
+        return
+    _passed[name] += 1  # one passage, however many times the point is listed (`gold:1,gold:5`)
+    for fault, nth in listed:
+        if _passed[name] == nth and _first_time(fault):
             os.killpg(int(os.environ.get("CRM_FAULT_GROUP") or os.getpgrp()), signal.SIGKILL)
 
 

@@ -40,3 +40,12 @@ def test_under_once_each_listed_point_kills_one_process_and_the_next_tries_go_pa
     assert [t.returncode for t in tries] == [-signal.SIGKILL, -signal.SIGKILL, 0]
     assert [t.stdout.split() for t in tries] == [["bronze"], ["bronze", "bronze"], ["bronze", "bronze", "silver"]]
     assert fired(once) == ["bronze:2", "silver"]  # `verify` never passed: never fired
+
+
+def test_a_point_listed_twice_counts_each_passage_once(tmp_path):
+    """`bronze:1,bronze:2` under once: the first try dies at its first passage, the next at its
+    second (each passage counted once, not once per listing), the third goes through."""
+    once = tmp_path / "faults"
+    tries = [_run("bronze:1,bronze:2", once) for _ in range(3)]
+    assert [t.stdout.split() for t in tries] == [[], ["bronze"], ["bronze", "bronze", "silver"]]
+    assert fired(once) == ["bronze:1", "bronze:2"]
