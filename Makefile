@@ -14,7 +14,7 @@ export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 
-.PHONY: demo test crash-test demo-test setup venv jars classes airflow-db postgres browser bench clean
+.PHONY: demo test crash-test submit-test demo-test setup venv jars classes airflow-db postgres browser bench clean
 
 # The setup steps run side by side where one does not wait for another (the venv beside the jars
 # and Debian's packages, then the class-data archive beside Airflow's DB): `make -j4 setup`.
@@ -38,6 +38,12 @@ test:
 crash-test: setup
 	$(BIN)/pytest -p no:xdist -m crash tests/integration/test_crash_safety.py tests/integration/test_crash_ingest.py
 
+# A DAG task spark-submitted to the standalone cluster through the Spark connection (the maintenance
+# DAG's silver step), after the Airflow scenario it takes its environment from (about 17 minutes;
+# docs/scaling.md). `make test` runs `crm run` itself against the same cluster.
+submit-test: setup
+	$(BIN)/pytest -p no:xdist -m submit tests/integration/test_cluster.py
+
 # `crm demo` from scratch and its report checked in headless Chromium, every section drawn (about 10
 # minutes; docs/report.md). `make test` checks the report of a shorter run.
 demo-test: setup browser
@@ -49,7 +55,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-compile -r requirements.lock  # bytecode as modules are imported
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	$(BIN)/python -m pip check
 	touch $@

@@ -1,7 +1,7 @@
 """Each DAG end to end under `airflow dags test`, over generated data, on a fresh SQLite metadata DB:
 the session's scenario (tests/dag_run.py: a late feed, a month completed late, a re-delivery, under
 a fixed clock), then the training DAG on its lake. The maintenance DAG runs through the Spark
-connection against the standalone cluster (tests/integration/test_cluster.py)."""
+connection against the standalone cluster (tests/integration/test_cluster.py, `make submit-test`)."""
 
 from __future__ import annotations
 

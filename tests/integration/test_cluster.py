@@ -182,6 +182,7 @@ def test_the_cluster_runs_output_holds_no_personal_data(cluster_run):
     assert proc.stdout and not planted(cluster_run["landing"], KEY).scan([proc.stdout, proc.stderr])
 
 
+@pytest.mark.submit  # `make submit-test`: past the 30-minute budget of `make test` beside the scenario's kills
 def test_a_maintenance_task_submits_its_step_to_the_cluster_through_the_spark_connection(cluster, dag_run, tmp_path):
     """With CRM_SPARK_CONN_ID, the DAGs' `crm` steps are SparkSubmitOperator tasks (every task:
     tests/dags/test_dag_integrity.py): spark-submit, on the connection's master, with the resolved
