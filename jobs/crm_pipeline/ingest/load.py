@@ -473,10 +473,9 @@ def load_feed(
         # only quarantined records keep their line: the rest need not carry it through the dedup
         typed = latest_version_wins(
             typed.withColumn("raw_line", F.when(F.col("reject_reason").isNotNull(), F.col("raw_line"))), spec)
-        silver_table = stored
         if incremental:
-            existing = (_existing_versions(silver_table, spec, part_col, sorted(scope))
-                        if silver_table is not None else None)
+            existing = (_existing_versions(stored, spec, part_col, sorted(scope))
+                        if stored is not None else None)
             typed = _against_stored(typed, spec, part_col, existing)
         with uncompressed_cache(spark):
             typed = typed.withColumn("outcome", outcome()).persist(StorageLevel.MEMORY_AND_DISK)
@@ -534,12 +533,12 @@ def load_feed(
         ops.log_silver_changes(lake, ctx.run_id, {spec.feed: touched})
         with stage("silver_write", spec.feed):
             path = lake.silver(spec.feed)
-            if incremental and silver_table is not None and supersedes:
+            if incremental and stored is not None and supersedes:
                 key = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
                 delta.upsert(silver_new, path, f"t.{delta.in_predicate(part_col, touched)} AND {key}")
             else:
                 rows, optimize = _laid_out(silver_new, spec, part_col, counted, incremental)
-                if not incremental or silver_table is None:
+                if not incremental or stored is None:
                     delta.replace_where(rows, path, delta.in_predicate(part_col, touched), [part_col],
                                         optimize_write=optimize)
                 else:

@@ -263,13 +263,16 @@ class DuckDBWarehouse:
         for statement in ddl.table_statements(spec, self.dialect, catalog):
             con.execute(statement)
 
-    def _in_transaction(self, schema: str, table: str, data, statements, scope: tuple[str, list] | None = None,
-                        ) -> None:
+    def _in_transaction(self, schema: str, table: str, data, statements,
+                        replaced: tuple[str, list] | None = None) -> None:
         """Register `data` as `incoming` (conformed to the table's definition) and run
         `statements(con, fq, columns)` in one transaction (the open `transaction()` block's, if any),
-        then check the table's key over the rows `scope` (a WHERE clause and its parameters) selects,
-        or over the whole table."""
+        then check the table's key: over the rows whose column holds the values `replaced` names
+        when the key holds that column, else over the whole table."""
         spec = table_definition(schema, table, data)
+        scope = ()
+        if replaced and replaced[0] in spec.key:
+            scope = (f"WHERE {quote(replaced[0])} IN (SELECT UNNEST(?))", [list(replaced[1])])
         con, _ = self._connect(schema)
         fq = ddl.qualified(schema, table)
         cols = ", ".join(quote(c) for c in spec.column_names)
@@ -281,7 +284,7 @@ class DuckDBWarehouse:
                 statements(con, fq, cols)
             finally:
                 con.unregister("incoming")
-            check_key(con, spec, *(scope or ()))
+            check_key(con, spec, *scope)
 
         if con is self._open:
             run()
@@ -299,15 +302,11 @@ class DuckDBWarehouse:
     def replace_partitions(self, schema: str, table: str, data, column: str, values: list) -> None:
         """Replace the rows whose `column` is in `values` with `data`, in one transaction."""
 
-        where = f"WHERE {quote(column)} IN (SELECT UNNEST(?))"
-
         def statements(con, fq: str, cols: str) -> None:
-            con.execute(f"DELETE FROM {fq} {where}", [list(values)])
+            con.execute(f"DELETE FROM {fq} WHERE {quote(column)} IN (SELECT UNNEST(?))", [list(values)])
             con.execute(f"INSERT INTO {fq} ({cols}) SELECT {cols} FROM incoming")
 
-        spec = table_definition(schema, table, data)  # a key holding the column is checked in these values only
-        self._in_transaction(schema, table, data, statements,
-                             (where, [list(values)]) if column in spec.key else None)
+        self._in_transaction(schema, table, data, statements, (column, values))
 
     def count_partitions(self, schema: str, table: str, column: str, values: list) -> int:
         """Rows of `table` whose `column` is in `values` (inside the open transaction, if any)."""
