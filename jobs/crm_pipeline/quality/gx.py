@@ -1,6 +1,13 @@
 """Run a GX 1.x suite against a Spark DataFrame: bronze and silver suites built from the feed
 schemas (`quality.suites`), gold suites from `expectations/<table>.json`.
 
+A frame of at most `local_rows()` rows (`CRM_GX_LOCAL_ROWS`, 50,000 by default; 0: never) is
+collected and validated by GX's pandas engine, with the same suite: a validation in Spark costs a
+dozen or more Spark queries whatever the rows (1-2 s per suite on 2 cores), which made the checks
+of a small feed or mart cost more than building it. A frame whose collected form would read
+differently (a double column holding NaN, which pandas takes for null) stays in Spark;
+tests/unit/test_suites.py holds both engines to the same result for every check.
+
 The Delta-configured SparkSession must exist before this module starts GX's Spark data
 source (GX would otherwise start a session of its own without Delta).
 """
@@ -10,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from functools import lru_cache
@@ -73,6 +81,42 @@ def _context():
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     source = context.data_sources.add_or_update_spark(name="spark", persist=False)
     return context, source
+
+
+@lru_cache(maxsize=1)
+def _pandas_source():
+    context, _ = _context()
+    return context.data_sources.add_or_update_pandas(name="pandas")
+
+
+def local_rows() -> int:
+    """Frames of at most this many rows are validated in pandas (`CRM_GX_LOCAL_ROWS`; 0: none)."""
+    return int(os.environ.get("CRM_GX_LOCAL_ROWS") or 50_000)
+
+
+def _in_memory(df: DataFrame, rows: int | None):
+    """`df` as a pandas frame when it holds at most `local_rows()` rows, else None. `rows`: the
+    caller's estimate of its rows, when it has one; above the limit, nothing is collected.
+    None as well when pandas would read a value differently from Spark: a NaN in a double column
+    (pandas takes it for null) or a value it cannot hold."""
+    import pyarrow.compute as pc
+    import pyarrow.types as pat
+
+    limit = local_rows()
+    if limit <= 0 or (rows is not None and rows > limit):
+        return None
+    table = df.limit(limit + 1).toArrow()
+    if table.num_rows > limit:
+        return None
+    for column in table.columns:
+        if pat.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py():
+            return None
+    try:
+        # integers with nulls as doubles, which GX's Spark engine compares them as too (past 2**53 alike)
+        return table.to_pandas(date_as_object=True)
+    except (ValueError, OverflowError, TypeError) as exc:  # pyarrow's errors derive from these
+        log.debug("validating in Spark: %s", exc)
+        return None
 
 
 _RESULTS_STORE = "crm_validation_results"
@@ -141,11 +185,30 @@ def _resolve(kwargs: dict, params: dict) -> dict:
     return out
 
 
-def _build(table: str, params: dict | None = None):
+#: checks whose engines differ on nulls: GX's pandas engine counts a pair with a null as unexpected,
+#: its Spark engine does not (tests/unit/test_suites.py)
+_NULLS_DIFFER = frozenset({"expect_column_pair_values_a_to_be_greater_than_b"})
+
+
+def _same_in_pandas(frame, table: str) -> bool:
+    """Whether the pandas engine finds what Spark would in `frame` (pandas) for suite `table`:
+    no check whose engines treat nulls differently meets a null."""
+    for e in load_suite_definition(table)["expectations"]:
+        if e["type"] in _NULLS_DIFFER:
+            columns = [v for k, v in e["kwargs"].items() if k in ("column_A", "column_B")]
+            if frame[columns].isna().to_numpy().any():
+                return False
+    return True
+
+
+def _build(table: str, params: dict | None = None, local: bool = False):
+    """The validation definition of suite `table` on the Spark source, or the pandas one (`local`)."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
     context, source = _context()
+    if local:
+        source = _pandas_source()
     definition = load_suite_definition(table)
     expectations = []
     for item in definition["expectations"]:
@@ -160,7 +223,8 @@ def _build(table: str, params: dict | None = None):
         batch = asset.get_batch_definition("all")
     except (KeyError, LookupError):
         batch = asset.add_batch_definition_whole_dataframe("all")
-    return context.validation_definitions.add_or_update(gx.ValidationDefinition(name=table, data=batch, suite=suite))
+    return context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=f"{source.name}:{table}", data=batch, suite=suite))
 
 
 def _check_name(cfg: dict) -> str:
@@ -175,9 +239,12 @@ def _counts_needed(table: str) -> bool:
     return any("mostly" in e["kwargs"] for e in load_suite_definition(table)["expectations"])
 
 
-def validate(df: DataFrame, table: str, params: dict | None = None, run_id: str | None = None) -> list[CheckResult]:
+def validate(df: DataFrame, table: str, params: dict | None = None, run_id: str | None = None,
+             rows: int | None = None) -> list[CheckResult]:
     """Validate `df` with the suite named `table`; return one result per expectation. The result
-    is kept under `run_id` for the run's Data Docs.
+    is kept under `run_id` for the run's Data Docs. A small frame is validated in pandas (module
+    docstring); `rows`: the caller's estimate of its rows, when it has one, so that a large frame
+    is not collected in part to find out.
 
     Counts only: no unexpected-value samples, which could carry PII. A suite without `mostly`
     checks runs first with outcomes only (GX then skips a sampling query per check, about a third
@@ -186,16 +253,20 @@ def validate(df: DataFrame, table: str, params: dict | None = None, run_id: str 
     """
     from great_expectations.core.run_identifier import RunIdentifier
 
-    validation = _build(table, params)
+    local = _in_memory(df, rows)
+    if local is not None and not _same_in_pandas(local, table):
+        local = None
+    validation = _build(table, params, local=local is not None)
+    data = {"dataframe": df if local is None else local}
     run = RunIdentifier(run_name=run_id, run_time=datetime.now(timezone.utc)) if run_id else None
     summary = {"result_format": "SUMMARY", "partial_unexpected_count": 0}
     if _counts_needed(table):
-        result = validation.run(batch_parameters={"dataframe": df}, result_format=summary, run_id=run)
+        result = validation.run(batch_parameters=data, result_format=summary, run_id=run)
     else:
-        result = validation.run(batch_parameters={"dataframe": df}, result_format={"result_format": "BOOLEAN_ONLY"},
+        result = validation.run(batch_parameters=data, result_format={"result_format": "BOOLEAN_ONLY"},
                                 run_id=run)
         if not result.success:
-            result = validation.run(batch_parameters={"dataframe": df}, result_format=summary, run_id=run)
+            result = validation.run(batch_parameters=data, result_format=summary, run_id=run)
     if run is not None and _results_folder is not None:
         _kept.append((table, run.to_tuple()))
     out = []
@@ -236,10 +307,10 @@ def blocking_error(rows: list[dict]) -> DataQualityError | None:
 
 
 def enforce(df: DataFrame, table: str, run_id: str, business_date: date | None,
-            params: dict | None = None) -> list[dict]:
+            params: dict | None = None, rows: int | None = None) -> list[dict]:
     """Validate, raise DataQualityError on a blocking failure, return crm_ops.data_quality rows."""
-    rows = dq_rows(validate(df, table, params, run_id), table, run_id, business_date)
-    err = blocking_error(rows)
+    results = dq_rows(validate(df, table, params, run_id, rows), table, run_id, business_date)
+    err = blocking_error(results)
     if err is not None:
         raise err
-    return rows
+    return results
