@@ -105,13 +105,13 @@ def _in_memory(df: DataFrame, rows: int | None):
     limit = local_rows()
     if limit <= 0 or (rows is not None and rows > limit):
         return None
-    table = df.limit(limit + 1).toArrow()
-    if table.num_rows > limit:
-        return None
-    for column in table.columns:
-        if pat.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py():
-            return None
     try:
+        table = df.limit(limit + 1).toArrow()  # a type Arrow cannot hold raises a TypeError
+        if table.num_rows > limit:
+            return None
+        for column in table.columns:
+            if pat.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py():
+                return None
         # integers with nulls as doubles, which GX's Spark engine compares them as too (past 2**53 alike)
         return table.to_pandas(date_as_object=True)
     except (ValueError, OverflowError, TypeError) as exc:  # pyarrow's errors derive from these
