@@ -4,9 +4,10 @@ schemas (`quality.suites`), gold suites from `expectations/<table>.json`.
 A frame of at most `local_rows()` rows (`CRM_GX_LOCAL_ROWS`, 50,000 by default; 0: never) is
 collected and validated by GX's pandas engine, with the same suite: a validation in Spark costs a
 dozen or more Spark queries whatever the rows (1-2 s per suite on 2 cores), which made the checks
-of a small feed or mart cost more than building it. A frame whose collected form would read
-differently (a double column holding NaN, which pandas takes for null) stays in Spark;
-tests/unit/test_suites.py holds both engines to the same result for every check.
+of a small feed or mart cost more than building it. Where the engines would disagree the frame
+stays in Spark: a double column holding NaN (pandas takes it for null), a pair check meeting a
+null (pandas counts the pair unexpected), a type Arrow cannot carry. tests/unit/test_suites.py
+holds both engines to the same result for every kind of check the suites use.
 
 The Delta-configured SparkSession must exist before this module starts GX's Spark data
 source (GX would otherwise start a session of its own without Delta).
