@@ -226,3 +226,46 @@ def test_laid_out_keeps_a_large_partition_value_in_place_and_gathers_the_small_o
     assert shuffles(everything_in_place) == 0
     assert shuffles(df.repartition("event_date")) == 1
     df.unpersist()
+
+
+def _file_stats(path: str) -> list[dict]:
+    """The statistics each data file of the table's current version records, in the order added
+    (from its Delta log's commits; a test table has no checkpoint)."""
+    import json
+    from pathlib import Path
+
+    added: dict[str, dict] = {}
+    for commit in sorted(Path(path, "_delta_log").glob("*.json")):
+        for action in map(json.loads, commit.read_text().splitlines()):
+            if "add" in action:
+                added[action["add"]["path"]] = json.loads(action["add"]["stats"])
+            elif "remove" in action:
+                added.pop(action["remove"]["path"], None)
+    return list(added.values())
+
+
+def test_statistics_are_kept_to_the_columns_a_table_names_and_an_older_table_is_given_them(spark, tmp_path):
+    """A table created with `statistics_on` records min/max/null counts for those columns only
+    (none: row counts alone); a table created without it gets the property at its next write,
+    whose files follow it, and a further write adds no property commit."""
+    rows = spark.createDataFrame([(date(2026, 3, 1), f"id{i}", i) for i in range(10)],
+                                 "day date, id string, n long").coalesce(1)  # a file per write
+    days = delta.in_predicate("day", [date(2026, 3, 1)])
+
+    named = str(tmp_path / "named")
+    delta.replace_where(rows, named, days, ["day"], properties=delta.statistics_on(["n"]))
+    assert [(s["numRecords"], s["minValues"], s["maxValues"]) for s in _file_stats(named)] == [(10, {"n": 0}, {"n": 9})]
+
+    counts_only = str(tmp_path / "counts_only")
+    delta.append(rows, counts_only, ["day"], properties=delta.statistics_on([]))
+    assert [sorted(s) for s in _file_stats(counts_only)] == [["numRecords"]]
+
+    older = str(tmp_path / "older")
+    delta.replace_where(rows, older, days, ["day"])
+    assert set(_file_stats(older)[0]["minValues"]) == {"id", "n"}  # Delta's default: every column
+    delta.replace_where(rows, older, days, ["day"], properties=delta.statistics_on(["n"]))
+    assert [s["minValues"] for s in _file_stats(older)] == [{"n": 0}]
+    versions = DeltaTable(older).version()
+    delta.append(rows, older, ["day"], properties=delta.statistics_on(["n"]))
+    assert DeltaTable(older).version() == versions + 1  # the append alone
+    assert [s["minValues"] for s in _file_stats(older)] == [{"n": 0}, {"n": 0}]

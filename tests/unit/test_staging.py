@@ -8,6 +8,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from crm_pipeline.feeds import feed_spec
+from crm_pipeline.ingest.load import Holders
+from crm_pipeline.settings import LakeLayout
 from crm_pipeline.spark import session_conf
 from crm_pipeline.transforms.staging.parse import split_raw_lines, type_and_validate
 from crm_pipeline.transforms.staging.silver import (
@@ -157,6 +159,39 @@ def test_a_number_nobody_holds_that_day_is_an_unknown_subscriber(spark):
                                  "event_date date, msisdn string, reject_reason string, reject_detail string")
     out = map_to_subscribers(recs, holders_by_day(snap), feed_spec("cdr_voice")).collect()[0]
     assert out.reject_reason == "unknown_subscriber" and "137******00" in out.reject_detail
+
+
+def test_the_holders_are_built_once_per_set_of_days_and_broadcast_while_they_fit(spark, tmp_path, monkeypatch):
+    """The feeds of an ingest share the holders of a set of days: built once, cached, broadcast up
+    to Holders.BROADCAST_ROWS rows (whatever Spark's size estimates say), joined by a shuffle above;
+    either way each record gets the holder of its day."""
+    lake = LakeLayout(str(tmp_path / "lake"))
+    spark.createDataFrame([
+        (date(2026, 3, 1), "OLD", "13900000009", "ACTIVE", date(2024, 1, 1), date(2024, 1, 1)),
+        (date(2026, 3, 2), "OLD", "13900000009", "TERMINATED", date(2026, 3, 2), date(2024, 1, 1)),
+        (date(2026, 3, 3), "NEW", "13900000009", "ACTIVE", date(2026, 3, 3), date(2026, 3, 3)),
+    ], SNAP).write.format("delta").partitionBy("snapshot_date").save(lake.silver("subscriber"))
+    recs = spark.createDataFrame([(date(2026, 3, d), "13900000009", None, None) for d in (1, 2, 3)],
+                                 "event_date date, msisdn string, reject_reason string, reject_detail string")
+    days = {date(2026, 3, d) for d in (1, 2, 3)}
+    holders = Holders(spark, lake)
+
+    def mapped(frame):
+        out = map_to_subscribers(recs, frame, feed_spec("cdr_voice")).orderBy("event_date")
+        found = [r.subscriber_id for r in out.collect()]
+        return found, "BroadcastHashJoin" in out._jdf.queryExecution().executedPlan().toString()
+
+    with session_conf(spark, {"spark.sql.autoBroadcastJoinThreshold": "-1"}):  # no broadcast but the hint
+        shared = holders.on(days)
+        assert holders.on(set(days)) is shared  # once for every feed
+        assert holders.on(days | {date(2026, 2, 27)}) is shared  # a day without a snapshot adds none
+        assert mapped(shared) == (["OLD", "OLD", "NEW"], True)
+        holders.release()
+        monkeypatch.setattr(Holders, "BROADCAST_ROWS", 2)  # the 3 holder rows no longer fit
+        rebuilt = holders.on(days)
+        assert rebuilt is not shared
+        assert mapped(rebuilt) == (["OLD", "OLD", "NEW"], False)
+        holders.release()
 
 
 def _versions(spark, rows):

@@ -40,6 +40,9 @@ MONTH_SUMMARIES = {
     "activity_months": ("daily_usage_by_subscriber", activity_months, False),
 }
 NOTHING_PENDING = "rollups: no changed days"
+#: the daily rollups and their monthly summaries are read by their partition (day, month) alone:
+#: their files record only their row counts (`delta.statistics_on`)
+STATISTICS = delta.statistics_on([])
 
 
 def pending_days(lake: LakeLayout, rebuild_from: date | None = None) -> tuple[list[date], object]:
@@ -134,7 +137,8 @@ def replace_daily(spark: SparkSession, lake: LakeLayout, table: str, rows: DataF
         if source == table:
             # from the Delta log, through delta-rs: a Spark DELETE cost about 6 s a table in a fresh JVM
             delta_rs.delete_where(lake.gold(name), delta.in_predicate("month", months))
-    delta.replace_where(rows, lake.gold(table), delta.in_predicate("usage_date", days), ["usage_date"])
+    delta.replace_where(rows, lake.gold(table), delta.in_predicate("usage_date", days), ["usage_date"],
+                        properties=STATISTICS)
 
 
 def summary_rows(spark: SparkSession, lake: LakeLayout, name: str, months: list[date]) -> DataFrame:
@@ -167,6 +171,6 @@ def month_summaries(spark: SparkSession, lake: LakeLayout, name: str, months: li
             # written as the aggregation's tasks hold them (hashed over every task, one month each
             # per task): no second shuffle to bin-pack
             delta.replace_where(summary_rows(spark, lake, name, missing), path, delta.in_predicate("month", missing),
-                                ["month"], optimize_write=False)
+                                ["month"], optimize_write=False, properties=STATISTICS)
         faults.point("gold")  # the month's gold half built: a summary written, its marts not
     return delta.read(spark, path).where(F.col("month").isin(months))
