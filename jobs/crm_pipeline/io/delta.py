@@ -55,10 +55,10 @@ def statistics_on(columns: Iterable[str]) -> dict[str, str]:
 
 
 def keep_properties(spark: SparkSession, path: str, properties: dict[str, str]) -> None:
-    """Give the table at `path`, if it exists, the `properties` it lacks (one commit, only when one
+    """Give the existing table at `path` the `properties` it lacks (one commit, only when one
     differs). A writer's `delta.*` options set them on a table it creates and are ignored after,
     so a table created before a property was chosen gets it here."""
-    if not properties or not exists(spark, path):
+    if not properties:
         return
     have = DeltaTable.forPath(spark, path).detail().select("properties").head()[0] or {}
     missing = {k: v for k, v in properties.items() if have.get(k) != v}
