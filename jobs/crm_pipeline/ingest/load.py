@@ -191,7 +191,7 @@ def _load_batch(spark: SparkSession, lake: LakeLayout, ctx: ops.RunContext, spec
         return
     t0 = time.monotonic()
     try:
-        feed_load = load_feed(spark, lake, spec, batch, ctx, on_record, holders)
+        feed_load = load_feed(spark, lake, spec, batch, ctx, holders, on_record)
     except gx.DataQualityError as exc:
         result.dq_rows.extend(getattr(exc, "rows", []))
         for d in batch:
@@ -465,18 +465,12 @@ def load_feed(
     spec: FeedSpec,
     batch: list[Delivery],
     ctx: ops.RunContext,
+    holders: Holders,
     on_record: set[date] = frozenset(),
-    holders: Holders | None = None,
 ) -> FeedLoad:
-    """Load one feed's deliveries: bronze, silver, quarantine, accounting. `on_record`: the feed's
-    days with a loaded delivery in ops/deliveries (what the batch's deliveries of them replace).
-    `holders`: the number holders shared by the feeds of an ingest (its own otherwise)."""
-    if holders is None:
-        holders = Holders(spark, lake)
-        try:
-            return load_feed(spark, lake, spec, batch, ctx, on_record, holders)
-        finally:
-            holders.release()
+    """Load one feed's deliveries: bronze, silver, quarantine, accounting. `holders`: the number
+    holders shared by the feeds of an ingest. `on_record`: the feed's days with a loaded delivery
+    in ops/deliveries (what the batch's deliveries of them replace)."""
     started = ops.utcnow()
     part_col, _ = partition_date(spec)
     bronze_path = lake.bronze(spec.feed)
