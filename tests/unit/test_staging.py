@@ -11,7 +11,7 @@ from crm_pipeline.feeds import feed_spec
 from crm_pipeline.ingest.load import Holders
 from crm_pipeline.settings import LakeLayout
 from crm_pipeline.spark import session_conf
-from crm_pipeline.transforms.staging.parse import split_raw_lines, type_and_validate
+from crm_pipeline.transforms.staging.parse import FileIndex, split_raw_lines, type_and_validate
 from crm_pipeline.transforms.staging.silver import (
     holders_by_day,
     latest_version_wins,
@@ -210,6 +210,27 @@ def test_the_latest_delivery_wins_and_earlier_versions_are_duplicates(spark):
     out = latest_version_wins(recs, feed_spec("ticket"))
     got = sorted((r.source_file, r.o) for r in out.select("source_file", outcome().alias("o")).collect())
     assert got == [("a", "duplicate"), ("b", "duplicate"), ("c", "loaded"), ("d", "quarantined")]
+
+
+def test_records_numbered_by_their_file_rank_their_versions_as_the_file_names_do(spark):
+    """The silver stage carries a record's file as a number (`FileIndex`): the same winners as by the
+    names (B_9 sorts after B_10), and the lineage strings put back as they were."""
+    spec = feed_spec("cdr_voice")
+    delivered = [("cdr_voice/20260305/B_9.dat", "d2"), ("cdr_voice/20260305/B_10.dat", "d2"),
+                 ("cdr_voice/20260305/A.dat", "d1")]
+    rows = [(D, delivery, name, 7, voice(duration=str(60 + i)), True) for i, (name, delivery) in enumerate(delivered)]
+    split = split_raw_lines(spark.createDataFrame(rows, LINES), spec)
+    files = FileIndex(delivered)  # listed out of name order: numbered in name order all the same
+    by_name = latest_version_wins(with_partition_date(type_and_validate(split, spec), spec), spec)
+    by_number = latest_version_wins(with_partition_date(type_and_validate(split, spec, files), spec), spec)
+    assert "source_file" not in by_number.columns and "delivery_id" not in by_number.columns
+    expected = sorted(by_name.select("business_date", "delivery_id", "source_file", "line_no", "duration_sec",
+                                     "is_winner").collect())
+    got = sorted(by_number.select(*files.lineage(), "duration_sec", "is_winner").collect())
+    assert got == expected
+    assert [(r.source_file, r.duration_sec) for r in expected if r.is_winner] == [("cdr_voice/20260305/B_9.dat", 60)]
+    with pytest.raises(Exception, match="a file not in the index"):
+        type_and_validate(split, spec, FileIndex(delivered[1:])).collect()
 
 
 def test_a_bill_month_comes_whole_from_its_latest_delivery(spark):

@@ -44,7 +44,7 @@ from crm_pipeline.quality import gx
 from crm_pipeline.settings import LakeLayout
 from crm_pipeline.spark import uncompressed_cache
 from crm_pipeline.stages import stage
-from crm_pipeline.transforms.staging.parse import LINEAGE, REJECT_COLUMNS, type_and_validate
+from crm_pipeline.transforms.staging.parse import LINEAGE, REJECT_COLUMNS, FileIndex, type_and_validate
 from crm_pipeline.transforms.staging.validate import LATE_DAYS
 from crm_pipeline.transforms.staging.silver import (
     holders_by_day,
@@ -370,8 +370,13 @@ def _valid(bronze: DataFrame) -> DataFrame:
     return bronze.where(F.col("reject_reason").isNull())
 
 
-def _typed(bronze: DataFrame, spec: FeedSpec) -> DataFrame:
-    return with_partition_date(type_and_validate(_valid(bronze), spec), spec)
+def _typed(bronze: DataFrame, spec: FeedSpec, files: FileIndex | None = None) -> DataFrame:
+    return with_partition_date(type_and_validate(_valid(bronze), spec, files), spec)
+
+
+def _files_of(rows: DataFrame) -> list[tuple[str, str]]:
+    """(source_file, delivery_id) of the files bronze `rows` come from."""
+    return [(r[0], r[1]) for r in rows.select("source_file", "delivery_id").distinct().collect()]
 
 
 def _existing_versions(silver: DataFrame, spec: FeedSpec, part_col: str, days: list[date]) -> DataFrame:
@@ -385,13 +390,14 @@ def _existing_versions(silver: DataFrame, spec: FeedSpec, part_col: str, days: l
     )
 
 
-def _against_stored(typed: DataFrame, spec: FeedSpec, part_col: str, existing: DataFrame | None) -> DataFrame:
-    """Batch winners compete with the version silver holds: a stored later version makes the batch
-    record a duplicate; an earlier one is superseded (`_supersedes`)."""
+def _against_stored(typed: DataFrame, spec: FeedSpec, part_col: str, existing: DataFrame | None,
+                    files: FileIndex) -> DataFrame:
+    """Batch winners (numbered by `files`) compete with the version silver holds: a stored later
+    version makes the batch record a duplicate; an earlier one is superseded (`_supersedes`)."""
     if existing is None:
         return typed.withColumn("_supersedes", F.lit(False)).withColumn("_e_part", F.lit(None).cast("date"))
     joined = typed.join(existing, list(spec.key), "left")
-    mine = F.struct("business_date", "source_file", "line_no")
+    mine = F.struct(F.col("business_date"), files.source_file(), F.col("line_no"))
     stored = F.struct("_e_business_date", "_e_source_file", "_e_line_no")
     stored_present = F.col("_e_business_date").isNotNull()
     loses = F.col("is_winner") & stored_present & (stored >= mine)
@@ -507,16 +513,19 @@ def load_feed(
 
     with stage("silver", spec.feed):
         # scope: partitions read (snapshot days for the mapping, stored versions); touched: written.
-        typed = _typed(batch_rows, spec)
+        files = FileIndex((source_file(d, e.file_name), d.delivery_id) for d in batch for e in d.entries)
+        typed = _typed(batch_rows, spec, files)
         if spec.kind == "snapshot":
             scope = touched = set(batch_days)
         elif incremental:  # the delivery window; what is written is known once the batch is counted
             lo = batch_days[0] - timedelta(days=LATE_DAYS)
             scope = {lo + timedelta(days=i) for i in range((batch_days[-1] - lo).days + 1)}
         else:
-            scope = touched = (_partition_values(typed.where(F.col("reject_reason").isNull()), part_col)
-                               | replaced_parts)
-            typed = typed.unionByName(_typed(_other_versions(bronze, spec, touched, batch_days), spec))
+            scope = touched = (_partition_values(_typed(batch_rows, spec).where(F.col("reject_reason").isNull()),
+                                                 part_col) | replaced_parts)
+            others = _other_versions(bronze, spec, touched, batch_days)
+            files = FileIndex(list(zip(files.names, files.deliveries)) + _files_of(others))
+            typed = _typed(batch_rows, spec, files).unionByName(_typed(others, spec, files))
         if spec.msisdn_field:
             typed = map_to_subscribers(typed, holders.on(scope), spec)
         # only quarantined records keep their line: the rest need not carry it through the dedup
@@ -525,21 +534,21 @@ def load_feed(
         if incremental:
             existing = (_existing_versions(stored, spec, part_col, sorted(scope))
                         if stored is not None else None)
-            typed = _against_stored(typed, spec, part_col, existing)
+            typed = _against_stored(typed, spec, part_col, existing, files)
         with uncompressed_cache(spark):
             typed = typed.withColumn("outcome", outcome()).persist(StorageLevel.MEMORY_AND_DISK)
 
         batch_records = typed.where(F.col("business_date").isin(batch_days)) if not incremental else typed
         structural = batch_rows.where(F.col("reject_reason").isNotNull())
         counted = (
-            structural.select("source_file", F.lit("quarantined").alias("outcome"),
-                              F.lit(None).cast("date").alias("_part"), F.lit(False).alias("_supersedes"),
-                              F.lit(None).cast("date").alias("_e_part"))
+            structural.select(files.number(F.col("source_file")).alias("_file"),
+                              F.lit("quarantined").alias("outcome"), F.lit(None).cast("date").alias("_part"),
+                              F.lit(False).alias("_supersedes"), F.lit(None).cast("date").alias("_e_part"))
             .unionByName(batch_records.select(
-                "source_file", "outcome", F.when(F.col("outcome") == "loaded", F.col(part_col)).alias("_part"),
+                "_file", "outcome", F.when(F.col("outcome") == "loaded", F.col(part_col)).alias("_part"),
                 F.col("_supersedes") if incremental else F.lit(False).alias("_supersedes"),
                 F.col("_e_part") if incremental else F.lit(None).cast("date").alias("_e_part")))
-            .groupBy("source_file", "outcome", "_part", "_supersedes", "_e_part")
+            .groupBy("_file", "outcome", "_part", "_supersedes", "_e_part")
             .count()
             .collect()
         )
@@ -548,7 +557,8 @@ def load_feed(
             touched |= {r["_e_part"] for r in counted if r["_supersedes"] and r["_e_part"] is not None}
         supersedes = any(r["_supersedes"] for r in counted)
 
-        silver_cols = [part_col, *spec.field_names] + (["subscriber_id"] if spec.msisdn_field else []) + LINEAGE
+        kept = [part_col, *spec.field_names] + (["subscriber_id"] if spec.msisdn_field else [])
+        silver_cols = [F.col(c) for c in kept] + files.lineage()  # LINEAGE last, as silver's columns
         if incremental:
             silver_new = typed.where(F.col("is_winner")).select(*silver_cols)
         else:
@@ -566,7 +576,7 @@ def load_feed(
     if rejected or reloaded or not delta.exists(spark, lake.quarantine):
         with stage("quarantine", spec.feed):
             rejects = structural.select(*LINEAGE, *REJECT_COLUMNS).unionByName(
-                batch_records.where(F.col("outcome") == "quarantined").select(*LINEAGE, *REJECT_COLUMNS)
+                batch_records.where(F.col("outcome") == "quarantined").select(*files.lineage(), *REJECT_COLUMNS)
             )
             quarantine = rejects.select(F.lit(spec.feed).alias("feed"), *rejects.columns,
                                         F.lit(ctx.run_id).alias("run_id"))
@@ -599,7 +609,7 @@ def load_feed(
 
     per_file: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for r in counted:
-        per_file[r.source_file][r.outcome] += r["count"]
+        per_file[files.names[r["_file"]]][r.outcome] += r["count"]
     rows = []
     for d in batch:
         for e in d.entries:

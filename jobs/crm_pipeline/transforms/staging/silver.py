@@ -78,7 +78,8 @@ def latest_version_wins(records: DataFrame, spec: FeedSpec) -> DataFrame:
     Only valid records (reject_reason NULL) compete. The version from the latest delivery wins
     (later business date; within one delivery the last line). Snapshots deduplicate within their
     day. A bill month comes entirely from its latest delivery: lines of earlier deliveries of the
-    same month are superseded even when the correction dropped them.
+    same month are superseded even when the correction dropped them. Records numbered by a
+    `parse.FileIndex` are ordered by their `_file`, which orders them as their `source_file` would.
     """
     valid = F.col("reject_reason").isNull()
     key = list(spec.key)
@@ -87,7 +88,8 @@ def latest_version_wins(records: DataFrame, spec: FeedSpec) -> DataFrame:
     # by key alone, valid versions first: the batch then stays hashed and sorted by its key, which
     # the comparison with silver's stored versions (a join on the key) and the silver suite's
     # uniqueness check (a window over the key) use as they are instead of shuffling it again
-    order = [valid.desc(), F.col("business_date").desc(), F.col("source_file").desc(), F.col("line_no").desc()]
+    file = F.col("_file") if "_file" in records.columns else F.col("source_file")
+    order = [valid.desc(), F.col("business_date").desc(), file.desc(), F.col("line_no").desc()]
     ranked = records.withColumn(
         "_rank",
         F.when(valid, F.row_number().over(Window.partitionBy(*key).orderBy(*order))),
