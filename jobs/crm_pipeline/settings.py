@@ -88,6 +88,11 @@ class LakeLayout:
         """Rejected records with raw lines: restricted (may hold PII)."""
         return self.table("restricted", "quarantine")
 
+    def typed_copy(self, feed: str) -> str:
+        """Scratch folder of a feed's load in progress: its batch's records as the reading tasks typed
+        them (`ingest.spark_io.TypedCopy`), deleted when the load ends; restricted like bronze."""
+        return self.table("restricted", f"typed_copy/{feed}")
+
 
 DEMO_HMAC_KEY = "crm-demo-key-not-for-production"
 

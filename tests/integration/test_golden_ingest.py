@@ -8,6 +8,7 @@ failing its md5 check, and one bad record of each record-level kind.
 from __future__ import annotations
 
 from datetime import date, datetime
+from pathlib import Path
 
 import pytest
 
@@ -160,6 +161,12 @@ def test_accounting_per_file_adds_up_and_matches_hand_counts(golden):
     d3 = by_file[("run-2", "cdr_voice/20260303/CDR_VOICE_20260303_002.dat")]
     assert (d3["rows_read"], d3["rows_loaded"], d3["rows_duplicate"]) == (1, 1, 0)
     assert ("run-2", "cdr_voice/20260301/CDR_VOICE_20260301_001.dat.gz") not in by_file  # D1 not reloaded
+
+
+def test_the_typed_copies_of_the_loads_are_gone_once_they_end(golden):
+    _, lake, _, _ = golden
+    left = [p for feed in ("subscriber", "cdr_voice", "ticket") for p in Path(lake.typed_copy(feed)).glob("*")]
+    assert Path(lake.typed_copy("cdr_voice")).parent.is_dir() and left == []
 
 
 def test_pipeline_runs_table_records_both_runs(spark, golden):

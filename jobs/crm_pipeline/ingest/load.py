@@ -36,7 +36,7 @@ from crm_pipeline.errors import PipelineError
 from crm_pipeline.feeds import FeedSpec, load_feeds
 from crm_pipeline.ingest.landing import Delivery, IncompleteFolder, discover
 from crm_pipeline.ingest.reader import join
-from crm_pipeline.ingest.spark_io import failed_check, source_file, verify_deliveries, write_bronze
+from crm_pipeline.ingest.spark_io import TypedCopy, clear, failed_check, source_file, verify_deliveries, write_bronze
 from crm_pipeline.ingest.volume import delivered_volumes, volume_drop
 from crm_pipeline.progress import bar
 from crm_pipeline.io import delta, delta_rs
@@ -44,7 +44,7 @@ from crm_pipeline.quality import gx
 from crm_pipeline.settings import LakeLayout
 from crm_pipeline.spark import uncompressed_cache
 from crm_pipeline.stages import stage
-from crm_pipeline.transforms.staging.parse import LINEAGE, REJECT_COLUMNS, FileIndex, type_and_validate
+from crm_pipeline.transforms.staging.parse import LINEAGE, REJECT_COLUMNS, FileIndex, type_and_validate, typed_schema
 from crm_pipeline.transforms.staging.validate import LATE_DAYS
 from crm_pipeline.transforms.staging.silver import (
     holders_by_day,
@@ -314,19 +314,21 @@ def _days_in(table: DataFrame | None, days: list[date]) -> set[date]:
 
 
 def _write_bronze(
-    spark: SparkSession, lake: LakeLayout, spec: FeedSpec, batch: list[Delivery], ctx: ops.RunContext
-) -> tuple[list[Delivery], list[tuple[Delivery, str, str, str]]]:
-    """Read, verify and split the batch's files in one pass and replace their days in bronze.
+    spark: SparkSession, lake: LakeLayout, spec: FeedSpec, batch: list[Delivery], ctx: ops.RunContext,
+    typed: TypedCopy,
+) -> tuple[list[Delivery], list[tuple[Delivery, str, str, str]], list[str] | None]:
+    """Read, verify, split and type the batch's files in one pass and replace their days in bronze.
 
     A file failing its control-line checks aborts the write; the whole batch is then verified
     (without decoding), the failed deliveries are dropped and the rest written again.
-    Returns the deliveries written and the failures (delivery, file name, message, check).
+    Returns the deliveries written, the failures (delivery, file name, message, check) and the
+    files of their typed records (`write_bronze`).
     """
     failed: list[tuple[Delivery, str, str, str]] = []
     while batch:
         try:
-            write_bronze(spark, batch, spec, lake.bronze(spec.feed), ctx.run_id)
-            return batch, failed
+            typed_files = write_bronze(spark, batch, spec, lake.bronze(spec.feed), ctx.run_id, typed)
+            return batch, failed, typed_files
         except Exception as exc:  # noqa: BLE001 - a failed file check surfaces as a Spark job failure
             if failed_check(exc) is None:
                 raise
@@ -341,7 +343,7 @@ def _write_bronze(
         if len(keep) == len(batch):
             raise RuntimeError(f"{spec.feed}: a file failed its checks while read but passed on verification")
         batch = keep
-    return batch, failed
+    return batch, failed, None
 
 
 def _incremental(spec: FeedSpec, reloaded: set[date]) -> bool:
@@ -372,6 +374,13 @@ def _valid(bronze: DataFrame) -> DataFrame:
 
 def _typed(bronze: DataFrame, spec: FeedSpec, files: FileIndex | None = None) -> DataFrame:
     return with_partition_date(type_and_validate(_valid(bronze), spec, files), spec)
+
+
+def _read_typed(spark: SparkSession, spec: FeedSpec, paths: list[str]) -> DataFrame:
+    """The records the reading tasks typed (`TypedCopy`), as `_typed` gives them from bronze."""
+    schema = typed_schema(spec, numbered=True)
+    rows = spark.read.schema(schema).parquet(*paths) if paths else spark.createDataFrame([], schema)
+    return with_partition_date(rows, spec)
 
 
 def _files_of(rows: DataFrame) -> list[tuple[str, str]]:
@@ -498,10 +507,13 @@ def load_feed(
         if stored is not None:  # the same, when bronze no longer has them
             replaced_parts |= _partition_values(stored.where(F.col("business_date").isin(sorted(reloaded))), part_col)
 
+    files = FileIndex((source_file(d, e.file_name), d.delivery_id) for d in batch for e in d.entries)
+    copy = TypedCopy(lake.typed_copy(spec.feed), files)
     with stage("read+bronze", spec.feed):
-        batch, failed = _write_bronze(spark, lake, spec, batch, ctx)
+        batch, failed, typed_files = _write_bronze(spark, lake, spec, batch, ctx, copy)
     faults.point("bronze")
     if not batch:
+        clear(copy.folder)
         return FeedLoad([], failed)
     batch_days = sorted({d.business_date for d in batch})
     ids = [d.delivery_id for d in batch]
@@ -513,19 +525,18 @@ def load_feed(
 
     with stage("silver", spec.feed):
         # scope: partitions read (snapshot days for the mapping, stored versions); touched: written.
-        files = FileIndex((source_file(d, e.file_name), d.delivery_id) for d in batch for e in d.entries)
-        typed = _typed(batch_rows, spec, files)
+        typed = _read_typed(spark, spec, typed_files) if typed_files is not None else _typed(batch_rows, spec, files)
         if spec.kind == "snapshot":
             scope = touched = set(batch_days)
         elif incremental:  # the delivery window; what is written is known once the batch is counted
             lo = batch_days[0] - timedelta(days=LATE_DAYS)
             scope = {lo + timedelta(days=i) for i in range((batch_days[-1] - lo).days + 1)}
         else:
-            scope = touched = (_partition_values(_typed(batch_rows, spec).where(F.col("reject_reason").isNull()),
-                                                 part_col) | replaced_parts)
+            scope = touched = (_partition_values(typed.where(F.col("reject_reason").isNull()), part_col)
+                               | replaced_parts)
             others = _other_versions(bronze, spec, touched, batch_days)
-            files = FileIndex(list(zip(files.names, files.deliveries)) + _files_of(others))
-            typed = _typed(batch_rows, spec, files).unionByName(_typed(others, spec, files))
+            files = files.extended(_files_of(others))  # the batch's records keep their numbers
+            typed = typed.unionByName(_typed(others, spec, files))
         if spec.msisdn_field:
             typed = map_to_subscribers(typed, holders.on(scope), spec)
         # only quarantined records keep their line: the rest need not carry it through the dedup
@@ -606,6 +617,7 @@ def load_feed(
                     delta.append(rows, path, [part_col], optimize_write=optimize, properties=SILVER_STATISTICS)
         faults.point("silver")
     typed.unpersist()
+    clear(copy.folder)
 
     per_file: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for r in counted:

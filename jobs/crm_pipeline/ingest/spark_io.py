@@ -11,15 +11,20 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 
 from crm_pipeline.feeds import FeedSpec
 from crm_pipeline.ingest.landing import Delivery
 from crm_pipeline.ingest.reader import FileCheck, FileScan, resolve
-from crm_pipeline.transforms.staging.parse import REJECT_COLUMNS, bronze_schema, split_fields
+from crm_pipeline.transforms.staging.parse import (
+    REJECT_COLUMNS, FileIndex, bronze_schema, split_fields,
+)
+from crm_pipeline.transforms.staging.validate import validate_batch
 
 LINES_SCHEMA = "business_date date, delivery_id string, source_file string, line_no long, raw_line string, decode_ok boolean"
 _ARROW_LINES = pa.schema([
@@ -122,15 +127,27 @@ def _bronze_arrow_schema(spec: FeedSpec) -> pa.Schema:
 
 #: a Delta checkpoint every this many bronze versions, as Spark's own writer makes them by default
 CHECKPOINT_INTERVAL = 10
-_WRITTEN_SCHEMA = "path string, business_date string, size long, rows long"
+_WRITTEN_SCHEMA = "path string, business_date string, size long, rows long, typed boolean"
 _WRITTEN_SCHEMA_NAMES = [column.split()[0] for column in _WRITTEN_SCHEMA.split(", ")]
 
 
+@dataclass(frozen=True)
+class TypedCopy:
+    """Where `write_bronze`'s reading tasks also write the records they read typed and validated
+    (`validate.validate_batch`, numbered by `files`), so that the silver stage starts from them
+    instead of reading bronze back and typing it again: `folder` (scratch; `write_bronze` clears
+    it first, its caller when the load ends)."""
+
+    folder: str
+    files: FileIndex
+
+
 def _write_parts(batches: Iterator[pa.RecordBatch], spec: FeedSpec, root: str, write_id: str, run_id: str,
-                 max_rows: int, codec: str) -> Iterator[pa.RecordBatch]:
+                 max_rows: int, codec: str, typed: TypedCopy | None = None) -> Iterator[pa.RecordBatch]:
     """A task of `write_bronze`: read its files (`_read_files`) and write their lines as Parquet
     files of the table under `root`, one file per business date (a new one every `max_rows`
-    rows), named part-<write_id>-...; yield what it wrote (`_WRITTEN_SCHEMA`)."""
+    rows), named part-<write_id>-...; with `typed`, the structurally valid lines typed and validated
+    as well, one file per task in `typed.folder`; yield what it wrote (`_WRITTEN_SCHEMA`)."""
     import pyarrow.parquet as pq
 
     schema = _bronze_arrow_schema(spec)
@@ -138,11 +155,30 @@ def _write_parts(batches: Iterator[pa.RecordBatch], spec: FeedSpec, root: str, w
     fs, base = resolve(root)
     open_files: dict[str, tuple[str, object, int]] = {}  # day -> (relative path, writer, rows)
     written: list[tuple[str, str, int]] = []  # (relative path, day, rows)
+    typed_out: list = []  # [path, writer, rows] of the task's typed file, once opened
+    value_set = pa.array(typed.files.names, pa.string()) if typed is not None else None
 
     def close(day: str) -> None:
         rel, writer, rows = open_files.pop(day)
         writer.close()
         written.append((rel, day, rows))
+
+    def write_typed(lines: pa.RecordBatch) -> None:
+        valid = lines.filter(pc.is_null(lines.column("reject_reason")))
+        if not valid.num_rows:
+            return
+        records = typed.files.numbered(validate_batch(valid, spec), value_set)
+        at = records.schema.get_field_index("raw_line")  # kept for the quarantine's records only
+        records = records.set_column(at, "raw_line", pc.if_else(pc.is_null(records.column("reject_reason")),
+                                                                pa.scalar(None, pa.string()), records.column(at)))
+        if not typed_out:
+            typed_fs, typed_base = resolve(typed.folder)
+            typed_fs.create_dir(typed_base, recursive=True)
+            name = f"part-{write_id}-{uuid.uuid4()}.{codec}.parquet"
+            typed_out.extend([name, pq.ParquetWriter(f"{typed_base}/{name}", records.schema, filesystem=typed_fs,
+                                                     compression=codec), 0])
+        typed_out[1].write_batch(records)
+        typed_out[2] += records.num_rows
 
     for lines in _read_files(batches, spec):
         day = lines.column(0)[0].as_py().isoformat()  # a batch is one file's lines: one business date
@@ -159,12 +195,23 @@ def _write_parts(batches: Iterator[pa.RecordBatch], spec: FeedSpec, root: str, w
         writer.write_batch(pa.RecordBatch.from_arrays([columns[f.name].cast(f.type) for f in file_schema],
                                                       schema=file_schema))
         open_files[day] = (rel, writer, rows + lines.num_rows)
+        if typed is not None:
+            write_typed(lines)
     for day in list(open_files):
         close(day)
     sizes = [fs.get_file_info(f"{base}/{rel}").size for rel, _, _ in written]
+    paths, days, rows = [w[0] for w in written], [w[1] for w in written], [w[2] for w in written]
+    flags = [False] * len(written)
+    if typed_out:
+        typed_out[1].close()
+        paths.append(typed_out[0])
+        days.append(None)
+        sizes.append(0)
+        rows.append(typed_out[2])
+        flags.append(True)
     yield pa.RecordBatch.from_arrays([
-        pa.array([w[0] for w in written], pa.string()), pa.array([w[1] for w in written], pa.string()),
-        pa.array(sizes, pa.int64()), pa.array([w[2] for w in written], pa.int64())], names=_WRITTEN_SCHEMA_NAMES)
+        pa.array(paths, pa.string()), pa.array(days, pa.string()), pa.array(sizes, pa.int64()),
+        pa.array(rows, pa.int64()), pa.array(flags, pa.bool_())], names=_WRITTEN_SCHEMA_NAMES)
 
 
 def _remove_parts(root: str, days: list[date], write_id: str) -> None:
@@ -179,9 +226,12 @@ def _remove_parts(root: str, days: list[date], write_id: str) -> None:
                 fs.delete_file(info.path)
 
 
-def write_bronze(spark: SparkSession, deliveries: list[Delivery], spec: FeedSpec, path: str, run_id: str) -> None:
+def write_bronze(spark: SparkSession, deliveries: list[Delivery], spec: FeedSpec, path: str, run_id: str,
+                 typed: TypedCopy | None = None) -> list[str] | None:
     """Replace the deliveries' business dates in the bronze table at `path` with their lines, in
-    one Delta commit (creating the table on its first write).
+    one Delta commit (creating the table on its first write). With `typed`, the tasks also write
+    the lines typed (`TypedCopy`); returns those files, or None when they were not written (no
+    `typed`, or a table of an older layout).
 
     Spark tasks read, verify and split the files (`read_lines`) and write the Parquet files
     themselves, straight from Arrow; only the list of files written reaches the driver, which
@@ -207,23 +257,31 @@ def write_bronze(spark: SparkSession, deliveries: list[Delivery], spec: FeedSpec
             *LINEAGE, *spec.field_names, F.lit(run_id).alias("run_id"), *REJECT_COLUMNS)
         delta.replace_where(rows, path, delta.in_predicate("business_date", days), ["business_date"],
                             optimize_write=False, merge_schema=True)
-        return
+        return None
     files = _files(deliveries)
     write_id = uuid.uuid4().hex[:12]
     max_rows = int(spark.conf.get("spark.sql.files.maxRecordsPerFile", "0")) or 1 << 62
     codec = spark.conf.get("spark.sql.parquet.compression.codec", "snappy")
     root = path.rstrip("/") if "://" in path else os.path.abspath(path)  # executors may run elsewhere
+    if typed is not None:
+        folder = typed.folder.rstrip("/") if "://" in typed.folder else os.path.abspath(typed.folder)
+        typed = TypedCopy(folder, typed.files)
+        clear(folder)  # what a killed load left
     written = []
     if files:
         tasks = spark.createDataFrame(_deal(spark, files).map(lambda f: tuple(f[k] for k in _FILE_FIELDS)),
                                       _FILES_SCHEMA)
         try:
             written = tasks.mapInArrow(
-                lambda batches: _write_parts(batches, spec, root, write_id, run_id, max_rows, codec),
+                lambda batches: _write_parts(batches, spec, root, write_id, run_id, max_rows, codec, typed),
                 _WRITTEN_SCHEMA).collect()
         except BaseException:
             _remove_parts(root, days, write_id)
+            if typed is not None:
+                clear(typed.folder)
             raise
+    typed_files = [f"{typed.folder}/{w.path}" for w in written if w.typed] if typed is not None else None
+    written = [w for w in written if not w.typed]
     now = int(time.time() * 1000)
     adds = [AddAction(w.path, w.size, {"business_date": w.business_date}, now, True, json.dumps({"numRecords": w.rows}))
             for w in written]
@@ -237,6 +295,16 @@ def write_bronze(spark: SparkSession, deliveries: list[Delivery], spec: FeedSpec
     version = written_table.version()
     if version and version % CHECKPOINT_INTERVAL == 0:  # Spark replays the log from the last one
         written_table.create_checkpoint()
+    return typed_files
+
+
+def clear(folder: str) -> None:
+    """Delete `folder` (a `TypedCopy` folder) and everything in it, if it exists."""
+    from pyarrow import fs as pafs
+
+    fs, base = resolve(folder)
+    if fs.get_file_info(base).type != pafs.FileType.NotFound:
+        fs.delete_dir(base)
 
 
 def failed_check(exc: BaseException) -> dict | None:

@@ -113,6 +113,18 @@ class FileIndex:
             raise ValueError("a source file with two delivery ids: " + ", ".join(
                 sorted({n for n in self.names if self.names.count(n) > 1})))
 
+    def extended(self, files: Iterable[tuple[str, str]]) -> FileIndex:
+        """This index with more files numbered after its own (in their name order), so that records
+        numbered by it keep their numbers. Only for files of other business dates than this index's:
+        versions are ordered by business date before their file (`silver.latest_version_wins`), so
+        the numbers still order the files of each business date as their names do."""
+        out = FileIndex([])
+        mine = set(self.names)
+        more = sorted({pair for pair in files if pair[0] not in mine})
+        out.names = self.names + [name for name, _ in more]
+        out.deliveries = self.deliveries + [delivery for _, delivery in more]
+        return out
+
     def numbered(self, batch: pa.RecordBatch, value_set: pa.Array) -> pa.RecordBatch:
         """A typed batch (`validate.typed_names`) with `delivery_id` and `source_file` replaced by
         `_file`; `value_set`: `self.names` as an Arrow array, built once per task."""
