@@ -5,11 +5,12 @@ Per feed:
 1. bronze, in one pass over each file: verify it against its control line while reading, split
    numbered lines into string fields (structurally bad lines keep their raw text and reason),
    write them as Parquet from the reading tasks and replace the batch's business dates in one
-   transaction (`spark_io.write_bronze`). A file failing a check aborts the
+   transaction (`spark_io.write_bronze`); the same tasks type and validate the valid lines into a
+   scratch copy (`spark_io.TypedCopy`). A file failing a check aborts the
    write; its delivery is dropped and the others are written again, so a delivery loads whole
    or not at all;
-2. silver, from the batch's bronze rows: type, validate, map numbers to subscriptions, keep the
-   latest delivery's version of each record. A first delivery of its days is merged into silver
+2. silver, from the batch's typed records: map numbers to subscriptions, keep the latest
+   delivery's version of each record. A first delivery of its days is merged into silver
    (appended, or upserted where it supersedes stored versions); a re-delivered day, bills and
    tickets rebuild the partitions they touch from bronze, so withdrawn records disappear;
 3. quarantine the batch's rejects (written before silver, from the same cached frame); count each

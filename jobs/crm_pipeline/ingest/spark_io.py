@@ -175,8 +175,9 @@ def _write_parts(batches: Iterator[pa.RecordBatch], spec: FeedSpec, root: str, w
             typed_fs, typed_base = resolve(typed.folder)
             typed_fs.create_dir(typed_base, recursive=True)
             name = f"part-{write_id}-{uuid.uuid4()}.{codec}.parquet"
+            # read once, whole: no dictionaries (ids, numbers and times would only fall back from them)
             typed_out.extend([name, pq.ParquetWriter(f"{typed_base}/{name}", records.schema, filesystem=typed_fs,
-                                                     compression=codec), 0])
+                                                     compression=codec, use_dictionary=False), 0])
         typed_out[1].write_batch(records)
         typed_out[2] += records.num_rows
 
