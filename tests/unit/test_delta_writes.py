@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import date, timedelta
 
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
@@ -94,6 +95,11 @@ def test_bronze_is_written_by_the_reading_tasks_in_one_commit_and_a_failed_file_
                                   (D1, "002.dat", 1, None, "field_count", "run-1"),
                                   (D2, "001.dat", 1, "P1", None, "run-1")]
     assert _data_files(path) == {f.removeprefix(f"{path}/") for f in DeltaTable(str(path)).file_uris()}
+    # dictionaries for the columns of few values only (a file's lineage, codes), not for ids or amounts
+    columns = pq.ParquetFile(next(iter(DeltaTable(str(path)).file_uris()))).metadata.row_group(0)
+    encodings = {columns.column(i).path_in_schema: columns.column(i).encodings for i in range(columns.num_columns)}
+    assert [c for c, e in encodings.items() if "RLE_DICTIONARY" in e] == [
+        "delivery_id", "source_file", "payment_type", "network_gen", "run_id", "reject_reason"]
     # Spark reads what the tasks wrote, as it reads its own writes
     assert spark.read.format("delta").load(str(path)).where("business_date = DATE'2026-03-01'").count() == 3
 

@@ -118,6 +118,16 @@ def read_lines(spark: SparkSession, deliveries: list[Delivery], spec: FeedSpec |
         lambda batches: _read_files(batches, spec), schema)
 
 
+def dictionary_columns(spec: FeedSpec) -> list[str]:
+    """Bronze columns written with Parquet dictionaries: those the contract gives few values per
+    file (the file's lineage and run, the reject reason, code and flag fields). Ids, numbers,
+    times and amounts hold about a value per record, so a dictionary of them is built only to be
+    given up: 2 M data records of a 1 M-subscriber day took 3.9 s to write with one for every
+    column, 1.0 s with these only, in files a tenth smaller."""
+    codes = [f.name for f in spec.fields if f.allowed or f.type == "flag"]
+    return ["delivery_id", "source_file", "run_id", "reject_reason", *codes]
+
+
 def _bronze_arrow_schema(spec: FeedSpec) -> pa.Schema:
     """The bronze table's columns in table order (the lines' lineage, the feed's fields as strings,
     `run_id`, the reject columns), every one nullable as Spark writes Delta columns."""
@@ -189,7 +199,8 @@ def _write_parts(batches: Iterator[pa.RecordBatch], spec: FeedSpec, root: str, w
             folder = f"business_date={day}"
             fs.create_dir(f"{base}/{folder}", recursive=True)
             rel = f"{folder}/part-{write_id}-{uuid.uuid4()}.c000.{codec}.parquet"
-            open_files[day] = (rel, pq.ParquetWriter(f"{base}/{rel}", file_schema, filesystem=fs, compression=codec), 0)
+            open_files[day] = (rel, pq.ParquetWriter(f"{base}/{rel}", file_schema, filesystem=fs, compression=codec,
+                                                     use_dictionary=dictionary_columns(spec)), 0)
         rel, writer, rows = open_files[day]
         columns = {name: lines.column(name) for name in lines.schema.names}
         columns["run_id"] = pa.repeat(pa.scalar(run_id, pa.string()), lines.num_rows)
