@@ -233,6 +233,17 @@ def test_records_numbered_by_their_file_rank_their_versions_as_the_file_names_do
         type_and_validate(split, spec, FileIndex(delivered[1:])).collect()
 
 
+def test_an_extended_file_index_keeps_the_numbers_of_the_batch_it_was_made_for():
+    """A rebuild adds the other deliveries' files (other business dates) after the batch's, whose
+    records were numbered when read; a file listed twice keeps its number."""
+    batch = FileIndex([("t/20260305/B.dat", "d5"), ("t/20260305/A.dat", "d5")])
+    more = batch.extended([("t/20260301/Z.dat", "d1"), ("t/20260305/A.dat", "d5"), ("t/20260302/C.dat", "d2")])
+    assert more.names == ["t/20260305/A.dat", "t/20260305/B.dat", "t/20260301/Z.dat", "t/20260302/C.dat"]
+    assert more.deliveries == ["d5", "d5", "d1", "d2"]
+    with pytest.raises(ValueError, match="two delivery ids"):
+        FileIndex([("t/20260305/A.dat", "d5"), ("t/20260305/A.dat", "d6")])
+
+
 def test_a_bill_month_comes_whole_from_its_latest_delivery(spark):
     bills = spark.createDataFrame(
         [

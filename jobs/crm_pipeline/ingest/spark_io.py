@@ -165,7 +165,7 @@ def _write_parts(batches: Iterator[pa.RecordBatch], spec: FeedSpec, root: str, w
     fs, base = resolve(root)
     open_files: dict[str, tuple[str, object, int]] = {}  # day -> (relative path, writer, rows)
     written: list[tuple[str, str, int]] = []  # (relative path, day, rows)
-    typed_out: list = []  # [path, writer, rows] of the task's typed file, once opened
+    typed_out: list = []  # [file name, writer, rows] of the task's typed file, once opened
     value_set = pa.array(typed.files.names, pa.string()) if typed is not None else None
 
     def close(day: str) -> None:

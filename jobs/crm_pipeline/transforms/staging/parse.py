@@ -117,11 +117,10 @@ class FileIndex:
         numbered by it keep their numbers. Only for files of other business dates than this index's:
         versions are ordered by business date before their file (`silver.latest_version_wins`), so
         the numbers still order the files of each business date as their names do."""
-        out = FileIndex([])
         mine = set(self.names)
-        more = sorted({pair for pair in files if pair[0] not in mine})
-        out.names = self.names + [name for name, _ in more]
-        out.deliveries = self.deliveries + [delivery for _, delivery in more]
+        more = FileIndex(pair for pair in files if pair[0] not in mine)
+        out = FileIndex([])
+        out.names, out.deliveries = self.names + more.names, self.deliveries + more.deliveries
         return out
 
     def numbered(self, batch: pa.RecordBatch, value_set: pa.Array) -> pa.RecordBatch:
