@@ -165,6 +165,7 @@ def _write_parts(batches: Iterator[pa.RecordBatch], spec: FeedSpec, root: str, w
     fs, base = resolve(root)
     open_files: dict[str, tuple[str, object, int]] = {}  # day -> (relative path, writer, rows)
     written: list[tuple[str, str, int]] = []  # (relative path, day, rows)
+    dictionaries = dictionary_columns(spec)
     typed_out: list = []  # [file name, writer, rows] of the task's typed file, once opened
     value_set = pa.array(typed.files.names, pa.string()) if typed is not None else None
 
@@ -200,7 +201,7 @@ def _write_parts(batches: Iterator[pa.RecordBatch], spec: FeedSpec, root: str, w
             fs.create_dir(f"{base}/{folder}", recursive=True)
             rel = f"{folder}/part-{write_id}-{uuid.uuid4()}.c000.{codec}.parquet"
             open_files[day] = (rel, pq.ParquetWriter(f"{base}/{rel}", file_schema, filesystem=fs, compression=codec,
-                                                     use_dictionary=dictionary_columns(spec)), 0)
+                                                     use_dictionary=dictionaries), 0)
         rel, writer, rows = open_files[day]
         columns = {name: lines.column(name) for name in lines.schema.names}
         columns["run_id"] = pa.repeat(pa.scalar(run_id, pa.string()), lines.num_rows)
@@ -274,11 +275,10 @@ def write_bronze(spark: SparkSession, deliveries: list[Delivery], spec: FeedSpec
     write_id = uuid.uuid4().hex[:12]
     max_rows = int(spark.conf.get("spark.sql.files.maxRecordsPerFile", "0")) or 1 << 62
     codec = spark.conf.get("spark.sql.parquet.compression.codec", "snappy")
-    root = path.rstrip("/") if "://" in path else os.path.abspath(path)  # executors may run elsewhere
+    root = _absolute(path)
     if typed is not None:
-        folder = typed.folder.rstrip("/") if "://" in typed.folder else os.path.abspath(typed.folder)
-        typed = TypedCopy(folder, typed.files)
-        clear(folder)  # what a killed load left
+        typed = TypedCopy(_absolute(typed.folder), typed.files)
+        clear(typed.folder)  # what a failed or killed load left
     written = []
     if files:
         tasks = spark.createDataFrame(_deal(spark, files).map(lambda f: tuple(f[k] for k in _FILE_FIELDS)),
@@ -308,6 +308,11 @@ def write_bronze(spark: SparkSession, deliveries: list[Delivery], spec: FeedSpec
     if version and version % CHECKPOINT_INTERVAL == 0:  # Spark replays the log from the last one
         written_table.create_checkpoint()
     return typed_files
+
+
+def _absolute(path: str) -> str:
+    """`path` as the tasks must be given it: executors may run elsewhere, in another folder."""
+    return path.rstrip("/") if "://" in path else os.path.abspath(path)
 
 
 def clear(folder: str) -> None:
