@@ -14,7 +14,9 @@ from pyspark.sql import functions as F
 from crm_pipeline.feeds import load_feeds
 from crm_pipeline.ingest.landing import discover
 from crm_pipeline.ingest import spark_io
-from crm_pipeline.ingest.spark_io import TypedCopy, failed_check, read_lines, source_file, write_bronze
+from crm_pipeline.ingest.spark_io import (
+    STRUCTURAL_SCHEMA, TypedCopy, failed_check, read_lines, source_file, write_bronze,
+)
 from crm_pipeline.io import delta
 from crm_pipeline.spark import MAX_OPTIMIZED_WRITE_SHUFFLE, OPTIMIZED_WRITE_BIN, session_conf
 from crm_pipeline.transforms.staging.parse import LINEAGE, FileIndex, type_and_validate, typed_schema
@@ -127,21 +129,28 @@ def test_bronze_is_written_by_the_reading_tasks_in_one_commit_and_a_failed_file_
 
 def test_the_reading_tasks_type_the_records_as_bronze_would_be_typed_and_a_failed_file_leaves_none(spark, tmp_path):
     """`TypedCopy`: what the silver stage starts from, typed while the files are read, equals the
-    typing of the bronze rows written (raw lines kept for rejected records only)."""
+    typing of the bronze rows written (raw lines kept for rejected records only); the lines that
+    did not split are copied apart, as bronze holds them."""
     spec, landing, path = load_feeds()["plan"], tmp_path / "landing", str(tmp_path / "bronze")
     write_delivery(landing, "plan", D1, [PLANS + ["P9|SMALL|PREPAID|5x0|50|30|1024|4G"], ["P3|broken"]])
     write_delivery(landing, "plan", D2, [PLANS[:1]])
     deliveries = discover(landing, ["plan"])
     files = FileIndex((source_file(d, e.file_name), d.delivery_id) for d in deliveries for e in d.entries)
     copy = TypedCopy(str(tmp_path / "typed"), files)
-    typed_files = write_bronze(spark, deliveries, spec, path, "run-1", copy)
-    got = spark.read.schema(typed_schema(spec, numbered=True)).parquet(*typed_files).collect()
-    bronze = spark.read.format("delta").load(path).where("reject_reason IS NULL")
-    expected = type_and_validate(bronze, spec, files).withColumn(
+    copied = write_bronze(spark, deliveries, spec, path, "run-1", copy)
+    got = spark.read.schema(typed_schema(spec, numbered=True)).parquet(*copied.records).collect()
+    bronze = spark.read.format("delta").load(path)
+    expected = type_and_validate(bronze.where("reject_reason IS NULL"), spec, files).withColumn(
         "raw_line", F.when(F.col("reject_reason").isNotNull(), F.col("raw_line"))).collect()
     assert sorted(got) == sorted(expected) and len(got) == 4
     assert [(r.plan_id, r.reject_reason, r.raw_line) for r in got if r.reject_reason] == [
         ("P9", "bad_number", "P9|SMALL|PREPAID|5x0|50|30|1024|4G")]
+    rejects = spark.read.schema(STRUCTURAL_SCHEMA).parquet(*copied.rejects).select(
+        *files.lineage(), "raw_line", "reject_reason", "reject_detail").collect()
+    assert rejects == bronze.where("reject_reason IS NOT NULL").select(
+        *LINEAGE, "raw_line", "reject_reason", "reject_detail").collect()
+    assert [(r.source_file, r.line_no, r.raw_line, r.reject_reason) for r in rejects] == [
+        ("plan/20260301/PLAN_20260301_002.dat", 1, "P3|broken", "field_count")]
 
     d2 = write_delivery(landing, "plan", D2, [PLANS])  # a row more declared than delivered: fails once read
     ctl = d2 / "PLAN_20260302.ctl"

@@ -6,16 +6,16 @@ Per feed:
    numbered lines into string fields (structurally bad lines keep their raw text and reason),
    write them as Parquet from the reading tasks and replace the batch's business dates in one
    transaction (`spark_io.write_bronze`); the same tasks type and validate the valid lines into a
-   scratch copy (`spark_io.TypedCopy`). A file failing a check aborts the
-   write; its delivery is dropped and the others are written again, so a delivery loads whole
-   or not at all;
+   scratch copy, and copy the rejected lines apart (`spark_io.TypedCopy`). A file failing a check
+   aborts the write; its delivery is dropped and the others are written again, so a delivery
+   loads whole or not at all;
 2. silver, from the batch's typed records: map numbers to subscriptions, keep the latest
    delivery's version of each record. A first delivery of its days is merged into silver
    (appended, or upserted where it supersedes stored versions); a re-delivered day, bills and
    tickets rebuild the partitions they touch from bronze, so withdrawn records disappear;
-3. quarantine the batch's rejects (written before silver, from the same cached frame); count each
-   file's records as loaded, quarantined or duplicate, and check that the counts add up to the
-   lines the control file declared.
+3. quarantine the batch's rejects (written before silver, from the same cached frame and the copy
+   of the rejected lines); count each file's records as loaded, quarantined or duplicate, and
+   check that the counts add up to the lines the control file declared.
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ from crm_pipeline.errors import PipelineError
 from crm_pipeline.feeds import FeedSpec, load_feeds
 from crm_pipeline.ingest.landing import Delivery, IncompleteFolder, discover
 from crm_pipeline.ingest.reader import join
-from crm_pipeline.ingest.spark_io import TypedCopy, clear, failed_check, source_file, verify_deliveries, write_bronze
+from crm_pipeline.ingest.spark_io import (
+    STRUCTURAL_SCHEMA, TypedCopy, TypedFiles, clear, failed_check, source_file, verify_deliveries, write_bronze,
+)
 from crm_pipeline.ingest.volume import delivered_volumes, volume_drop
 from crm_pipeline.progress import bar
 from crm_pipeline.io import delta, delta_rs
@@ -317,19 +319,19 @@ def _days_in(table: DataFrame | None, days: list[date]) -> set[date]:
 def _write_bronze(
     spark: SparkSession, lake: LakeLayout, spec: FeedSpec, batch: list[Delivery], ctx: ops.RunContext,
     typed: TypedCopy,
-) -> tuple[list[Delivery], list[tuple[Delivery, str, str, str]], list[str] | None]:
+) -> tuple[list[Delivery], list[tuple[Delivery, str, str, str]], TypedFiles | None]:
     """Read, verify, split and type the batch's files in one pass and replace their days in bronze.
 
     A file failing its control-line checks aborts the write; the whole batch is then verified
     (without decoding), the failed deliveries are dropped and the rest written again.
     Returns the deliveries written, the failures (delivery, file name, message, check) and the
-    files of their typed records (`write_bronze`).
+    files of their typed and structurally rejected records (`write_bronze`).
     """
     failed: list[tuple[Delivery, str, str, str]] = []
     while batch:
         try:
-            typed_files = write_bronze(spark, batch, spec, lake.bronze(spec.feed), ctx.run_id, typed)
-            return batch, failed, typed_files
+            copied = write_bronze(spark, batch, spec, lake.bronze(spec.feed), ctx.run_id, typed)
+            return batch, failed, copied
         except Exception as exc:  # noqa: BLE001 - a failed file check surfaces as a Spark job failure
             if failed_check(exc) is None:
                 raise
@@ -377,11 +379,23 @@ def _typed(bronze: DataFrame, spec: FeedSpec, files: FileIndex | None = None) ->
     return with_partition_date(type_and_validate(_valid(bronze), spec, files), spec)
 
 
+def _read_copy(spark: SparkSession, schema: str, paths: list[str]) -> DataFrame:
+    return spark.read.schema(schema).parquet(*paths) if paths else spark.createDataFrame([], schema)
+
+
 def _read_typed(spark: SparkSession, spec: FeedSpec, paths: list[str]) -> DataFrame:
     """The records the reading tasks typed (`TypedCopy`), as `_typed` gives them from bronze."""
-    schema = typed_schema(spec, numbered=True)
-    rows = spark.read.schema(schema).parquet(*paths) if paths else spark.createDataFrame([], schema)
-    return with_partition_date(rows, spec)
+    return with_partition_date(_read_copy(spark, typed_schema(spec, numbered=True), paths), spec)
+
+
+def _structural(spark: SparkSession, batch_rows: DataFrame, copied: TypedFiles | None,
+                files: FileIndex) -> DataFrame:
+    """The batch's structurally rejected lines (`STRUCTURAL_SCHEMA`): from the reading tasks' copy
+    when they wrote one, else from bronze."""
+    if copied is not None:
+        return _read_copy(spark, STRUCTURAL_SCHEMA, copied.rejects)
+    return batch_rows.where(F.col("reject_reason").isNotNull()).select(
+        "business_date", files.number(F.col("source_file")).alias("_file"), "line_no", *REJECT_COLUMNS)
 
 
 def _files_of(rows: DataFrame) -> list[tuple[str, str]]:
@@ -511,7 +525,7 @@ def load_feed(
     files = FileIndex((source_file(d, e.file_name), d.delivery_id) for d in batch for e in d.entries)
     copy = TypedCopy(lake.typed_copy(spec.feed), files)
     with stage("read+bronze", spec.feed):
-        batch, failed, typed_files = _write_bronze(spark, lake, spec, batch, ctx, copy)
+        batch, failed, copied = _write_bronze(spark, lake, spec, batch, ctx, copy)
     faults.point("bronze")
     if not batch:
         clear(copy.folder)
@@ -526,7 +540,7 @@ def load_feed(
 
     with stage("silver", spec.feed):
         # scope: partitions read (snapshot days for the mapping, stored versions); touched: written.
-        typed = _read_typed(spark, spec, typed_files) if typed_files is not None else _typed(batch_rows, spec, files)
+        typed = _read_typed(spark, spec, copied.records) if copied is not None else _typed(batch_rows, spec, files)
         if spec.kind == "snapshot":
             scope = touched = set(batch_days)
         elif incremental:  # the delivery window; what is written is known once the batch is counted
@@ -551,10 +565,9 @@ def load_feed(
             typed = typed.withColumn("outcome", outcome()).persist(StorageLevel.MEMORY_AND_DISK)
 
         batch_records = typed.where(F.col("business_date").isin(batch_days)) if not incremental else typed
-        structural = batch_rows.where(F.col("reject_reason").isNotNull())
+        structural = _structural(spark, batch_rows, copied, files)
         counted = (
-            structural.select(files.number(F.col("source_file")).alias("_file"),
-                              F.lit("quarantined").alias("outcome"), F.lit(None).cast("date").alias("_part"),
+            structural.select("_file", F.lit("quarantined").alias("outcome"), F.lit(None).cast("date").alias("_part"),
                               F.lit(False).alias("_supersedes"), F.lit(None).cast("date").alias("_e_part"))
             .unionByName(batch_records.select(
                 "_file", "outcome", F.when(F.col("outcome") == "loaded", F.col(part_col)).alias("_part"),
@@ -587,7 +600,7 @@ def load_feed(
     rejected = sum(r["count"] for r in counted if r["outcome"] == "quarantined")
     if rejected or reloaded or not delta.exists(spark, lake.quarantine):
         with stage("quarantine", spec.feed):
-            rejects = structural.select(*LINEAGE, *REJECT_COLUMNS).unionByName(
+            rejects = structural.select(*files.lineage(), *REJECT_COLUMNS).unionByName(
                 batch_records.where(F.col("outcome") == "quarantined").select(*files.lineage(), *REJECT_COLUMNS)
             )
             quarantine = rejects.select(F.lit(spec.feed).alias("feed"), *rejects.columns,

@@ -137,7 +137,7 @@ def _bronze_arrow_schema(spec: FeedSpec) -> pa.Schema:
 
 #: a Delta checkpoint every this many bronze versions, as Spark's own writer makes them by default
 CHECKPOINT_INTERVAL = 10
-_WRITTEN_SCHEMA = "path string, business_date string, size long, rows long, typed boolean"
+_WRITTEN_SCHEMA = "path string, business_date string, size long, rows long, kind string"
 _WRITTEN_SCHEMA_NAMES = [column.split()[0] for column in _WRITTEN_SCHEMA.split(", ")]
 
 
@@ -145,11 +145,27 @@ _WRITTEN_SCHEMA_NAMES = [column.split()[0] for column in _WRITTEN_SCHEMA.split("
 class TypedCopy:
     """Where `write_bronze`'s reading tasks also write the records they read typed and validated
     (`validate.validate_batch`, numbered by `files`), so that the silver stage starts from them
-    instead of reading bronze back and typing it again: `folder` (scratch; `write_bronze` clears
-    it first, its caller when the load ends)."""
+    instead of reading bronze back and typing it again, and the structurally rejected lines, so
+    that the quarantine and the file counts need not scan bronze for them: `folder` (scratch;
+    `write_bronze` clears it first, its caller when the load ends)."""
 
     folder: str
     files: FileIndex
+
+
+#: columns of a `TypedCopy`'s files of structurally rejected lines
+STRUCTURAL_SCHEMA = ("business_date date, _file int, line_no long, raw_line string, reject_reason string, "
+                     "reject_detail string")
+
+
+@dataclass(frozen=True)
+class TypedFiles:
+    """The files a `TypedCopy` holds after `write_bronze`: `records`, the valid lines typed
+    (`parse.typed_schema(spec, numbered=True)`); `rejects`, the structurally rejected lines
+    (`STRUCTURAL_SCHEMA`; none when every line split)."""
+
+    records: list[str]
+    rejects: list[str]
 
 
 def _write_parts(batches: Iterator[pa.RecordBatch], spec: FeedSpec, root: str, write_id: str, run_id: str,
@@ -157,7 +173,8 @@ def _write_parts(batches: Iterator[pa.RecordBatch], spec: FeedSpec, root: str, w
     """A task of `write_bronze`: read its files (`_read_files`) and write their lines as Parquet
     files of the table under `root`, one file per business date (a new one every `max_rows`
     rows), named part-<write_id>-...; with `typed`, the structurally valid lines typed and validated
-    as well, one file per task in `typed.folder`; yield what it wrote (`_WRITTEN_SCHEMA`)."""
+    as well, and the rejected ones apart (`TypedFiles`), a file of each per task in `typed.folder`;
+    yield what it wrote (`_WRITTEN_SCHEMA`)."""
     import pyarrow.parquet as pq
 
     schema = _bronze_arrow_schema(spec)
@@ -166,7 +183,7 @@ def _write_parts(batches: Iterator[pa.RecordBatch], spec: FeedSpec, root: str, w
     open_files: dict[str, tuple[str, object, int]] = {}  # day -> (relative path, writer, rows)
     written: list[tuple[str, str, int]] = []  # (relative path, day, rows)
     dictionaries = dictionary_columns(spec)
-    typed_out: list = []  # [file name, writer, rows] of the task's typed file, once opened
+    typed_out: dict[str, list] = {}  # kind -> [file name, writer, rows] of the task's typed files, once opened
     value_set = pa.array(typed.files.names, pa.string()) if typed is not None else None
 
     def close(day: str) -> None:
@@ -174,23 +191,30 @@ def _write_parts(batches: Iterator[pa.RecordBatch], spec: FeedSpec, root: str, w
         writer.close()
         written.append((rel, day, rows))
 
-    def write_typed(lines: pa.RecordBatch) -> None:
-        valid = lines.filter(pc.is_null(lines.column("reject_reason")))
-        if not valid.num_rows:
-            return
-        records = typed.files.numbered(validate_batch(valid, spec), value_set)
-        at = records.schema.get_field_index("raw_line")  # kept for the quarantine's records only
-        records = records.set_column(at, "raw_line", pc.if_else(pc.is_null(records.column("reject_reason")),
-                                                                pa.scalar(None, pa.string()), records.column(at)))
-        if not typed_out:
+    def write_copy(kind: str, records: pa.RecordBatch) -> None:
+        if kind not in typed_out:
             typed_fs, typed_base = resolve(typed.folder)
             typed_fs.create_dir(typed_base, recursive=True)
-            name = f"part-{write_id}-{uuid.uuid4()}.{codec}.parquet"
+            name = f"{kind}-{write_id}-{uuid.uuid4()}.{codec}.parquet"
             # read once, whole: no dictionaries (ids, numbers and times would only fall back from them)
-            typed_out.extend([name, pq.ParquetWriter(f"{typed_base}/{name}", records.schema, filesystem=typed_fs,
-                                                     compression=codec, use_dictionary=False), 0])
-        typed_out[1].write_batch(records)
-        typed_out[2] += records.num_rows
+            typed_out[kind] = [name, pq.ParquetWriter(f"{typed_base}/{name}", records.schema, filesystem=typed_fs,
+                                                      compression=codec, use_dictionary=False), 0]
+        typed_out[kind][1].write_batch(records)
+        typed_out[kind][2] += records.num_rows
+
+    def write_typed(lines: pa.RecordBatch) -> None:
+        split = pc.is_null(lines.column("reject_reason"))
+        valid = lines.filter(split)
+        if valid.num_rows:
+            records = typed.files.numbered(validate_batch(valid, spec), value_set)
+            at = records.schema.get_field_index("raw_line")  # kept for the quarantine's records only
+            records = records.set_column(at, "raw_line", pc.if_else(
+                pc.is_null(records.column("reject_reason")), pa.scalar(None, pa.string()), records.column(at)))
+            write_copy("typed", records)
+        if valid.num_rows < lines.num_rows:
+            rejects = lines.filter(pc.invert(split)).select(
+                ["business_date", "delivery_id", "source_file", "line_no", *REJECT_COLUMNS])
+            write_copy("rejects", typed.files.numbered(rejects, value_set))
 
     for lines in _read_files(batches, spec):
         day = lines.column(0)[0].as_py().isoformat()  # a batch is one file's lines: one business date
@@ -214,17 +238,17 @@ def _write_parts(batches: Iterator[pa.RecordBatch], spec: FeedSpec, root: str, w
         close(day)
     sizes = [fs.get_file_info(f"{base}/{rel}").size for rel, _, _ in written]
     paths, days, rows = [w[0] for w in written], [w[1] for w in written], [w[2] for w in written]
-    flags = [False] * len(written)
-    if typed_out:
-        typed_out[1].close()
-        paths.append(typed_out[0])
+    kinds = ["bronze"] * len(written)
+    for kind, (name, writer, count) in typed_out.items():
+        writer.close()
+        paths.append(name)
         days.append(None)
         sizes.append(0)
-        rows.append(typed_out[2])
-        flags.append(True)
+        rows.append(count)
+        kinds.append(kind)
     yield pa.RecordBatch.from_arrays([
         pa.array(paths, pa.string()), pa.array(days, pa.string()), pa.array(sizes, pa.int64()),
-        pa.array(rows, pa.int64()), pa.array(flags, pa.bool_())], names=_WRITTEN_SCHEMA_NAMES)
+        pa.array(rows, pa.int64()), pa.array(kinds, pa.string())], names=_WRITTEN_SCHEMA_NAMES)
 
 
 def _remove_parts(root: str, days: list[date], write_id: str) -> None:
@@ -240,11 +264,11 @@ def _remove_parts(root: str, days: list[date], write_id: str) -> None:
 
 
 def write_bronze(spark: SparkSession, deliveries: list[Delivery], spec: FeedSpec, path: str, run_id: str,
-                 typed: TypedCopy | None = None) -> list[str] | None:
+                 typed: TypedCopy | None = None) -> TypedFiles | None:
     """Replace the deliveries' business dates in the bronze table at `path` with their lines, in
     one Delta commit (creating the table on its first write). With `typed`, the tasks also write
-    the lines typed (`TypedCopy`); returns those files, or None when they were not written (no
-    `typed`, or a table of an older layout).
+    the lines typed and the structurally rejected ones (`TypedCopy`); returns those files, or
+    None when they were not written (no `typed`, or a table of an older layout).
 
     Spark tasks read, verify and split the files (`read_lines`) and write the Parquet files
     themselves, straight from Arrow; only the list of files written reaches the driver, which
@@ -292,8 +316,11 @@ def write_bronze(spark: SparkSession, deliveries: list[Delivery], spec: FeedSpec
             if typed is not None:
                 clear(typed.folder)
             raise
-    typed_files = [f"{typed.folder}/{w.path}" for w in written if w.typed] if typed is not None else None
-    written = [w for w in written if not w.typed]
+    copied = None
+    if typed is not None:
+        copied = TypedFiles(*[[f"{typed.folder}/{w.path}" for w in written if w.kind == kind]
+                              for kind in ("typed", "rejects")])
+    written = [w for w in written if w.kind == "bronze"]
     now = int(time.time() * 1000)
     adds = [AddAction(w.path, w.size, {"business_date": w.business_date}, now, True, json.dumps({"numRecords": w.rows}))
             for w in written]
@@ -307,7 +334,7 @@ def write_bronze(spark: SparkSession, deliveries: list[Delivery], spec: FeedSpec
     version = written_table.version()
     if version and version % CHECKPOINT_INTERVAL == 0:  # Spark replays the log from the last one
         written_table.create_checkpoint()
-    return typed_files
+    return copied
 
 
 def _absolute(path: str) -> str:
