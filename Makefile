@@ -14,7 +14,7 @@ export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 
-.PHONY: demo test crash-test submit-test demo-test setup venv jars classes airflow-db postgres browser bench clean
+.PHONY: demo test crash-test submit-test demo-test setup venv jars localfs classes airflow-db postgres browser bench clean
 
 # The setup steps run side by side where one does not wait for another (the venv beside the jars
 # and Debian's packages, then the class-data archive beside Airflow's DB): `make -j4 setup`.
@@ -49,7 +49,7 @@ submit-test: setup
 demo-test: setup browser
 	$(BIN)/pytest -p no:xdist -m demo tests/integration/test_demo_report.py
 
-setup: venv jars classes airflow-db postgres
+setup: venv jars localfs classes airflow-db postgres
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -68,10 +68,21 @@ $(JARS)/.resolved: infra/jars/pom.xml
 	ls $(JARS)/*.jar > /dev/null
 	touch $@
 
+# Hadoop's local file system without a chmod process per file it creates (infra/localfs), which
+# local-mode drivers put on their class path: compiled against the Hadoop API pyspark ships
+LOCALFS := $(JARS)/local/crm-localfs.jar
+localfs: $(LOCALFS)
+$(LOCALFS): $(JARS)/.resolved $(VENV)/.installed $(wildcard infra/localfs/src/org/crmpipeline/fs/*.java)
+	rm -rf $(JARS)/local && mkdir -p $(JARS)/local/classes
+	javac --release 17 -d $(JARS)/local/classes \
+	    -cp "$$($(BIN)/python -c 'import glob, os, pyspark; print(*glob.glob(os.path.join(os.path.dirname(pyspark.__file__), "jars", "hadoop-client-api-*.jar")))')" \
+	    infra/localfs/src/org/crmpipeline/fs/*.java
+	jar cf $@ -C $(JARS)/local/classes .
+
 # The class-data archive local-mode Spark drivers start from (infra/spark/archive_classes.py): about
 # 6 s off every `crm` step's start; rebuilt when the venv or the jars change
 classes: $(JARS)/spark-classes.jsa
-$(JARS)/spark-classes.jsa: $(JARS)/.resolved $(VENV)/.installed infra/spark/archive_classes.py
+$(JARS)/spark-classes.jsa: $(JARS)/.resolved $(LOCALFS) $(VENV)/.installed infra/spark/archive_classes.py
 	$(BIN)/python infra/spark/archive_classes.py $@
 
 airflow-db: $(AIRFLOW_HOME)/.migrated $(AIRFLOW_HOME)/.pools

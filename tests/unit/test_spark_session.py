@@ -51,3 +51,39 @@ def test_a_jvm_ignores_an_archive_it_cannot_use_without_a_word(tmp_path):
     proc = subprocess.run(["java", *options, "-version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
     assert "archive" not in (proc.stdout + proc.stderr).lower(), proc.stderr
+
+
+def test_a_local_driver_writes_through_the_local_file_system_built_at_setup_and_sets_permissions_itself(
+        spark, tmp_path):
+    """`make setup` builds infra/localfs; a local-mode driver's `file:` file system is that one,
+    and it sets a file's permissions (without starting a `chmod`) as Hadoop's own would."""
+    import os
+    import stat
+
+    from crm_pipeline.spark import LOCAL_FS_CLASS, local_fs_options
+
+    settings = SparkSettings.from_env()
+    assert local_fs_options(settings)["spark.hadoop.fs.file.impl"] == LOCAL_FS_CLASS  # built by setup
+    jvm = spark.sparkContext._jvm
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    fs = jvm.org.apache.hadoop.fs.FileSystem.get(jvm.java.net.URI("file:///"), hadoop)
+    assert fs.getClass().getName() == LOCAL_FS_CLASS
+    target = tmp_path / "f.txt"
+    target.write_text("x")
+    for mode in (0o640, 0o755, 0o600):
+        fs.setPermission(jvm.org.apache.hadoop.fs.Path(str(target)),
+                         jvm.org.apache.hadoop.fs.permission.FsPermission(jvm.java.lang.Short(mode)))
+        assert stat.S_IMODE(os.stat(target).st_mode) == mode
+    spark.range(3).write.parquet(str(tmp_path / "out"))  # a write through it reads back whole
+    assert spark.read.parquet(str(tmp_path / "out")).count() == 3
+
+
+def test_only_a_local_driver_gets_the_local_file_system_and_only_once_built(tmp_path):
+    from crm_pipeline.spark import LOCAL_FS_JAR, local_fs_options
+
+    assert local_fs_options(SparkSettings(jar_dir=tmp_path)) == {}  # not built
+    (tmp_path / LOCAL_FS_JAR).parent.mkdir(parents=True)
+    (tmp_path / LOCAL_FS_JAR).write_bytes(b"jar")
+    assert local_fs_options(SparkSettings(jar_dir=tmp_path))["spark.driver.extraClassPath"] == str(
+        tmp_path / LOCAL_FS_JAR)
+    assert local_fs_options(SparkSettings(jar_dir=tmp_path, master="spark://127.0.0.1:7077")) == {}
