@@ -23,10 +23,11 @@ OPTIMIZED_WRITE_BIN = "spark.databricks.delta.optimizeWrite.binSize"
 CACHE_COMPRESSED = "spark.sql.inMemoryColumnarStorage.compressed"
 #: the class-data archive local-mode drivers start from, in the jar folder (infra/spark/archive_classes.py)
 CLASS_ARCHIVE = "spark-classes.jsa"
-#: Hadoop's local file system setting permissions without a `chmod` process (infra/localfs), built at
-#: setup into this folder of the jar folder, and its class
+#: Hadoop's local file system without a `chmod` or `readlink` process (infra/localfs), built at setup
+#: into this folder of the jar folder, and its classes for Hadoop's two APIs (`FileSystem`, `FileContext`)
 LOCAL_FS_JAR = "local/crm-localfs.jar"
 LOCAL_FS_CLASS = "org.crmpipeline.fs.NioLocalFileSystem"
+LOCAL_FS_CONTEXT_CLASS = "org.crmpipeline.fs.NioLocalFs"
 
 
 def jar_paths(settings: SparkSettings) -> list[str]:
@@ -55,12 +56,15 @@ def local_fs_options(settings: SparkSettings) -> dict[str, str]:
 
     Without Hadoop's native library, which pyspark does not ship, Hadoop's own local file system
     starts a `chmod` process for every file and folder it creates, about thirty per Parquet file a
-    task writes: 494 small files took 3.7 s to write, 1.0 s through this one. The jar goes on
-    the driver's class path (spark-submit reads `spark.jars` through the file system already)."""
+    task writes (494 small files took 3.7 s to write, 1.0 s through this one), and a `readlink`
+    for every file status asked through a `FileContext`, as Delta's log store does, hundreds per
+    commit. The jar goes on the driver's class path (spark-submit reads `spark.jars` through the
+    file system already)."""
     jar = settings.jar_dir / LOCAL_FS_JAR
     if not settings.master.startswith("local") or not jar.is_file():
         return {}
-    return {"spark.driver.extraClassPath": str(jar), "spark.hadoop.fs.file.impl": LOCAL_FS_CLASS}
+    return {"spark.driver.extraClassPath": str(jar), "spark.hadoop.fs.file.impl": LOCAL_FS_CLASS,
+            "spark.hadoop.fs.AbstractFileSystem.file.impl": LOCAL_FS_CONTEXT_CLASS}
 
 
 def build_session(settings: SparkSettings | None = None) -> SparkSession:

@@ -78,12 +78,43 @@ def test_a_local_driver_writes_through_the_local_file_system_built_at_setup_and_
     assert spark.read.parquet(str(tmp_path / "out")).count() == 3
 
 
+def test_a_local_drivers_file_context_tells_links_from_files_as_hadoops_own_does(spark, tmp_path):
+    """Delta's log store works through a `FileContext`: the local one built at setup answers file
+    and link statuses (without starting a `readlink`) as Hadoop's own local one does."""
+    import os
+
+    from crm_pipeline.spark import LOCAL_FS_CONTEXT_CLASS
+
+    jvm = spark.sparkContext._jvm
+    local = jvm.java.net.URI("file:///")
+    context = jvm.org.apache.hadoop.fs.FileContext.getFileContext(local, spark.sparkContext._jsc.hadoopConfiguration())
+    assert context.getDefaultFileSystem().getClass().getName() == LOCAL_FS_CONTEXT_CLASS
+    hadoops = jvm.org.apache.hadoop.fs.FileContext.getFileContext(local, jvm.org.apache.hadoop.conf.Configuration())
+    assert hadoops.getDefaultFileSystem().getClass().getName() == "org.apache.hadoop.fs.local.LocalFs"
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    os.symlink(tmp_path / "file", tmp_path / "link")
+    os.symlink(tmp_path / "gone", tmp_path / "dangling")
+
+    def status(fc, name):
+        s = fc.getFileLinkStatus(jvm.org.apache.hadoop.fs.Path(str(tmp_path / name)))
+        return (s.isSymlink(), s.isFile(), s.isDirectory(), s.getLen(), s.getModificationTime(),
+                str(s.getPath()), str(s.getSymlink()) if s.isSymlink() else None)
+
+    for name in ("file", "folder", "link", "dangling"):
+        assert status(context, name) == status(hadoops, name), name
+    assert status(context, "link")[0] and not status(context, "file")[0]
+    with pytest.raises(Exception, match="FileNotFound"):
+        status(context, "missing")
+
+
 def test_only_a_local_driver_gets_the_local_file_system_and_only_once_built(tmp_path):
-    from crm_pipeline.spark import LOCAL_FS_JAR, local_fs_options
+    from crm_pipeline.spark import LOCAL_FS_CLASS, LOCAL_FS_CONTEXT_CLASS, LOCAL_FS_JAR, local_fs_options
 
     assert local_fs_options(SparkSettings(jar_dir=tmp_path)) == {}  # not built
     (tmp_path / LOCAL_FS_JAR).parent.mkdir(parents=True)
     (tmp_path / LOCAL_FS_JAR).write_bytes(b"jar")
-    assert local_fs_options(SparkSettings(jar_dir=tmp_path))["spark.driver.extraClassPath"] == str(
-        tmp_path / LOCAL_FS_JAR)
+    assert local_fs_options(SparkSettings(jar_dir=tmp_path)) == {
+        "spark.driver.extraClassPath": str(tmp_path / LOCAL_FS_JAR), "spark.hadoop.fs.file.impl": LOCAL_FS_CLASS,
+        "spark.hadoop.fs.AbstractFileSystem.file.impl": LOCAL_FS_CONTEXT_CLASS}
     assert local_fs_options(SparkSettings(jar_dir=tmp_path, master="spark://127.0.0.1:7077")) == {}
