@@ -68,7 +68,7 @@ $(JARS)/.resolved: infra/jars/pom.xml
 	ls $(JARS)/*.jar > /dev/null
 	touch $@
 
-# Hadoop's local file system without a chmod process per file it creates (infra/localfs), which
+# Hadoop's local file system without a chmod or readlink process per file (infra/localfs), which
 # local-mode drivers put on their class path: compiled against the Hadoop API pyspark ships
 LOCALFS := $(JARS)/local/crm-localfs.jar
 localfs: $(LOCALFS)
