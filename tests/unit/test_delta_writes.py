@@ -15,11 +15,11 @@ from crm_pipeline.feeds import load_feeds
 from crm_pipeline.ingest.landing import discover
 from crm_pipeline.ingest import spark_io
 from crm_pipeline.ingest.spark_io import (
-    STRUCTURAL_SCHEMA, TypedCopy, failed_check, read_lines, source_file, write_bronze,
+    TypedCopy, failed_check, read_lines, source_file, write_bronze,
 )
 from crm_pipeline.io import delta
 from crm_pipeline.spark import MAX_OPTIMIZED_WRITE_SHUFFLE, OPTIMIZED_WRITE_BIN, session_conf
-from crm_pipeline.transforms.staging.parse import LINEAGE, FileIndex, type_and_validate, typed_schema
+from crm_pipeline.transforms.staging.parse import LINEAGE, STRUCTURAL_SCHEMA, FileIndex, type_and_validate, typed_schema
 from tests.conftest import shuffles, write_delivery
 
 

@@ -38,7 +38,7 @@ from crm_pipeline.feeds import FeedSpec, load_feeds
 from crm_pipeline.ingest.landing import Delivery, IncompleteFolder, discover
 from crm_pipeline.ingest.reader import join
 from crm_pipeline.ingest.spark_io import (
-    STRUCTURAL_SCHEMA, TypedCopy, TypedFiles, clear, failed_check, source_file, verify_deliveries, write_bronze,
+    TypedCopy, TypedFiles, clear, failed_check, source_file, verify_deliveries, write_bronze,
 )
 from crm_pipeline.ingest.volume import delivered_volumes, volume_drop
 from crm_pipeline.progress import bar
@@ -47,7 +47,9 @@ from crm_pipeline.quality import gx
 from crm_pipeline.settings import LakeLayout
 from crm_pipeline.spark import uncompressed_cache
 from crm_pipeline.stages import stage
-from crm_pipeline.transforms.staging.parse import LINEAGE, REJECT_COLUMNS, FileIndex, type_and_validate, typed_schema
+from crm_pipeline.transforms.staging.parse import (
+    LINEAGE, REJECT_COLUMNS, STRUCTURAL_SCHEMA, FileIndex, type_and_validate, typed_schema,
+)
 from crm_pipeline.transforms.staging.validate import LATE_DAYS
 from crm_pipeline.transforms.staging.silver import (
     holders_by_day,

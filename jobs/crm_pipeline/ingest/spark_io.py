@@ -22,7 +22,7 @@ from crm_pipeline.feeds import FeedSpec
 from crm_pipeline.ingest.landing import Delivery
 from crm_pipeline.ingest.reader import FileCheck, FileScan, resolve
 from crm_pipeline.transforms.staging.parse import (
-    REJECT_COLUMNS, FileIndex, bronze_schema, split_fields,
+    LINEAGE, REJECT_COLUMNS, FileIndex, bronze_schema, split_fields,
 )
 from crm_pipeline.transforms.staging.validate import validate_batch
 
@@ -153,16 +153,11 @@ class TypedCopy:
     files: FileIndex
 
 
-#: columns of a `TypedCopy`'s files of structurally rejected lines
-STRUCTURAL_SCHEMA = ("business_date date, _file int, line_no long, raw_line string, reject_reason string, "
-                     "reject_detail string")
-
-
 @dataclass(frozen=True)
 class TypedFiles:
     """The files a `TypedCopy` holds after `write_bronze`: `records`, the valid lines typed
     (`parse.typed_schema(spec, numbered=True)`); `rejects`, the structurally rejected lines
-    (`STRUCTURAL_SCHEMA`; none when every line split)."""
+    (`parse.STRUCTURAL_SCHEMA`; none when every line split)."""
 
     records: list[str]
     rejects: list[str]
@@ -212,8 +207,7 @@ def _write_parts(batches: Iterator[pa.RecordBatch], spec: FeedSpec, root: str, w
                 pc.is_null(records.column("reject_reason")), pa.scalar(None, pa.string()), records.column(at)))
             write_copy("typed", records)
         if valid.num_rows < lines.num_rows:
-            rejects = lines.filter(pc.invert(split)).select(
-                ["business_date", "delivery_id", "source_file", "line_no", *REJECT_COLUMNS])
+            rejects = lines.filter(pc.invert(split)).select([*LINEAGE, *REJECT_COLUMNS])
             write_copy("rejects", typed.files.numbered(rejects, value_set))
 
     for lines in _read_files(batches, spec):
@@ -281,7 +275,6 @@ def write_bronze(spark: SparkSession, deliveries: list[Delivery], spec: FeedSpec
     from deltalake.transaction import AddAction, create_table_with_add_actions
 
     from crm_pipeline.io import delta, delta_rs
-    from crm_pipeline.transforms.staging.parse import LINEAGE
 
     days = sorted({d.business_date for d in deliveries})
     schema = _bronze_arrow_schema(spec)

@@ -35,6 +35,10 @@ REASONS = (
 )
 
 _LINEAGE_DDL = "business_date date, delivery_id string, source_file string, line_no long"
+#: LINEAGE of records numbered by a `FileIndex`: the file's number in place of its two strings
+_NUMBERED_LINEAGE_DDL = "business_date date, _file int, line_no long"
+#: columns of structurally rejected lines numbered by a `FileIndex` (`spark_io.TypedCopy`'s rejects)
+STRUCTURAL_SCHEMA = f"{_NUMBERED_LINEAGE_DDL}, raw_line string, reject_reason string, reject_detail string"
 #: what a structurally rejected line keeps (NULL on accepted lines)
 REJECT_COLUMNS = ["raw_line", "reject_reason", "reject_detail"]
 
@@ -159,7 +163,7 @@ def typed_schema(spec: FeedSpec, numbered: bool = False) -> str:
     """Columns of `type_and_validate`'s output, as a Spark DDL string (`numbered`: with `_file`
     in place of `delivery_id` and `source_file`)."""
     fields = ", ".join(f"{f.name} {f.spark_type.simpleString()}" for f in spec.fields)
-    lineage = "business_date date, _file int, line_no long" if numbered else _LINEAGE_DDL
+    lineage = _NUMBERED_LINEAGE_DDL if numbered else _LINEAGE_DDL
     return f"{lineage}, raw_line string, {fields}, reject_reason string, reject_detail string"
 
 
