@@ -5,6 +5,7 @@ does not grow with its number of expectations."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from datetime import date
 
@@ -298,3 +299,31 @@ def test_a_frame_pandas_would_read_differently_or_above_the_limit_is_validated_i
     assert gx._in_memory(spark.createDataFrame([(1.0,), (float("nan"),)], "x double"), None) is None
     monkeypatch.setenv("CRM_GX_LOCAL_ROWS", "0")
     assert gx._in_memory(small, None) is None
+
+
+_groups = itertools.count()
+
+
+def _stages_run(spark, action) -> int:
+    """Spark stages the jobs of `action()` ran."""
+    sc = spark.sparkContext
+    group = f"stages-run-{next(_groups)}"
+    sc.setJobGroup(group, group)
+    try:
+        action()
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    tracker = sc.statusTracker()
+    return sum(len(tracker.getJobInfo(j).stageIds) for j in tracker.getJobIdsForGroup(group))
+
+
+@pytest.mark.spark
+def test_a_frame_known_to_fit_is_collected_whole_without_a_limit(spark, monkeypatch):
+    monkeypatch.setenv("CRM_GX_LOCAL_ROWS", "3")
+    small = spark.createDataFrame([(1.0,), (None,)], "x double")
+    limited = _stages_run(spark, lambda: gx._in_memory(small, None))
+    assert _stages_run(spark, lambda: gx._in_memory(small, None, rows_at_most=2)) == limited - 1  # no limit's shuffle
+    assert len(gx._in_memory(small, None, rows_at_most=2)) == 2
+    assert gx._in_memory(small, None, rows_at_most=4) is None  # the bound may exceed the limit: nothing collected
+    # a bound the frame does exceed is caught once it is collected
+    assert gx._in_memory(spark.createDataFrame([(1.0,)] * 4, "x double"), None, rows_at_most=2) is None

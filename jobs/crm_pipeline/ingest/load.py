@@ -538,7 +538,8 @@ def load_feed(
     batch_rows = bronze.where(F.col("business_date").isin(batch_days) & F.col("delivery_id").isin(ids))
     lines = sum(e.row_count for d in batch for e in d.entries)  # as the control files declare, now verified
     with stage("bronze_checks", spec.feed):
-        dq_rows += gx.enforce(_valid(batch_rows), f"bronze_{spec.feed}", ctx.run_id, batch_days[-1], rows=lines)
+        dq_rows += gx.enforce(_valid(batch_rows), f"bronze_{spec.feed}", ctx.run_id, batch_days[-1], rows=lines,
+                              rows_at_most=lines)
 
     with stage("silver", spec.feed):
         # scope: partitions read (snapshot days for the mapping, stored versions); touched: written.
@@ -592,8 +593,11 @@ def load_feed(
             silver_new = typed.where(F.col("is_winner") & F.col(part_col).isin(sorted(touched))).select(*silver_cols)
     if touched:
         with stage("silver_checks", spec.feed):
-            loaded = sum(r["count"] for r in counted if r["outcome"] == "loaded")  # the batch's share of it
-            dq_rows += gx.enforce(silver_new, f"silver_{spec.feed}", ctx.run_id, batch_days[-1], rows=loaded)
+            # the batch's share of it; all of it unless other deliveries' versions were merged in
+            loaded = sum(r["count"] for r in counted if r["outcome"] == "loaded")
+            whole = incremental or spec.kind == "snapshot"
+            dq_rows += gx.enforce(silver_new, f"silver_{spec.feed}", ctx.run_id, batch_days[-1], rows=loaded,
+                                  rows_at_most=loaded if whole else None)
 
     # The quarantine is written before silver: `typed` read silver (the stored versions), and a
     # write to silver invalidates every cached plan that read it, so after the silver write the
