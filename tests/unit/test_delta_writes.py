@@ -270,6 +270,42 @@ def test_laid_out_keeps_a_large_partition_value_in_place_and_gathers_the_small_o
     df.unpersist()
 
 
+def _files_per_value(spark, path: str) -> dict[str, int]:
+    files: dict[str, int] = defaultdict(int)
+    for f in spark.read.format("delta").load(path).inputFiles():
+        files[f.split("event_date=")[1][:10]] += 1
+    return dict(files)
+
+
+def test_laid_out_merges_the_tasks_of_days_that_fill_fewer_than_all_without_a_shuffle(spark, tmp_path, monkeypatch):
+    """Rows spread by key over 4 tasks, files of at least 1,000 rows: the largest day (2,500) fills
+    2 tasks' files, so it and a day of 2,100 stay where they are, the 4 tasks merged into 2 with no
+    shuffle (a file of each day per task); a day of 1,500 is gathered into one task. Alone, a day of
+    1,500 is written by one task, still without a shuffle. Every row is written once."""
+    monkeypatch.setattr(delta, "MIN_FILE_ROWS", 1_000)
+    monkeypatch.setattr(delta, "GATHERED_FILE_ROWS", 2_000)
+    day, late1, late2 = date(2026, 3, 2), date(2026, 3, 1), date(2026, 2, 28)
+    sizes = {day: 2_500, late1: 2_100, late2: 1_500}
+    rows = [(d, f"k{d}{i}") for d, n in sizes.items() for i in range(n)]
+    df = spark.createDataFrame(rows, "event_date date, key string").repartition(4, "key").cache()  # as silver's
+    df.count()
+    out = delta.laid_out(df, "event_date", sizes, ["key"])
+    assert shuffles(out) == 1  # the gathered day's rows only
+    path = str(tmp_path / "t")
+    with session_conf(spark, {"spark.sql.adaptive.coalescePartitions.enabled": "false"}):
+        delta.replace_where(out, path, delta.in_predicate("event_date", sizes), ["event_date"], optimize_write=False)
+    assert _files_per_value(spark, path) == {day.isoformat(): 2, late1.isoformat(): 2, late2.isoformat(): 1}
+    assert sorted(map(tuple, spark.read.format("delta").load(path).collect())) == sorted(rows)
+
+    alone = delta.laid_out(df.where(F.col("event_date") == late2), "event_date", {late2: 1_500}, ["key"])
+    assert shuffles(alone) == 0
+    one = str(tmp_path / "one")
+    delta.replace_where(alone, one, delta.in_predicate("event_date", [late2]), ["event_date"], optimize_write=False)
+    assert _files_per_value(spark, one) == {late2.isoformat(): 1}
+    assert spark.read.format("delta").load(one).count() == 1_500
+    df.unpersist()
+
+
 def _file_stats(path: str) -> list[dict]:
     """The statistics each data file of the table's current version records, in the order added
     (from its Delta log's commits; a test table has no checkpoint)."""

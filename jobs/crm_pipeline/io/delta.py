@@ -82,17 +82,28 @@ def laid_out(df: DataFrame, column: str, rows_per_value: dict, spread_by: list[s
     """`df` arranged for a write without Delta's optimized-write shuffle (`optimize_write=False`),
     given how many of its rows each value of the partition `column` has.
 
-    `df`'s rows must sit spread evenly over its tasks (hashed by a key, as after a deduplication).
-    A value that gives every task at least MIN_FILE_ROWS rows stays where it is: each task writes
-    its file of it. The other values' rows are gathered by value, a value into one task per
-    GATHERED_FILE_ROWS of its rows (split by `spread_by`'s hash), so that a few late records do not
-    leave a small file per task and day. Only those rows are shuffled; an optimized write shuffles
-    every row of the batch again (a day of a million subscribers' CDRs: a fifth of its silver write).
+    `df`'s rows must sit spread evenly over its tasks (hashed by a key, as after a deduplication),
+    and be cheap to read again (cached): tasks merged for the write read theirs together.
+    The values staying in place are written by as many of `df`'s tasks as the largest value fills
+    with MIN_FILE_ROWS rows each (at most all of them): a value that gives each of those tasks at
+    least MIN_FILE_ROWS rows stays where it is, `df`'s tasks merged into that many without a
+    shuffle (`coalesce`), and each writes its file of it. The other values' rows are gathered by
+    value, a value into one task per GATHERED_FILE_ROWS of its rows (split by `spread_by`'s hash),
+    so that a few late records do not leave a small file per task and day. Only those rows are
+    shuffled; an optimized write shuffles every row of the batch again (a day of a million
+    subscribers' CDRs: a fifth of its silver write). A day that filled fewer than all tasks used to
+    be gathered too: at a million subscribers the snapshot (1 M rows) and the SMS records (2 M)
+    were each shuffled into one task, which wrote while the other core waited.
     """
     tasks = df.rdd.getNumPartitions()
-    in_place = sorted(v for v, n in rows_per_value.items() if n >= tasks * MIN_FILE_ROWS)
+    writers = max(1, min(tasks, max(rows_per_value.values(), default=0) // MIN_FILE_ROWS))
+    in_place = sorted(v for v, n in rows_per_value.items() if n >= writers * MIN_FILE_ROWS)
+
+    def merged(rows: DataFrame) -> DataFrame:
+        return rows.coalesce(writers) if writers < tasks else rows
+
     if in_place and len(in_place) == len(rows_per_value):
-        return df
+        return merged(df)
     stays = F.coalesce(F.col(column).isin(in_place), F.lit(False))
     split = {v: -(-n // GATHERED_FILE_ROWS) for v, n in rows_per_value.items() if v not in in_place}
     by = [F.col(column)]
@@ -100,7 +111,7 @@ def laid_out(df: DataFrame, column: str, rows_per_value: dict, spread_by: list[s
         tasks_of = F.create_map(*[F.lit(x) for v, k in split.items() if k > 1 for x in (v, k)])
         by.append(F.pmod(F.xxhash64(*spread_by), F.coalesce(tasks_of[F.col(column)], F.lit(1))))
     gathered = df.where(~stays).repartition(*by)
-    return df.where(stays).unionByName(gathered) if in_place else gathered
+    return merged(df.where(stays)).unionByName(gathered) if in_place else gathered
 
 
 def replace_where(df: DataFrame, path: str, predicate: str, partition_by: list[str],
