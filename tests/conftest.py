@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import logging
 import os
 from dataclasses import replace
@@ -68,6 +69,23 @@ def role_url(admin_url: str, role: str) -> str:
 
     u = urlparse(admin_url)
     return f"postgresql://{role}:{role}-pw@{u.hostname}:{u.port}{u.path}"
+
+
+def stages_run(spark, action) -> list:
+    """Spark's status of each stage of the jobs `action()` ran (tracked by a job group of their own)."""
+    sc = spark.sparkContext
+    group = f"stages-run-{next(_JOB_GROUPS)}"
+    sc.setJobGroup(group, group)
+    try:
+        action()
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    tracker = sc.statusTracker()
+    ids = {s for job in tracker.getJobIdsForGroup(group) for s in tracker.getJobInfo(job).stageIds}
+    return [info for info in map(tracker.getStageInfo, sorted(ids)) if info is not None]
+
+
+_JOB_GROUPS = itertools.count()
 
 
 def shuffles(frame) -> int:

@@ -20,20 +20,7 @@ from crm_pipeline.ingest.spark_io import (
 from crm_pipeline.io import delta
 from crm_pipeline.spark import MAX_OPTIMIZED_WRITE_SHUFFLE, OPTIMIZED_WRITE_BIN, session_conf
 from crm_pipeline.transforms.staging.parse import LINEAGE, STRUCTURAL_SCHEMA, FileIndex, type_and_validate, typed_schema
-from tests.conftest import shuffles, write_delivery
-
-
-def _tasks_of(spark, group: str, action) -> int:
-    """Tasks of every stage of the jobs `action` ran (Spark's status tracker, by job group)."""
-    sc = spark.sparkContext
-    sc.setJobGroup(group, group)
-    try:
-        action()
-    finally:
-        sc.setLocalProperty("spark.jobGroup.id", None)
-    tracker = sc.statusTracker()
-    stages = {s for job in tracker.getJobIdsForGroup(group) for s in tracker.getJobInfo(job).stageIds}
-    return sum(tracker.getStageInfo(s).numTasks for s in stages if tracker.getStageInfo(s))
+from tests.conftest import shuffles, stages_run, write_delivery
 
 
 def test_optimized_write_reducers_follow_the_sessions_shuffle_partitions(spark):
@@ -60,8 +47,8 @@ def test_an_optimized_write_of_many_small_partition_values_takes_few_tasks(spark
     path = str(tmp_path / "t")
     delta.replace_where(rows, path, delta.in_predicate("day", days), ["day"])  # creates the table
 
-    tasks = _tasks_of(spark, "many-days", lambda: delta.replace_where(
-        rows.withColumn("value", F.upper("value")), path, delta.in_predicate("day", days), ["day"]))
+    tasks = sum(s.numTasks for s in stages_run(spark, lambda: delta.replace_where(
+        rows.withColumn("value", F.upper("value")), path, delta.in_predicate("day", days), ["day"])))
 
     # Delta's default hashes the rows into 2000 reducers: about one write task per day (60 here).
     assert tasks <= 30, tasks

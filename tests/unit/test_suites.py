@@ -5,7 +5,6 @@ does not grow with its number of expectations."""
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import replace
 from datetime import date
 
@@ -16,6 +15,7 @@ from crm_pipeline.feeds import load_feeds
 from crm_pipeline.quality import gx
 from crm_pipeline.quality.suites import bronze_suite, feed_suite, silver_suite
 from crm_pipeline.transforms.staging.parse import split_raw_lines, type_and_validate
+from tests.conftest import stages_run
 from tests.unit.test_validate import LINES, _valid_value
 
 D = date(2026, 3, 5)
@@ -301,28 +301,13 @@ def test_a_frame_pandas_would_read_differently_or_above_the_limit_is_validated_i
     assert gx._in_memory(small, None) is None
 
 
-_groups = itertools.count()
-
-
-def _stages_run(spark, action) -> int:
-    """Spark stages the jobs of `action()` ran."""
-    sc = spark.sparkContext
-    group = f"stages-run-{next(_groups)}"
-    sc.setJobGroup(group, group)
-    try:
-        action()
-    finally:
-        sc.setLocalProperty("spark.jobGroup.id", None)
-    tracker = sc.statusTracker()
-    return sum(len(tracker.getJobInfo(j).stageIds) for j in tracker.getJobIdsForGroup(group))
-
 
 @pytest.mark.spark
 def test_a_frame_known_to_fit_is_collected_whole_without_a_limit(spark, monkeypatch):
     monkeypatch.setenv("CRM_GX_LOCAL_ROWS", "3")
     small = spark.createDataFrame([(1.0,), (None,)], "x double")
-    limited = _stages_run(spark, lambda: gx._in_memory(small, None))
-    assert _stages_run(spark, lambda: gx._in_memory(small, None, rows_at_most=2)) == limited - 1  # no limit's shuffle
+    limited = len(stages_run(spark, lambda: gx._in_memory(small, None)))
+    assert len(stages_run(spark, lambda: gx._in_memory(small, None, rows_at_most=2))) == limited - 1  # no limit's shuffle
     assert len(gx._in_memory(small, None, rows_at_most=2)) == 2
     assert gx._in_memory(small, None, rows_at_most=4) is None  # the bound may exceed the limit: nothing collected
     # a bound the frame does exceed is caught once it is collected
