@@ -71,6 +71,9 @@ def role_url(admin_url: str, role: str) -> str:
     return f"postgresql://{role}:{role}-pw@{u.hostname}:{u.port}{u.path}"
 
 
+_JOB_GROUPS = itertools.count()
+
+
 def stages_run(spark, action) -> list:
     """Spark's status of each stage of the jobs `action()` ran (tracked by a job group of their own)."""
     sc = spark.sparkContext
@@ -83,9 +86,6 @@ def stages_run(spark, action) -> list:
     tracker = sc.statusTracker()
     ids = {s for job in tracker.getJobIdsForGroup(group) for s in tracker.getJobInfo(job).stageIds}
     return [info for info in map(tracker.getStageInfo, sorted(ids)) if info is not None]
-
-
-_JOB_GROUPS = itertools.count()
 
 
 def shuffles(frame) -> int:

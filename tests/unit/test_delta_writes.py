@@ -226,6 +226,13 @@ def test_a_frame_persisted_inside_uncompressed_cache_is_cached_plain(spark):
     assert spark.conf.get(CACHE_COMPRESSED) == setting
 
 
+def _files_per_value(spark, path: str) -> dict[str, int]:
+    files: dict[str, int] = defaultdict(int)
+    for f in spark.read.format("delta").load(path).inputFiles():
+        files[f.split("event_date=")[1][:10]] += 1
+    return dict(files)
+
+
 def test_laid_out_keeps_a_large_partition_value_in_place_and_gathers_the_small_ones(spark, tmp_path, monkeypatch):
     """Rows spread by key over 4 tasks: the day with enough rows for a file per task is not shuffled;
     each late day is gathered into one task (one file), a large gathered day into one per
@@ -245,9 +252,7 @@ def test_laid_out_keeps_a_large_partition_value_in_place_and_gathers_the_small_o
     with session_conf(spark, {"spark.sql.adaptive.coalescePartitions.enabled": "false"}):
         delta.replace_where(out, path, delta.in_predicate("event_date", sizes), ["event_date"], optimize_write=False)
     stored = spark.read.format("delta").load(path)
-    files = defaultdict(int)
-    for f in stored.inputFiles():
-        files[f.split("event_date=")[1][:10]] += 1
+    files = _files_per_value(spark, path)
     assert (files[day.isoformat()], files[late1.isoformat()], files[late2.isoformat()]) == (4, 1, 1)
     assert 2 <= files[big.isoformat()] <= 3  # 3 buckets, unless two hash to one task
     assert sorted(map(tuple, stored.collect())) == sorted(rows)
@@ -255,13 +260,6 @@ def test_laid_out_keeps_a_large_partition_value_in_place_and_gathers_the_small_o
     assert shuffles(everything_in_place) == 0
     assert shuffles(df.repartition("event_date")) == 1
     df.unpersist()
-
-
-def _files_per_value(spark, path: str) -> dict[str, int]:
-    files: dict[str, int] = defaultdict(int)
-    for f in spark.read.format("delta").load(path).inputFiles():
-        files[f.split("event_date=")[1][:10]] += 1
-    return dict(files)
 
 
 def test_laid_out_merges_the_tasks_of_days_that_fill_fewer_than_all_without_a_shuffle(spark, tmp_path, monkeypatch):

@@ -301,13 +301,13 @@ def test_a_frame_pandas_would_read_differently_or_above_the_limit_is_validated_i
     assert gx._in_memory(small, None) is None
 
 
-
 @pytest.mark.spark
 def test_a_frame_known_to_fit_is_collected_whole_without_a_limit(spark, monkeypatch):
     monkeypatch.setenv("CRM_GX_LOCAL_ROWS", "3")
     small = spark.createDataFrame([(1.0,), (None,)], "x double")
     limited = len(stages_run(spark, lambda: gx._in_memory(small, None)))
-    assert len(stages_run(spark, lambda: gx._in_memory(small, None, rows_at_most=2))) == limited - 1  # no limit's shuffle
+    whole = len(stages_run(spark, lambda: gx._in_memory(small, None, rows_at_most=2)))
+    assert whole == limited - 1  # without the limit's shuffle
     assert len(gx._in_memory(small, None, rows_at_most=2)) == 2
     assert gx._in_memory(small, None, rows_at_most=4) is None  # the bound may exceed the limit: nothing collected
     # a bound the frame does exceed is caught once it is collected
