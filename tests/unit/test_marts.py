@@ -88,6 +88,24 @@ def test_first_month_of_data_opens_on_its_first_day_without_counting_its_adds(sp
     assert (rows["G"].opening, rows["G"].gross_add) == (False, True)
 
 
+def test_a_line_added_and_terminated_between_snapshots_keeps_the_attributes_of_its_latest_one(spark):
+    """No snapshot shows it active: its row takes the attributes of the month's latest snapshot,
+    and a terminated line's opening-day row of the month before gives none."""
+    mar10, mar12 = date(2026, 3, 10), date(2026, 3, 12)
+    rows = [snap(MAR15, "H", "TERMINATED", mar12, activated=mar10, city="0512"),
+            snap(MAR31, "H", "TERMINATED", mar12, activated=mar10, city="0513"),
+            snap(FEB28, "J", "TERMINATED", date(2026, 2, 1)), snap(MAR1, "J", "ACTIVE", MAR1, activated=MAR1),
+            snap(MAR31, "J", "ACTIVE", MAR1, activated=MAR1, city="0514")]
+    months = month_frame(spark, [M], {FEB28, MAR1, MAR15, MAR31})
+    got = {r.subscriber_id: r for r in subscriber_month_base(spark.createDataFrame(rows, SNAP), months).collect()}
+    h = got["H"]
+    assert (h.opening, h.gross_add, h.closing, h.churned_in_month, h.status_at_month_end) == (
+        False, True, False, True, "TERMINATED")
+    assert (h.city_code, h.terminate_reason, h.activation_date) == ("0513", "VOLUNTARY", mar10)
+    j = got["J"]  # a number's new line: the month's rows, not the old line's opening-day row
+    assert (j.opening, j.gross_add, j.closing, j.city_code, j.activation_date) == (False, True, True, "0514", MAR1)
+
+
 def test_revenue_sums_bill_lines_including_negative_discounts(spark):
     bills = spark.createDataFrame(
         [("S1", M, 5800), ("S1", M, -800), ("S1", date(2026, 2, 1), 100)],

@@ -39,6 +39,24 @@ def test_payments_settle_the_oldest_bill_first_and_leave_arrears(spark):
     assert (got["A2"].bills_due, got["A2"].on_time_share, got["A2"].arrears_fen) == (1, 1.0, 0)
 
 
+def test_an_account_bill_settles_the_lines_paid_by_its_latest_due_date(spark):
+    bills = spark.createDataFrame([
+        ("A1", MAR, 3000, date(2026, 4, 10), date(2026, 4, 1)),
+        ("A1", MAR, 2000, date(2026, 4, 20), date(2026, 4, 15)),  # after one line's due date, not the latest
+        ("A1", MAR, 1500, date(2026, 4, 10), date(2026, 4, 21)),  # after every due date
+        ("A1", MAR, 700, date(2026, 4, 10), None),
+        ("A1", MAR, -200, date(2026, 4, 10), date(2026, 4, 1)),  # a discount paid with the bill
+        ("A1", FEB, 900, date(2026, 3, 20), date(2026, 4, 1)),  # late
+        ("A2", MAR, 400, None, date(2026, 4, 1)),  # no due date: nothing counts as settled
+    ], "account_id string, bill_month date, amount_fen long, due_date date, paid_date date")
+    got = {(r.account_id, r.bill_month): r for r in account_bills(bills).collect()}
+    a1 = got[("A1", MAR)]
+    assert (a1.due_date, a1.billed_fen, a1.settled_fen, a1.outstanding_fen) == (date(2026, 4, 20), 7000, 4800, 2200)
+    assert (got[("A1", FEB)].settled_fen, got[("A1", FEB)].outstanding_fen) == (0, 900)
+    a2 = got[("A2", MAR)]
+    assert (a2.due_date, a2.billed_fen, a2.settled_fen, a2.outstanding_fen) == (None, 400, 0, 400)
+
+
 def test_concentration_gini_top20_and_lorenz_of_a_small_month(spark):
     rows = spark.createDataFrame([(MAR, f"S{i}", v) for i, v in enumerate([0, 100, 100, 200, -50])],
                                  "month date, subscriber_id string, revenue_fen long")

@@ -51,7 +51,11 @@ def subscriber_month_base(snapshots: DataFrame, months: DataFrame) -> DataFrame:
         months, (F.col("snapshot_date") >= F.col("opening_day")) & (F.col("snapshot_date") <= F.col("month_end"))
     ).where((F.col("snapshot_date") >= F.col("month")) | (F.col("snapshot_date") == F.col("opening_day")))
     d, active = F.col("snapshot_date"), _active(F.col("status"))
-    attrs = F.struct(*ATTRIBUTES)
+    # the attributes are those of the latest active day, else of the month's latest day (an inactive
+    # row of the opening day has none to give): one pick, so that the aggregation, a sort
+    # aggregation (a struct of strings), carries one struct per row through its sorts and shuffle
+    pick = F.when(active, 2).when(d >= F.col("month"), 1).otherwise(0)
+    attrs = F.when(pick > 0, F.struct(*ATTRIBUTES))
     on_end = d == F.col("month_end")
     opening_cond = active & (d == F.col("opening_day")) & (
         F.col("opening_from_prev") | (F.col("activation_date") < F.col("month"))
@@ -63,12 +67,11 @@ def subscriber_month_base(snapshots: DataFrame, months: DataFrame) -> DataFrame:
         F.max(F.when(on_end, F.col("status"))).alias("status_at_month_end"),
         F.max(F.when(on_end & (F.col("status") == "TERMINATED"), F.col("status_date"))).alias("_terminated_on"),
         F.max(F.when(on_end & (F.col("status") == "TERMINATED"), F.col("terminate_reason"))).alias("terminate_reason"),
-        F.max_by(attrs, F.when(active, d)).alias("_active_attrs"),
-        F.max_by(attrs, F.when(d >= F.col("month"), d)).alias("_month_attrs"),
+        F.max_by(attrs, F.struct(pick, d)).alias("_attrs"),
     )
     gross_add = (F.col("activation_date") >= F.col("month")) & (F.col("activation_date") <= F.col("month_end"))
     churned = F.col("_terminated_on").between(F.col("month"), F.col("month_end"))
-    a = F.coalesce(F.col("_active_attrs"), F.col("_month_attrs"))
+    a = F.col("_attrs")
     return (
         agg.withColumn("gross_add", gross_add)
         .withColumn("churned_in_month", F.coalesce(churned, F.lit(False)))
