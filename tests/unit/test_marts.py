@@ -102,7 +102,7 @@ def test_a_line_added_and_terminated_between_snapshots_keeps_the_attributes_of_i
     assert (h.opening, h.gross_add, h.closing, h.churned_in_month, h.status_at_month_end) == (
         False, True, False, True, "TERMINATED")
     assert (h.city_code, h.terminate_reason, h.activation_date) == ("0513", "VOLUNTARY", mar10)
-    j = got["J"]  # a number's new line: the month's rows, not the old line's opening-day row
+    j = got["J"]  # terminated on the opening day, active from the 1st: the month's rows give the attributes
     assert (j.opening, j.gross_add, j.closing, j.city_code, j.activation_date) == (False, True, True, "0514", MAR1)
 
 
