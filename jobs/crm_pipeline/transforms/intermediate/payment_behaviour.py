@@ -43,11 +43,12 @@ def payment_behaviour(accounts: DataFrame, payments: DataFrame, months: DataFram
     due = accounts.join(months, (F.col("due_date") >= window_start) & (F.col("due_date") <= F.col("month_end")))
     per_account = Window.partitionBy("account_id", "month")
     running = per_account.orderBy("bill_month").rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    earliest = F.min("bill_month").over(per_account)
     due = due.select(
         "account_id", "month", "month_end", "bill_month", "due_date", "outstanding_fen",
-        F.add_months(F.min("bill_month").over(per_account), 1).alias("pay_from"),
+        F.add_months(earliest, 1).alias("pay_from"),
         F.sum("outstanding_fen").over(running).alias("cum_outstanding_fen"),
-        (F.col("bill_month") == F.min("bill_month").over(per_account)).alias("_earliest"),
+        (F.col("bill_month") == earliest).alias("_earliest"),
     )
     # One join: every bill of the window meets the payments from `pay_from` to the month's end. A
     # bill's are those by its due date; the month's, those its earliest bill met (every bill of the
