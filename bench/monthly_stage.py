@@ -65,15 +65,18 @@ def scale_child(base: str, out: str, volume: int, month: str) -> None:
     """Write the scaled lake `out` from the base lake (see the module docstring)."""
     from pyspark.sql import functions as F
 
-    from crm_pipeline.columns import hmac_sha256_hex
+    from crm_pipeline.columns import hmac_sha256, hmac_sha256_hex
     from crm_pipeline.feeds import feed_spec
     from crm_pipeline.io import delta
+    from crm_pipeline.pipeline.rollups import contact_keys_as_bytes
     from crm_pipeline.settings import DEMO_HMAC_KEY, LakeLayout
     from crm_pipeline.spark import build_session
     from crm_pipeline.transforms.staging.silver import partition_date
 
     spark = build_session()
     src, dst = LakeLayout(base), LakeLayout(out)
+    for table in ("daily_contacts", "contact_months"):  # a base an earlier version built
+        contact_keys_as_bytes(spark, src, table)
     m = date.fromisoformat(month)
     hi = _add_months(m, 1) - timedelta(days=1)
     snaps = delta.read(spark, src.silver("subscriber"))
@@ -102,10 +105,12 @@ def scale_child(base: str, out: str, volume: int, month: str) -> None:
             out = (out.join(F.broadcast(index.select(F.col("_n").alias(c), F.col("_i").alias(f"_i_{c}"))), c, "left")
                    .withColumn(c, F.when(first | F.col(f"_i_{c}").isNull(), F.col(c))
                                .otherwise(clone_number(F.col(f"_i_{c}")))))
-        for c in keys:
-            out = (out.join(F.broadcast(index.select(F.col("_key").alias(c), F.col("_i").alias(f"_i_{c}"))), c, "left")
+        for c in keys:  # hex text (msisdn_key) or its bytes (other_party_key)
+            as_bytes = dict(df.dtypes)[c] == "binary"
+            key, keyed = (F.unhex("_key"), hmac_sha256) if as_bytes else (F.col("_key"), hmac_sha256_hex)
+            out = (out.join(F.broadcast(index.select(key.alias(c), F.col("_i").alias(f"_i_{c}"))), c, "left")
                    .withColumn(c, F.when(first | F.col(f"_i_{c}").isNull(), F.col(c))
-                               .otherwise(hmac_sha256_hex(clone_number(F.col(f"_i_{c}")), DEMO_HMAC_KEY))))
+                               .otherwise(keyed(clone_number(F.col(f"_i_{c}")), DEMO_HMAC_KEY))))
         return out.select(*cols)
 
     def write(df, path, partition):
@@ -173,7 +178,14 @@ def build_base() -> Path:
 
 
 def scaled_lake(base: Path, volume: int) -> tuple[Path, dict]:
+    from crm_pipeline.io import delta_rs
+
     lake = ROOT / "var" / "bench" / f"monthly-{volume}" / "lake"
+    # a lake scaled by an earlier version holds the contact keys as hex text: the measured month
+    # would rewrite its monthly pairs first (crm_pipeline.pipeline.rollups.contact_keys_as_bytes)
+    # and read the daily ones as hex, so scale anew
+    if delta_rs.column_type(str(lake / "gold" / "daily_contacts"), "other_party_key") == "string":
+        (lake / "_SCALED").unlink(missing_ok=True)
     if not (lake / "_SCALED").is_file():
         shutil.rmtree(lake, ignore_errors=True)
         print(f"[bench] scaling the base lake to {volume:,} subscribers (once) ...", flush=True)

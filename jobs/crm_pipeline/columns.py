@@ -36,6 +36,13 @@ def hmac_sha256_hex(col: Column, key: str) -> Column:
     return F.when(col.isNotNull(), F.sha2(F.concat(F.unhex(F.lit(opad)), F.unhex(inner)), 256))
 
 
+def hmac_sha256(col: Column, key: str) -> Column:
+    """The 32 bytes `hmac_sha256_hex` spells in hex (BINARY; `F.hex` gives the hex back in upper
+    case, `F.unhex` of a hex key gives these bytes). Half the width of the hex string: for keys
+    that are shuffled and stored by the hundred million (the calling circle's contact pairs)."""
+    return F.unhex(hmac_sha256_hex(col, key))
+
+
 def code_rank(col: Column, codes: Sequence[str]) -> Column:
     """1-based position of `col` among `codes` sorted (NULL when NULL or not one of them).
 

@@ -194,7 +194,7 @@ def _leakage_inputs(spark, seed: int, future_seed: int):
     for m in months:
         r = rng_for(m)
         for i, s in enumerate(subs):
-            hist.append((s, m, f"k{i:02d}", float(r.integers(0, 500)), float(r.integers(0, 5000)),
+            hist.append((s, m, f"{i:02x}", float(r.integers(0, 500)), float(r.integers(0, 5000)),
                          int(r.integers(0, 50)), int(r.integers(0, 9000)), int(r.integers(0, 9000)),
                          float(r.integers(0, 100)), int(r.integers(0, 3)), bool(r.random() < 0.15),
                          str(r.choice(["VALUABLE", "LOW_VALUE"])), True, None, 12))
@@ -206,7 +206,7 @@ def _leakage_inputs(spark, seed: int, future_seed: int):
                 daily.append((s, day, int(r.integers(0, 2)) * 60, int(r.integers(0, 2)), int(r.integers(0, 2)),
                               int(r.random() < 0.1), int(r.random() < 0.05)))
             if r.random() < 0.3:
-                contacts.append((s, day, f"k{int(r.integers(0, 12)):02d}", "ON_NET", int(r.integers(0, 3))))
+                contacts.append((s, day, bytes([int(r.integers(0, 12))]), "ON_NET", int(r.integers(0, 3))))
             if r.random() < 0.05:
                 resolved = (pd.Timestamp(day) + pd.Timedelta(days=int(r.integers(0, 10)), hours=9)).to_pydatetime()
                 # delivered with its rating on the day of resolution, or (one in three) days later
@@ -220,7 +220,7 @@ def _leakage_inputs(spark, seed: int, future_seed: int):
     d = spark.createDataFrame(daily, "subscriber_id string, usage_date date, voice_mo_sec long, sms_mo_count long, "
                                      "data_sessions long, recharge_count long, regulator_complaints long")
     c = contact_months(spark.createDataFrame(
-        contacts, "subscriber_id string, usage_date date, other_party_key string, other_operator string, calls long"))
+        contacts, "subscriber_id string, usage_date date, other_party_key binary, other_operator string, calls long"))
     t = spark.createDataFrame(tickets, "subscriber_id string, event_date date, resolved_time timestamp_ntz, "
                                        "satisfaction int, business_date date")
     return h, d, c, t
@@ -345,17 +345,18 @@ def test_calling_circle_counts_frequent_contacts_and_those_that_left_by_hand(spa
     def d(m, day=1):
         return date(2026, m, day)
 
+    pA, pB, pC, pD = (bytes([n]) for n in range(10, 14))  # the pairs hold the bytes msisdn_key spells
     pairs = spark.createDataFrame([
-        ("S1", d(3), "pA", 1, d(3, 10)), ("S1", d(5), "pA", 1, d(5, 2)),  # 2 days over 03..05, 1 over 04..06
-        ("S1", d(5), "pB", 3, d(5, 20)), ("S1", d(6), "pC", 2, d(6, 1)),
-        ("S2", d(4), "pB", 2, d(4, 3)), ("S2", d(6), "pD", 2, d(6, 5)),
-        ("S3", d(6), "pA", 1, d(6, 9)),  # never frequent: no row
-    ], "subscriber_id string, month date, other_party_key string, days long, first_day date")
+        ("S1", d(3), pA, 1, d(3, 10)), ("S1", d(5), pA, 1, d(5, 2)),  # 2 days over 03..05, 1 over 04..06
+        ("S1", d(5), pB, 3, d(5, 20)), ("S1", d(6), pC, 2, d(6, 1)),
+        ("S2", d(4), pB, 2, d(4, 3)), ("S2", d(6), pD, 2, d(6, 5)),
+        ("S3", d(6), pA, 1, d(6, 9)),  # never frequent: no row
+    ], "subscriber_id string, month date, other_party_key binary, days long, first_day date")
     history = spark.createDataFrame([
-        ("pA", d(4), True), ("pA", d(5), False),  # left in April; the number's new holder stays
-        ("pB", d(5), True), ("pB", d(6), True),  # left in May, reassigned, left again in June
-        ("pC", d(5), True),  # left in May, before S1 first called the number (June 1)
-        ("pD", d(1), True),  # left in January: outside every window
+        ("0a", d(4), True), ("0a", d(5), False),  # left in April; the number's new holder stays
+        ("0b", d(5), True), ("0b", d(6), True),  # left in May, reassigned, left again in June
+        ("0c", d(5), True),  # left in May, before S1 first called the number (June 1)
+        ("0d", d(1), True),  # left in January: outside every window
     ], "msisdn_key string, month date, churned_in_month boolean")
     months = spark.createDataFrame([(d(5),), (d(6),)], "month date").withColumn("month_end", F.last_day("month"))
     got = {(r.subscriber_id, r.month): (r.circle_size, r.circle_churned)

@@ -9,7 +9,7 @@ from datetime import date
 import pytest
 from pyspark.sql import functions as F
 
-from crm_pipeline.columns import hmac_sha256_hex
+from crm_pipeline.columns import hmac_sha256, hmac_sha256_hex
 from crm_pipeline.transforms.intermediate.daily_rollups import daily_contacts, daily_usage_by_subscriber
 
 pytestmark = pytest.mark.spark
@@ -19,8 +19,10 @@ D = date(2026, 3, 5)
 @pytest.mark.parametrize("key", ["demo-key", "k" * 100, "密钥"])
 def test_hmac_in_spark_equals_pythons_hmac(spark, key):
     df = spark.createDataFrame([("13800000001",), ("8613912345678",)], "m string")
-    got = [r.h for r in df.select(hmac_sha256_hex(F.col("m"), key).alias("h")).collect()]
-    assert got == [hmac.new(key.encode(), m.encode(), hashlib.sha256).hexdigest() for m in ("13800000001", "8613912345678")]
+    got = df.select(hmac_sha256_hex(F.col("m"), key).alias("h"), hmac_sha256(F.col("m"), key).alias("b")).collect()
+    want = [hmac.new(key.encode(), m.encode(), hashlib.sha256) for m in ("13800000001", "8613912345678")]
+    assert [r.h for r in got] == [h.hexdigest() for h in want]
+    assert [bytes(r.b) for r in got] == [h.digest() for h in want]
 
 
 def _events(spark):
@@ -82,11 +84,11 @@ def test_rollup_reconciliation_finds_a_record_the_rollup_lacks(spark):
 def test_daily_contacts_aggregate_calls_and_sms_per_hashed_other_party(spark):
     voice, sms, *_ = _events(spark)
     rows = daily_contacts(voice, sms, "k").where("subscriber_id = 'S1'").orderBy("calls").collect()
-    key = hmac.new(b"k", b"13900000001", hashlib.sha256).hexdigest()
+    key = hmac.new(b"k", b"13900000001", hashlib.sha256).digest()  # msisdn_key's bytes
     assert [(r.other_party_key == key, r.calls, r.sms, r.voice_sec) for r in rows] == [(False, 0, 1, 0), (True, 2, 0, 120)]
 
 
-CONTACTS_DDL = "subscriber_id string, usage_date date, other_party_key string, other_operator string, calls long"
+CONTACTS_DDL = "subscriber_id string, usage_date date, other_party_key binary, other_operator string, calls long"
 
 
 def test_the_largest_operator_code_by_rank_equals_the_largest_string_and_aggregates_by_hash(spark):
@@ -112,15 +114,15 @@ def test_the_largest_operator_code_by_rank_equals_the_largest_string_and_aggrega
 def test_contact_months_add_up_the_days_of_each_month(spark):
     from crm_pipeline.transforms.intermediate.daily_rollups import contact_months
 
-    rows = [("S1", date(2026, 3, 9), "k1", "CUCC", 0), ("S1", date(2026, 3, 2), "k1", "ON_NET", 2),
-            ("S1", date(2026, 3, 30), "k1", "CUCC", 1), ("S1", date(2026, 4, 1), "k1", "CUCC", 0),
-            ("S1", date(2026, 3, 2), "k2", "CTCC", 0)]
-    got = {(r.month, r.other_party_key): (r.days, r.first_day, r.calls, r.call_operator)
+    rows = [("S1", date(2026, 3, 9), b"k1", "CUCC", 0), ("S1", date(2026, 3, 2), b"k1", "ON_NET", 2),
+            ("S1", date(2026, 3, 30), b"k1", "CUCC", 1), ("S1", date(2026, 4, 1), b"k1", "CUCC", 0),
+            ("S1", date(2026, 3, 2), b"k2", "CTCC", 0)]
+    got = {(r.month, bytes(r.other_party_key)): (r.days, r.first_day, r.calls, r.call_operator)
            for r in contact_months(spark.createDataFrame(rows, CONTACTS_DDL)).collect()}
     assert got == {
-        (date(2026, 3, 1), "k1"): (3, date(2026, 3, 2), 3, "ON_NET"),
-        (date(2026, 4, 1), "k1"): (1, date(2026, 4, 1), 0, None),
-        (date(2026, 3, 1), "k2"): (1, date(2026, 3, 2), 0, None),
+        (date(2026, 3, 1), b"k1"): (3, date(2026, 3, 2), 3, "ON_NET"),
+        (date(2026, 4, 1), b"k1"): (1, date(2026, 4, 1), 0, None),
+        (date(2026, 3, 1), b"k2"): (1, date(2026, 3, 2), 0, None),
     }
 
 
@@ -133,19 +135,67 @@ def test_monthly_pairs_follow_a_rewritten_day_of_their_month(spark, tmp_path):
     march, april = date(2026, 3, 1), date(2026, 4, 1)
     days = [date(2026, 3, 2), date(2026, 4, 2)]
     replace_daily(spark, lake, "daily_contacts", spark.createDataFrame(
-        [("S1", days[0], "k1", "CUCC", 1), ("S1", days[1], "k1", "CUCC", 1)], CONTACTS_DDL), days)
+        [("S1", days[0], b"k1", "CUCC", 1), ("S1", days[1], b"k1", "CUCC", 1)], CONTACTS_DDL), days)
 
     def pairs():
-        return sorted((r.month, r.other_party_key, r.days)
+        return sorted((r.month, bytes(r.other_party_key), r.days)
                       for r in month_summaries(spark, lake, "contact_months", [march, april]).collect())
 
-    assert pairs() == [(march, "k1", 1), (april, "k1", 1)]
+    assert pairs() == [(march, b"k1", 1), (april, b"k1", 1)]
     stored = delta.read(spark, lake.gold("contact_months")).count()
     # a late record for March 2 adds a party: March's pairs are rebuilt, April's kept as stored
     replace_daily(spark, lake, "daily_contacts", spark.createDataFrame(
-        [("S1", days[0], "k1", "CUCC", 1), ("S1", days[0], "k2", "ON_NET", 0)], CONTACTS_DDL), days[:1])
+        [("S1", days[0], b"k1", "CUCC", 1), ("S1", days[0], b"k2", "ON_NET", 0)], CONTACTS_DDL), days[:1])
     assert delta.read(spark, lake.gold("contact_months")).count() == stored - 1
-    assert pairs() == [(march, "k1", 1), (march, "k2", 1), (april, "k1", 1)]
+    assert pairs() == [(march, b"k1", 1), (march, b"k2", 1), (april, b"k1", 1)]
+
+
+def test_a_lake_with_hex_contact_keys_has_them_rewritten_as_bytes_once_by_each_tables_writer(spark, tmp_path):
+    """Lakes written before the contact keys were stored as bytes hold them as hex text, which a
+    write of bytes would not fit. The monthly stage rewrites the monthly pairs first, and reads the
+    daily contacts' hex as bytes until the next rollup rewrites them; each rewrite keeps every row
+    (the keys' bytes those of their hex) and happens once."""
+    from crm_pipeline.io import delta, delta_rs
+    from crm_pipeline.pipeline.rollups import contact_keys_as_bytes, month_summaries, replace_daily
+    from crm_pipeline.settings import LakeLayout
+    from crm_pipeline.transforms.intermediate.daily_rollups import contact_months
+
+    lake = LakeLayout(str(tmp_path / "lake"))
+    march, april = date(2026, 3, 1), date(2026, 4, 1)
+    days = [date(2026, 3, 2), date(2026, 3, 3), date(2026, 4, 2)]
+    hex_rows = [("S1", days[0], "0a0b", "CUCC", 1), ("S1", days[1], "0a0b", "ON_NET", 0),
+                ("S2", days[1], "ff", "CTCC", 2), ("S2", days[2], "ff", "CTCC", 1)]
+    old = spark.createDataFrame(hex_rows, CONTACTS_DDL.replace("binary", "string"))  # as an earlier version wrote
+    delta.replace_where(old, lake.gold("daily_contacts"), delta.in_predicate("usage_date", days), ["usage_date"])
+    delta.replace_where(contact_months(old.where(F.col("usage_date") < april)), lake.gold("contact_months"),
+                        delta.in_predicate("month", [march]), ["month"])  # April's pairs not built yet
+
+    def key_types():
+        return [delta_rs.column_type(lake.gold(t), "other_party_key") for t in ("daily_contacts", "contact_months")]
+
+    def pairs():
+        return {(r.month, r.subscriber_id, bytes(r.other_party_key)): (r.days, r.first_day, r.calls, r.call_operator)
+                for r in month_summaries(spark, lake, "contact_months", [march, april]).collect()}
+
+    assert key_types() == ["string", "string"]
+    march_pairs = {(march, "S1", b"\x0a\x0b"): (2, days[0], 1, "CUCC"), (march, "S2", b"\xff"): (1, days[1], 2, "CTCC")}
+    assert pairs() == {**march_pairs, (april, "S2", b"\xff"): (1, days[2], 1, "CTCC")}  # April from the hex
+    assert key_types() == ["string", "binary"]
+
+    late = date(2026, 4, 3)  # a rollup of another day of April: March's pairs stay as stored
+    replace_daily(spark, lake, "daily_contacts", spark.createDataFrame(
+        [("S1", late, bytes.fromhex("0a0b"), "ON_NET", 1)], CONTACTS_DDL), [late])
+    assert key_types() == ["binary", "binary"]
+    daily = {(r.subscriber_id, r.usage_date, bytes(r.other_party_key), r.other_operator, r.calls)
+             for r in delta.read(spark, lake.gold("daily_contacts")).select(*old.columns).collect()}
+    assert daily == {(s, d, bytes.fromhex(k), op, c) for s, d, k, op, c in hex_rows} | {
+        ("S1", late, bytes.fromhex("0a0b"), "ON_NET", 1)}
+    assert pairs() == {**march_pairs, (april, "S2", b"\xff"): (1, days[2], 1, "CTCC"),
+                       (april, "S1", b"\x0a\x0b"): (1, late, 1, "ON_NET")}
+    said = []
+    for table in ("daily_contacts", "contact_months"):
+        contact_keys_as_bytes(spark, lake, table, said.append)
+    assert said == []  # once
 
 
 def test_the_daily_contacts_are_hashed_by_subscriber_before_the_month_is_aggregated(spark, tmp_path):
@@ -161,8 +211,8 @@ def test_the_daily_contacts_are_hashed_by_subscriber_before_the_month_is_aggrega
     march = date(2026, 3, 1)
     days = [date(2026, 3, 2), date(2026, 3, 3), date(2026, 4, 1)]
     replace_daily(spark, lake, "daily_contacts", spark.createDataFrame(
-        [("S1", days[0], "k1", "CUCC", 1), ("S1", days[1], "k1", "ON_NET", 2), ("S2", days[1], "k1", "CUCC", 0),
-         ("S1", days[2], "k1", "CUCC", 1)], CONTACTS_DDL), days)
+        [("S1", days[0], b"k1", "CUCC", 1), ("S1", days[1], b"k1", "ON_NET", 2), ("S2", days[1], b"k1", "CUCC", 0),
+         ("S1", days[2], b"k1", "CUCC", 1)], CONTACTS_DDL), days)
     rows = summary_rows(spark, lake, "contact_months", [march])
     plan = rows._jdf.queryExecution().executedPlan().toString()
     below = plan[plan.index("Exchange"):]

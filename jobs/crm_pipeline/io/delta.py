@@ -136,6 +136,13 @@ def replace_where(df: DataFrame, path: str, predicate: str, partition_by: list[s
     writer.mode("overwrite").option("replaceWhere", predicate).save(path)
 
 
+def replace_schema(df: DataFrame, path: str, partition_by: list[str]) -> None:
+    """Replace the whole table at `path` with `df`, whose columns may change type (one transaction;
+    the table's properties stay). For a one-off rewrite of a table an earlier version wrote."""
+    (df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").partitionBy(*partition_by)
+     .save(path))
+
+
 def append(df: DataFrame, path: str, partition_by: list[str] | None = None, optimize_write: bool = False,
            properties: dict[str, str] | None = None) -> None:
     """Append rows in one transaction (run logs; silver records new to the table)."""

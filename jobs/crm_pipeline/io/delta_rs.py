@@ -67,6 +67,16 @@ def _add_actions(path: str) -> pa.Table | None:
     return None if found is None else pa.table(found.get_add_actions(flatten=True))
 
 
+def column_type(path: str, column: str) -> str | None:
+    """The Delta type of `column` in the table at `path` (`string`, `binary`, ...), from the Delta
+    log alone; None before the table's first write or without such a column."""
+    found = table(path)
+    for field in ([] if found is None else found.schema().fields):
+        if field.name == column:
+            return getattr(field.type, "type", None)
+    return None
+
+
 def partition_values(path: str, column: str) -> set | None:
     """The values of partition `column` that hold data, from the Delta log alone (no data file is
     read), or None before the table's first write."""

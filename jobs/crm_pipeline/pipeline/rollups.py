@@ -39,6 +39,9 @@ MONTH_SUMMARIES = {
     "contact_months": ("daily_contacts", contact_months, True),
     "activity_months": ("daily_usage_by_subscriber", activity_months, False),
 }
+#: the tables holding contact keys (`other_party_key`) as bytes, and their partition columns;
+#: lakes written before 2026-12-07 hold them as hex text (`contact_keys_as_bytes`)
+CONTACT_TABLES = {"daily_contacts": "usage_date", "contact_months": "month"}
 NOTHING_PENDING = "rollups: no changed days"
 #: the daily rollups and their monthly summaries are read by their partition (day, month) alone:
 #: their files record only their row counts (`delta.statistics_on`)
@@ -128,10 +131,28 @@ def rollup_reconciliation(spark: SparkSession, events: dict[str, DataFrame], usa
     return out.select("usage_date", *gaps)
 
 
+def contact_keys_as_bytes(spark: SparkSession, lake: LakeLayout, name: str,
+                          progress: Callable[[str], None] = print) -> None:
+    """Rewrite, once, the contact table `name` (of CONTACT_TABLES) of a lake written before the keys
+    were stored as bytes: its `other_party_key` as the bytes of its hex text, its other columns and
+    rows as they were, in one transaction. Nothing for a table already in bytes or not there; the
+    check reads the Delta log alone. Each table is rewritten by its own writer (the daily contacts
+    by the rollup, the monthly pairs by the monthly stage), so no two steps write one table."""
+    path = lake.gold(name)
+    if delta_rs.column_type(path, "other_party_key") != "string":
+        return
+    progress(f"rollups: gold/{name} holds its contact keys as hex text (an earlier version's lake): "
+             "rewriting them as bytes, once")
+    rows = delta.read(spark, path).withColumn("other_party_key", F.unhex("other_party_key"))
+    delta.replace_schema(rows, path, [CONTACT_TABLES[name]])
+
+
 def replace_daily(spark: SparkSession, lake: LakeLayout, table: str, rows: DataFrame, days: list[date]) -> None:
     """Replace `days` of the gold daily table `table` with `rows`, and forget the monthly summaries
     built from it for their months first (rebuilt from the daily rows when next read): a crash
     between the two writes then leaves those summaries missing, never stale."""
+    if table in CONTACT_TABLES:
+        contact_keys_as_bytes(spark, lake, table)
     months = {d.replace(day=1) for d in days}
     for name, (source, *_) in MONTH_SUMMARIES.items():
         if source == table:
@@ -150,6 +171,8 @@ def summary_rows(spark: SparkSession, lake: LakeLayout, name: str, months: list[
         raise RuntimeError("gold daily rollups are missing: run the rollup step first")
     days = [d for m in months for d in month_days(m)]
     rows = daily.where(F.col("usage_date").isin(days))
+    if dict(rows.dtypes).get("other_party_key") == "string":  # an earlier version's, until a rollup rewrites it
+        rows = rows.withColumn("other_party_key", F.unhex("other_party_key"))
     if hashed_first:
         rows = rows.repartition(
             partitions_for(spark, delta_rs.partition_bytes(lake.gold(source), "usage_date", days)), "subscriber_id")
@@ -164,6 +187,8 @@ def month_summaries(spark: SparkSession, lake: LakeLayout, name: str, months: li
     rows always equal what the current daily rows give.
     """
     path = lake.gold(name)
+    if name in CONTACT_TABLES:
+        contact_keys_as_bytes(spark, lake, name)
     have = delta_rs.partition_values(path, "month") or set()  # from the Delta log, no data read
     missing = sorted(set(months) - have)
     if missing:

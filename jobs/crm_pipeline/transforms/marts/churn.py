@@ -104,7 +104,8 @@ def ticket_stats(tickets: DataFrame, months: DataFrame) -> DataFrame:
 
 def circle_stats(pairs: DataFrame, history: DataFrame, months: DataFrame, partitions: int | None = None) -> DataFrame:
     """Calling-circle churn exposure: frequent contacts in M-2..M (gold contact_months) and how many of
-    them are own-network subscriptions terminated in M-2..M (matched on the keyed number).
+    them are own-network subscriptions terminated in M-2..M (matched on the keyed number: the pairs'
+    `other_party_key` holds the bytes the history's `msisdn_key` spells in hex).
 
     One pass over the pairs: they are hashed by subscriber once (into `partitions`, by default the
     session's shuffle partitions), so the frequent contacts and the per-subscriber counts that
@@ -121,7 +122,7 @@ def circle_stats(pairs: DataFrame, history: DataFrame, months: DataFrame, partit
         F.col("days") >= FREQUENT_CONTACT_DAYS)
     churned = history.where(F.col("churned_in_month"))
     in_window = churned.join(m, churned.month.between(F.add_months(m._m, -2), m._m), "left_semi")
-    left = in_window.groupBy(F.col("msisdn_key").alias("other_party_key")).agg(
+    left = in_window.groupBy(F.unhex("msisdn_key").alias("other_party_key")).agg(
         F.collect_set("month").alias("churn_months"))
     # first contact by the end of the churn month: a number reassigned later to a new subscription
     # (whose contacts all come after) is not a contact who left
