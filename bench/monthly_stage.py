@@ -68,14 +68,14 @@ def scale_child(base: str, out: str, volume: int, month: str) -> None:
     from crm_pipeline.columns import hmac_sha256, hmac_sha256_hex
     from crm_pipeline.feeds import feed_spec
     from crm_pipeline.io import delta
-    from crm_pipeline.pipeline.rollups import contact_keys_as_bytes
+    from crm_pipeline.pipeline.rollups import CONTACT_TABLES, contact_keys_as_bytes
     from crm_pipeline.settings import DEMO_HMAC_KEY, LakeLayout
     from crm_pipeline.spark import build_session
     from crm_pipeline.transforms.staging.silver import partition_date
 
     spark = build_session()
     src, dst = LakeLayout(base), LakeLayout(out)
-    for table in ("daily_contacts", "contact_months"):  # a base an earlier version built
+    for table in CONTACT_TABLES:  # a base an earlier version built
         contact_keys_as_bytes(spark, src, table)
     m = date.fromisoformat(month)
     hi = _add_months(m, 1) - timedelta(days=1)
