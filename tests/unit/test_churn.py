@@ -260,6 +260,25 @@ def test_no_feature_of_a_month_changes_with_data_after_its_end(spark):
     assert base["circle_size"].sum() > 0 and base["days_since_last_activity"].notna().all()
 
 
+
+def test_history_features_read_only_the_months_their_windows_reach(spark):
+    """Months before M-3 change no feature of M, and are not read: a semi join on M-3..M below the
+    history windows (gold keeps 13 months before a batch; the windows reach 3)."""
+    from pyspark.sql import functions as F
+
+    from crm_pipeline.transforms.intermediate.daily_rollups import activity_months
+    from crm_pipeline.transforms.marts.churn import churn_features
+    from tests.unit.plans import below, plan_lines
+
+    h, d, c, t = _leakage_inputs(spark, seed=3, future_seed=100)
+    november = h.where(F.col("month") == F.lit(date(2025, 11, 1)))
+    older = november.withColumn("month", F.lit(date(2025, 8, 1))).withColumn("voice_mou", F.lit(1e6)) \
+        .withColumn("revenue_fen", F.lit(10**9))
+    features = churn_features(_february_rows(h), h.unionByName(older), activity_months(d), c, t)
+    got = features.toPandas().sort_values("subscriber_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, _feb_features(spark, future_seed=100))
+    assert below(features, "Window [avg(voice_mou", "Join LeftSemi"), "\n".join(plan_lines(features))
+
 def test_changing_data_inside_the_month_changes_its_features(spark):
     from pyspark.sql import functions as F
 
@@ -366,6 +385,52 @@ def test_calling_circle_counts_frequent_contacts_and_those_that_left_by_hand(spa
     five = circle_stats(pairs, history, months, partitions=5)
     assert re.search(r"hashpartitioning\(subscriber_id#\d+, 5\)", five._jdf.queryExecution().executedPlan().toString())
     assert {(r.subscriber_id, r.month): (r.circle_size, r.circle_churned) for r in five.collect()} == got
+
+
+
+def test_lost_customers_profile_each_leaver_from_their_own_months_by_hand(spark):
+    """Revenue, off-net share and complaints over M-2..M, the segment of M-1 only when that month
+    exists, the win-back score and rank; the windows read the leavers' months only."""
+    from pyspark.sql import functions as F
+
+    from crm_pipeline.transforms.marts.churn import CHURN_HISTORY_COLUMNS, lost_customers
+    from tests.unit.plans import below, plan_lines
+
+    def d(m):
+        return date(2026, m, 1)
+
+    def h(sub, m, revenue, voice, offnet, complaints, segment, churned=False, reason=None, tenure=12):
+        values = dict(subscriber_id=sub, month=d(m), msisdn_key=f"k{sub}", voice_mou=voice, data_mb=0.0,
+                      sms_count=0, revenue_fen=revenue, recharge_fen=0, offnet_voice_mou=offnet,
+                      complaint_count=complaints, churned_in_month=churned, value_segment=segment,
+                      closing=not churned, terminate_reason=reason, tenure_months=tenure)
+        return tuple(values[c] for c in CHURN_HISTORY_COLUMNS)
+
+    schema = ("subscriber_id string, month date, msisdn_key string, voice_mou double, data_mb double, "
+              "sms_count long, revenue_fen long, recharge_fen long, offnet_voice_mou double, complaint_count long, "
+              "churned_in_month boolean, value_segment string, closing boolean, terminate_reason string, "
+              "tenure_months int")
+    history = spark.createDataFrame([
+        h("S1", 2, 9_000, 10.0, 1.0, 5, "VALUABLE"),  # before M-2: outside every sum
+        h("S1", 3, 1_000, 10.0, 2.0, 1, "VALUABLE"), h("S1", 4, 2_000, 20.0, 3.0, 0, "SUB_VALUABLE"),
+        h("S1", 5, 3_000, 10.0, 5.0, 1, "POTENTIAL", True, "VOLUNTARY"),
+        h("S2", 4, 500, 0.0, 0.0, 0, "LOW_VALUE"), h("S2", 5, 700, 0.0, 0.0, 2, "LOW_VALUE", True, "PORT_OUT", 3),
+        h("S3", 3, 4_000, 5.0, 5.0, 0, "VALUABLE"),  # no April row: no segment before
+        h("S3", 5, 1_000, 5.0, 0.0, 0, "VALUABLE", True, "NON_PAYMENT", 26),
+        h("S4", 4, 8_000, 1.0, 1.0, 0, "VALUABLE"), h("S4", 5, 8_000, 1.0, 1.0, 0, "VALUABLE"),  # stays
+    ], schema)
+    rows = history.where(F.col("month") == d(5)).withColumn("payment_type", F.lit("PREPAID"))
+    weights = {"VOLUNTARY": 1.0, "PORT_OUT": 2.0, "NON_PAYMENT": 0.0}
+    lost = lost_customers(rows, history, weights)
+    got = {r.subscriber_id: (r.last_3m_revenue_fen, r.value_segment_before, r.offnet_share_before,
+                             r.complaints_before, r.winback_score, r.winback_priority) for r in lost.collect()}
+    assert got == {
+        "S1": (6_000, "SUB_VALUABLE", 0.25, 2, 6_000.0, 1),
+        "S2": (1_200, "LOW_VALUE", None, 2, 2_400.0, 2),  # no voice: no share
+        "S3": (5_000, None, 0.5, 0, 0.0, None),  # weight 0: no priority
+    }
+    # the windows' input is the leavers' months: a semi join with them below the windows
+    assert below(lost, "Window [sum(revenue_fen", "Join LeftSemi"), "\n".join(plan_lines(lost))
 
 
 # --- Model, reasons ------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from crm_pipeline.transforms.marts.kpi_month import kpi_month
+from tests.unit.plans import below, plan_lines
 from crm_pipeline.transforms.marts.subscriber_month import (
     month_frame,
     monthly_revenue,
@@ -121,14 +122,18 @@ def test_trailing_windows_average_only_months_with_a_row(spark):
     history = spark.createDataFrame([
         ("S1", date(2026, 1, 1), 1000, 400.0, 100.0, 2),
         ("S1", date(2025, 12, 1), 99999, 9.0, 300.0, 1),
+        ("S1", date(2025, 11, 1), 77777, 7.0, 700.0, 1),  # before M-3: no window reaches it
         ("S1", M, 1, 1.0, 1.0, 1),  # superseded by this run's March row
     ], cols)
-    got = with_trailing_windows(rows, history).collect()[0]
+    windowed = with_trailing_windows(rows, history)
+    got = windowed.collect()[0]
     assert got.arpu_3m_fen == 2000.0  # Mar (this run's 3000) and Jan; Feb inactive; Dec out of range
     assert got.margin_3m_fen == 1200.0
     assert got.revenue_prior_fen == pytest.approx((1000 + 99999) / 2)  # Dec..Feb rows: Dec and Jan
     assert got.data_mb_prior == pytest.approx(200.0) and got.data_mb_3m == pytest.approx(300.0)
     assert (got.rows_3m, got.recharge_months_3m) == (2, 1)
+    # and it is not read: the earlier months reach the windows through a semi join on M-3..M
+    assert below(windowed, "Window [", "Join LeftSemi"), "\n".join(plan_lines(windowed))
 
 
 SM = ("month date, subscriber_id string, city_code string, brand string, payment_type string, plan_id string, "

@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 
 from crm_pipeline.feeds import conform, table_spec
 from crm_pipeline.io import delta
+from crm_pipeline.months import add_months
 from crm_pipeline.pipeline.settings import AnalyticsSettings
 from crm_pipeline.pipeline.tables import silver
 from crm_pipeline.settings import LakeLayout
@@ -54,6 +55,11 @@ def with_lifetime_value(spark: SparkSession, rows: DataFrame, every: DataFrame, 
     return rows, spark.createDataFrame(models, CLV_MODEL_SCHEMA)
 
 
+def _months_before(every: DataFrame, months: list[date], n: int) -> DataFrame:
+    """The rows of `every` in the months `n` months before `months`."""
+    return every.where(F.col("month").isin([add_months(m, -n) for m in months]))
+
+
 def build_marts(
     spark: SparkSession,
     lake: LakeLayout,
@@ -87,10 +93,12 @@ def build_marts(
     tables: dict[str, DataFrame] = {"subscriber_month": sm}
     tables["kpi_month"] = kpi_month(sm)
     tables["segment_summary"] = segment_summary(sm, settings.strategies)
-    tables["segment_migration"] = segment_migration(sm, every.select("subscriber_id", "month", "value_segment"))
+    # the months these marts look back to, not every month at hand: fewer rows shuffled to join them
+    tables["segment_migration"] = segment_migration(sm, _months_before(every, months, 1).select(
+        "subscriber_id", "month", "value_segment"))
     tables["revenue_concentration"] = revenue_concentration(sm)
     tables["revenue_lorenz"] = revenue_lorenz(sm)
-    tables["key_account_month"] = key_account_month(sm, every, settings.health)
+    tables["key_account_month"] = key_account_month(sm, _months_before(every, months, 3), settings.health)
     tables["clv_model"] = clv_model
     tables.update(churn)
     progress("analyse: migration candidates (one upgrade model per month, trained on earlier months)")

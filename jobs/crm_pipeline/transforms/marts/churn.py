@@ -149,7 +149,9 @@ def churn_features(rows: DataFrame, history: DataFrame, activity: DataFrame, con
     """
     months = rows.select("month").distinct().withColumn("month_end", F.last_day("month"))
     base = rows.where(F.col("closing")).join(F.broadcast(months), "month")
-    hist = history_stats(history)
+    # the months their windows reach (M-3..M), not every month at hand
+    hist = history_stats(history.join(F.broadcast(months.select(F.col("month").alias("_m"))),
+                                      F.col("month").between(F.add_months("_m", -3), F.col("_m")), "left_semi"))
     act = activity_stats(activity, months)
     tix = ticket_stats(tickets, months)
     circle = circle_stats(contacts, history, months, circle_partitions)
@@ -286,9 +288,14 @@ def lost_customers(rows: DataFrame, history: DataFrame, weights: Mapping[str, fl
     M-2..M; winback_score = weight(terminate_reason) x last_3m_revenue_fen (config) and
     winback_priority = its rank within the month (1 first), NULL where the weight is 0.
     """
+    lost = rows.where(F.col("churned_in_month")).select(
+        "month", "subscriber_id", "msisdn_key", "terminate_reason", "tenure_months", "payment_type")
     by_sub = Window.partitionBy("subscriber_id").orderBy(_month_index(F.col("month")))
     last3 = by_sub.rangeBetween(-2, 0)
-    h = history.select(*CHURN_HISTORY_COLUMNS).select(
+    # the leavers' months only (a window sees one subscriber's months, so theirs come out the same):
+    # the windows then sort a few percent of the history instead of every subscriber's months
+    leavers = history.select(*CHURN_HISTORY_COLUMNS).join(lost.select("subscriber_id"), "subscriber_id", "left_semi")
+    h = leavers.select(
         "subscriber_id", "month",
         F.sum("revenue_fen").over(last3).alias("last_3m_revenue_fen"),
         F.sum("offnet_voice_mou").over(last3).alias("_offnet"),
@@ -297,8 +304,6 @@ def lost_customers(rows: DataFrame, history: DataFrame, weights: Mapping[str, fl
         F.lag("value_segment").over(by_sub).alias("_prev_segment"),
         F.lag("month").over(by_sub).alias("_prev_month"),
     )
-    lost = rows.where(F.col("churned_in_month")).select(
-        "month", "subscriber_id", "msisdn_key", "terminate_reason", "tenure_months", "payment_type")
     j = lost.join(h, ["subscriber_id", "month"], "left")
     weight = F.lit(None).cast("double")
     for reason, wt in weights.items():

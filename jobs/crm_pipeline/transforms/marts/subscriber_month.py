@@ -150,7 +150,11 @@ def with_trailing_windows(rows: DataFrame, history: DataFrame) -> DataFrame:
     `rows` take precedence.
     """
     current = rows.select(*HISTORY_COLUMNS)
-    older = history.select(*HISTORY_COLUMNS).join(current.select("month").distinct(), "month", "left_anti")
+    months = current.select(F.col("month").alias("_m")).distinct()
+    # of the earlier months, those the windows of `rows`' months reach (M-3..M): the windows then sort
+    # those instead of every month at hand (gold keeps 13 before the batch)
+    older = history.select(*HISTORY_COLUMNS).join(current.select("month").distinct(), "month", "left_anti").join(
+        F.broadcast(months), F.col("month").between(F.add_months("_m", -3), F.col("_m")), "left_semi")
     both = current.unionByName(older)
     by_sub = Window.partitionBy("subscriber_id").orderBy(F.year("month") * 12 + F.month("month"))
     last3, prior3 = by_sub.rangeBetween(-2, 0), by_sub.rangeBetween(-3, -1)
