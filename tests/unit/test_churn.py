@@ -653,6 +653,29 @@ def test_scoring_runs_in_spark_without_collecting_the_base(spark):
     np.testing.assert_allclose(got.set_index("subscriber_id").loc[sample["subscriber_id"], "churn_score"], want)
 
 
+
+def test_model_drift_bins_each_scored_month_against_its_models_training_sample_by_hand(spark):
+    """PSI per feature and of the score, a missing value in a bin of its own; `scores` may be the
+    scored subscriber months (other columns, other subscribers), only the features' rows count."""
+    from types import SimpleNamespace
+
+    from crm_pipeline.pipeline.churn import model_drift
+
+    may = date(2026, 5, 1)
+    features = spark.createDataFrame([(may, "s1", 5.0), (may, "s2", 20.0), (may, "s3", 30.0), (may, "s4", None)],
+                                     "month date, subscriber_id string, voice_mou double")
+    scored = spark.createDataFrame([(may, "s1", 0.2, "A"), (may, "s2", 0.7, "B"), (may, "s3", 0.9, "C"),
+                                    (may, "s9", 0.99, "D")],  # s4 unscored; s9 has no features
+                                   "month date, subscriber_id string, churn_score double, value_segment string")
+    reference = {"voice_mou": {"edges": [10.0], "shares": [0.5, 0.5, 0.0]},
+                 "churn_score": {"edges": [0.5], "shares": [0.75, 0.25, 0.0]}}
+    card = SimpleNamespace(version="v1", drift_reference=reference, n_train=100)
+    got = [tuple(r) for r in model_drift(features, scored, {may: card}, 0.2).orderBy("feature").collect()]
+    score_psi = round(psi([0.75, 0.25, 0.0], [0.25, 0.5, 0.25]), 6)  # 0.2 | 0.7, 0.9 | s4: none
+    voice_psi = round(psi([0.5, 0.5, 0.0], [0.25, 0.5, 0.25]), 6)  # 5 | 20, 30 | s4: NULL
+    assert got == [(may, "v1", "churn_score", score_psi, 0.2, score_psi > 0.2, 100, 4),
+                   (may, "v1", "voice_mou", voice_psi, 0.2, voice_psi > 0.2, 100, 4)]
+
 # --- Watch list ----------------------------------------------------------------------------------
 
 WATCH = {"max_rows": 50, "max_share": 0.5, "control_share": 0.2, "control_seed": 7, "revenue_months_without_clv": 12}

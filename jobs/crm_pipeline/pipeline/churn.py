@@ -555,7 +555,8 @@ def scored_marts(lake: LakeLayout, rows: DataFrame, features: DataFrame, months:
         "expected_loss_fen", "top_reasons", actions[F.col("value_segment")].alias("recommended_action"),
         "priority_rank", "control_group", "churn_model_version", "payment_type",
     )
-    drift = model_drift(features, scores, plan, float(config["drift"]["psi_threshold"]))
+    # the scores as checkpointed in `scored`: `scores` would run the models over every row again
+    drift = model_drift(features, scored, plan, float(config["drift"]["psi_threshold"]))
     return scored, watchlist, drift
 
 
@@ -565,7 +566,8 @@ DRIFT_DDL = ("month date, model_version string, feature string, psi double, thre
 
 def model_drift(features: DataFrame, scores: DataFrame, plan: Mapping[date, ModelCard], threshold: float) -> DataFrame:
     """PSI of every feature and of the score between each model's training sample and each month it
-    scored. Only per-bin counts reach the driver (months x features x bins rows)."""
+    scored (`scores`: month, subscriber_id, churn_score). Only per-bin counts reach the driver
+    (months x features x bins rows)."""
     from crm_pipeline.transforms.marts.churn import feature_bins
 
     spark = features.sparkSession
