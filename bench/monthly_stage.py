@@ -43,6 +43,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(1, str(ROOT / "jobs"))  # the parent reads Delta logs (delta_rs); children get PYTHONPATH
 from daily_stage import run_child, stage_totals  # noqa: E402
 from report import machine, replace_section  # noqa: E402
 
