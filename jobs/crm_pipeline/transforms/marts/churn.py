@@ -334,7 +334,7 @@ def feature_bins(features: DataFrame, edges: Mapping[str, list[float]], group: s
         return F.when(col.isNull() | F.isnan(col), F.lit(len(edges[name]) + 1)).otherwise(below)
 
     names = list(edges)
-    stacked = features.select(group, F.explode(F.array(*[
-        F.struct(F.lit(n).alias("feature"), index(n).alias("bin")) for n in names])).alias("_b"))
-    return stacked.groupBy(group, F.col("_b.feature").alias("feature"), F.col("_b.bin").alias("bin")).agg(
-        F.count(F.lit(1)).alias("n"))
+    # a feature's position and its bin, both ints, stacked and grouped; its name after the grouping
+    stacked = features.select(group, F.posexplode(F.array(*[index(n) for n in names])).alias("_f", "bin"))
+    counts = stacked.groupBy(group, "_f", "bin").agg(F.count(F.lit(1)).alias("n"))
+    return counts.select(group, F.array(*[F.lit(n) for n in names])[F.col("_f")].alias("feature"), "bin", "n")
