@@ -262,11 +262,9 @@ def _rows(lake: Path, table: str, since: date | None = None) -> int:
     """Rows of the current version of a Delta table from its log (no data read): of the files whose
     `usage_date` is `since` or later, when given. (A lake converted to byte contact keys has
     rewritten its contact tables: their logs hold removed files too.)"""
-    import pyarrow as pa
-
     from crm_pipeline.io import delta_rs
 
-    actions = pa.table(delta_rs.table(str(lake / table)).get_add_actions(flatten=True))
+    actions = delta_rs.add_actions(str(lake / table))
     rows = actions.column("num_records").to_pylist()
     if since is None:
         return sum(rows)

@@ -260,7 +260,6 @@ def test_no_feature_of_a_month_changes_with_data_after_its_end(spark):
     assert base["circle_size"].sum() > 0 and base["days_since_last_activity"].notna().all()
 
 
-
 def test_history_features_read_only_the_months_their_windows_reach(spark):
     """Months before M-3 change no feature of M, and are not read: a semi join on M-3..M below the
     history windows (gold keeps 13 months before a batch; the windows reach 3)."""
@@ -278,6 +277,7 @@ def test_history_features_read_only_the_months_their_windows_reach(spark):
     got = features.toPandas().sort_values("subscriber_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(got, _feb_features(spark, future_seed=100))
     assert below(features, "Window [avg(voice_mou", "Join LeftSemi"), "\n".join(plan_lines(features))
+
 
 def test_changing_data_inside_the_month_changes_its_features(spark):
     from pyspark.sql import functions as F
@@ -385,7 +385,6 @@ def test_calling_circle_counts_frequent_contacts_and_those_that_left_by_hand(spa
     five = circle_stats(pairs, history, months, partitions=5)
     assert re.search(r"hashpartitioning\(subscriber_id#\d+, 5\)", five._jdf.queryExecution().executedPlan().toString())
     assert {(r.subscriber_id, r.month): (r.circle_size, r.circle_churned) for r in five.collect()} == got
-
 
 
 def test_lost_customers_profile_each_leaver_from_their_own_months_by_hand(spark):
@@ -653,7 +652,6 @@ def test_scoring_runs_in_spark_without_collecting_the_base(spark):
     np.testing.assert_allclose(got.set_index("subscriber_id").loc[sample["subscriber_id"], "churn_score"], want)
 
 
-
 def test_model_drift_bins_each_scored_month_against_its_models_training_sample_by_hand(spark):
     """PSI per feature and of the score, a missing value in a bin of its own; `scores` may be the
     scored subscriber months (other columns, other subscribers), only the features' rows count."""
@@ -675,6 +673,7 @@ def test_model_drift_bins_each_scored_month_against_its_models_training_sample_b
     voice_psi = round(psi([0.5, 0.5, 0.0], [0.25, 0.5, 0.25]), 6)  # 5 | 20, 30 | s4: NULL
     assert got == [(may, "v1", "churn_score", score_psi, 0.2, score_psi > 0.2, 100, 4),
                    (may, "v1", "voice_mou", voice_psi, 0.2, voice_psi > 0.2, 100, 4)]
+
 
 # --- Watch list ----------------------------------------------------------------------------------
 

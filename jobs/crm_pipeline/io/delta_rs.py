@@ -60,7 +60,7 @@ def read(path: str, columns: list[str] | None = None, filter: ds.Expression | No
     return None if found is None else found.to_table(columns=columns, filter=filter)
 
 
-def _add_actions(path: str) -> pa.Table | None:
+def add_actions(path: str) -> pa.Table | None:
     """The data files of the table's current version, one row each (path, size_bytes,
     partition.<column>, ...), from the Delta log alone; None before the table's first write."""
     found = table(path)
@@ -80,14 +80,14 @@ def column_type(path: str, column: str) -> str | None:
 def partition_values(path: str, column: str) -> set | None:
     """The values of partition `column` that hold data, from the Delta log alone (no data file is
     read), or None before the table's first write."""
-    actions = _add_actions(path)
+    actions = add_actions(path)
     return None if actions is None else set(actions.column(f"partition.{column}").to_pylist())
 
 
 def partition_bytes(path: str, column: str, values) -> int:
     """Bytes of the data files holding the given values of partition `column`, from the Delta log
     alone; 0 before the table's first write."""
-    actions = _add_actions(path)
+    actions = add_actions(path)
     if actions is None:
         return 0
     wanted = set(values)

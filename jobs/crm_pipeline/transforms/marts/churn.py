@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 
 from crm_pipeline.models.churn import FEATURES
 from crm_pipeline.models.migration import gen_rank
+from crm_pipeline.transforms.marts.subscriber_month import in_reach
 
 #: subscriber_month columns (of every month at hand) the features and lost customers read.
 CHURN_HISTORY_COLUMNS = (
@@ -121,8 +122,7 @@ def circle_stats(pairs: DataFrame, history: DataFrame, months: DataFrame, partit
         F.sum("days").alias("days"), F.min("first_day").alias("first_day")).where(
         F.col("days") >= FREQUENT_CONTACT_DAYS)
     churned = history.where(F.col("churned_in_month"))
-    in_window = churned.join(m, churned.month.between(F.add_months(m._m, -2), m._m), "left_semi")
-    left = in_window.groupBy(F.unhex("msisdn_key").alias("other_party_key")).agg(
+    left = in_reach(churned, months, 2).groupBy(F.unhex("msisdn_key").alias("other_party_key")).agg(
         F.collect_set("month").alias("churn_months"))
     # first contact by the end of the churn month: a number reassigned later to a new subscription
     # (whose contacts all come after) is not a contact who left
@@ -149,9 +149,7 @@ def churn_features(rows: DataFrame, history: DataFrame, activity: DataFrame, con
     """
     months = rows.select("month").distinct().withColumn("month_end", F.last_day("month"))
     base = rows.where(F.col("closing")).join(F.broadcast(months), "month")
-    # the months their windows reach (M-3..M), not every month at hand
-    hist = history_stats(history.join(F.broadcast(months.select(F.col("month").alias("_m"))),
-                                      F.col("month").between(F.add_months("_m", -3), F.col("_m")), "left_semi"))
+    hist = history_stats(in_reach(history, months, 3))  # the months its windows reach, not every one at hand
     act = activity_stats(activity, months)
     tix = ticket_stats(tickets, months)
     circle = circle_stats(contacts, history, months, circle_partitions)

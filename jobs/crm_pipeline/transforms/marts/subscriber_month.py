@@ -34,6 +34,13 @@ def month_frame(spark: SparkSession, months: list[date], snapshot_days: set[date
                                                    "opening_from_prev boolean"))
 
 
+def in_reach(rows: DataFrame, months: DataFrame, back: int) -> DataFrame:
+    """The rows of `rows` whose `month` lies in M-`back`..M for a month M of `months` (its `month`
+    column, a few rows, broadcast): what windows and counts over those months read, and no more."""
+    m = F.broadcast(months.select(F.col("month").alias("_m")))
+    return rows.join(m, F.col("month").between(F.add_months("_m", -back), F.col("_m")), "left_semi")
+
+
 def _active(col_status: Column) -> Column:
     return col_status.isin("ACTIVE", "SUSPENDED")
 
@@ -150,11 +157,10 @@ def with_trailing_windows(rows: DataFrame, history: DataFrame) -> DataFrame:
     `rows` take precedence.
     """
     current = rows.select(*HISTORY_COLUMNS)
-    months = current.select(F.col("month").alias("_m")).distinct()
+    months = current.select("month").distinct()
     # of the earlier months, those the windows of `rows`' months reach (M-3..M): the windows then sort
     # those instead of every month at hand (gold keeps 13 before the batch)
-    older = history.select(*HISTORY_COLUMNS).join(current.select("month").distinct(), "month", "left_anti").join(
-        F.broadcast(months), F.col("month").between(F.add_months("_m", -3), F.col("_m")), "left_semi")
+    older = in_reach(history.select(*HISTORY_COLUMNS).join(months, "month", "left_anti"), months, 3)
     both = current.unionByName(older)
     by_sub = Window.partitionBy("subscriber_id").orderBy(F.year("month") * 12 + F.month("month"))
     last3, prior3 = by_sub.rangeBetween(-2, 0), by_sub.rangeBetween(-3, -1)
