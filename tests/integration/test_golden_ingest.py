@@ -198,6 +198,41 @@ def test_a_clean_redelivery_clears_its_days_rejects_and_a_clean_first_delivery_w
     assert DeltaTable(lake.quarantine).version() == version  # nothing to replace: no commit
 
 
+def test_few_rejects_are_committed_through_delta_rs_and_many_through_spark_on_the_same_table(
+        spark, tmp_path, monkeypatch):
+    from deltalake import DeltaTable
+
+    from crm_pipeline.ingest import load
+
+    landing, lake = tmp_path / "landing", LakeLayout(str(tmp_path / "lake"))
+    plan = "P1|GOTONE 58|POSTPAID|5800|300|100|20480|5G"
+
+    def load_plan(day, lines, run_id, local_rows):
+        monkeypatch.setattr(load, "QUARANTINE_LOCAL_ROWS", local_rows)
+        write_delivery(landing, "plan", day, [lines])
+        result = ingest(spark, landing, lake, ops.RunContext(run_id), feeds=["plan"], progress=lambda m: None)
+        assert result.ok, result.failures
+        table = DeltaTable(lake.quarantine)
+        by_spark = sorted((r.business_date, r.line_no, r.raw_line, r.run_id)
+                          for r in spark.read.format("delta").load(lake.quarantine).collect())
+        by_rs = sorted((r["business_date"], r["line_no"], r["raw_line"], r["run_id"])
+                       for r in table.to_pyarrow_table().to_pylist())
+        assert by_spark == by_rs
+        return table.history(1)[0]["engineInfo"].split(":")[0].split("/")[0], by_spark
+
+    # the table created by Spark (the limit below the batch's two rejects), then written by delta-rs,
+    # Spark again on delta-rs's commit, and a clean re-delivery clearing its day through delta-rs
+    assert load_plan(D1, [plan, "P2|broken", "P3|broken"], "q-1", 1) == (
+        "Apache-Spark", [(D1, 2, "P2|broken", "q-1"), (D1, 3, "P3|broken", "q-1")])
+    assert load_plan(D2, ["P4|broken", plan], "q-2", 50_000) == (
+        "delta-rs", [(D1, 2, "P2|broken", "q-1"), (D1, 3, "P3|broken", "q-1"), (D2, 1, "P4|broken", "q-2")])
+    assert load_plan(D2, [plan, "P5|broken", "P6|broken"], "q-3", 1) == (
+        "Apache-Spark", [(D1, 2, "P2|broken", "q-1"), (D1, 3, "P3|broken", "q-1"),
+                         (D2, 2, "P5|broken", "q-3"), (D2, 3, "P6|broken", "q-3")])
+    assert load_plan(D1, [plan], "q-4", 50_000) == (
+        "delta-rs", [(D2, 2, "P5|broken", "q-3"), (D2, 3, "P6|broken", "q-3")])
+
+
 class _Killed(BaseException):
     """A process death at a fault point: nothing after it runs (no `except Exception` catches it)."""
 

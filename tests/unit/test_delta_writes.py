@@ -13,11 +13,10 @@ from pyspark.sql import functions as F
 
 from crm_pipeline.feeds import load_feeds
 from crm_pipeline.ingest.landing import discover
-from crm_pipeline.ingest import spark_io
 from crm_pipeline.ingest.spark_io import (
     TypedCopy, failed_check, read_lines, source_file, write_bronze,
 )
-from crm_pipeline.io import delta
+from crm_pipeline.io import delta, delta_rs
 from crm_pipeline.spark import MAX_OPTIMIZED_WRITE_SHUFFLE, OPTIMIZED_WRITE_BIN, session_conf
 from crm_pipeline.transforms.staging.parse import LINEAGE, STRUCTURAL_SCHEMA, FileIndex, type_and_validate, typed_schema
 from tests.conftest import shuffles, stages_run, write_delivery
@@ -74,7 +73,7 @@ def _data_files(path) -> set[str]:
 
 def test_bronze_is_written_by_the_reading_tasks_in_one_commit_and_a_failed_file_leaves_nothing(spark, tmp_path,
                                                                                                monkeypatch):
-    monkeypatch.setattr(spark_io, "CHECKPOINT_INTERVAL", 1)  # a checkpoint from version 1 on
+    monkeypatch.setattr(delta_rs, "CHECKPOINT_INTERVAL", 1)  # a checkpoint from version 1 on
     spec, landing, path = load_feeds()["plan"], tmp_path / "landing", tmp_path / "bronze"
     write_delivery(landing, "plan", D1, [PLANS, ["P3|broken"]])
     write_delivery(landing, "plan", D2, [PLANS[:1]])

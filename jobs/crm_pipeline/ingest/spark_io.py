@@ -135,8 +135,6 @@ def _bronze_arrow_schema(spec: FeedSpec) -> pa.Schema:
                                                for name in (*spec.field_names, "run_id", *REJECT_COLUMNS)])
 
 
-#: a Delta checkpoint every this many bronze versions, as Spark's own writer makes them by default
-CHECKPOINT_INTERVAL = 10
 _WRITTEN_SCHEMA = "path string, business_date string, size long, rows long, kind string"
 _WRITTEN_SCHEMA_NAMES = [column.split()[0] for column in _WRITTEN_SCHEMA.split(", ")]
 
@@ -323,10 +321,7 @@ def write_bronze(spark: SparkSession, deliveries: list[Delivery], spec: FeedSpec
     else:
         table.create_write_transaction(adds, mode="overwrite", schema=schema, partition_by=["business_date"],
                                        partition_filters=[("business_date", "in", [d.isoformat() for d in days])])
-    written_table = delta_rs.table(root)
-    version = written_table.version()
-    if version and version % CHECKPOINT_INTERVAL == 0:  # Spark replays the log from the last one
-        written_table.create_checkpoint()
+    delta_rs.keep_checkpoints(root)
     return copied
 
 

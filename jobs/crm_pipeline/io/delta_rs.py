@@ -15,6 +15,8 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+#: a Delta checkpoint every this many versions of a table delta-rs writes, as Spark's writer makes them
+CHECKPOINT_INTERVAL = 10
 #: Commits that leave a table's content as it was: `crm maintain`'s, an operator's property or constraint
 MAINTENANCE_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES",
                                     "UNSET TBLPROPERTIES", "ADD CONSTRAINT", "DROP CONSTRAINT"})
@@ -124,3 +126,29 @@ def replace_rows(path: str, rows: list[dict], schema: pa.Schema, predicate: str)
         return
     schema = pa.schema([f.with_nullable(True) for f in schema])
     write_deltalake(path, pa.Table.from_pylist(rows, schema=schema), mode="overwrite", predicate=predicate)
+
+
+def replace_table(path: str, data: pa.Table, predicate: str, partition_by: list[str]) -> None:
+    """Replace the rows matching the SQL `predicate` with `data` in one Delta commit, as Spark's
+    `replaceWhere` does: every row of `data` must match the predicate (delta-rs checks it), and no
+    rows delete the matching ones. On a table not written yet, create it, partitioned by
+    `partition_by`, even with no rows. Columns are written nullable, as Spark writes them, so that
+    either writer may write the table next; a checkpoint every CHECKPOINT_INTERVAL versions."""
+    from deltalake import write_deltalake
+
+    data = data.cast(pa.schema([f.with_nullable(True) for f in data.schema]))
+    if table(path) is None:
+        write_deltalake(path, data, mode="append", partition_by=partition_by)
+    else:
+        write_deltalake(path, data, mode="overwrite", predicate=predicate)
+    keep_checkpoints(path)
+
+
+def keep_checkpoints(path: str) -> None:
+    """Write a checkpoint of the table's current version when it is a multiple of
+    CHECKPOINT_INTERVAL, as Spark's writer does after its own commits: Spark replays a table's log
+    from its last checkpoint, and delta-rs writes one only every 100 versions by default."""
+    found = table(path)
+    version = found.version() if found is not None else 0
+    if version and version % CHECKPOINT_INTERVAL == 0:
+        found.create_checkpoint()
