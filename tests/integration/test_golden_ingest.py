@@ -202,13 +202,13 @@ def test_few_rejects_are_committed_through_delta_rs_and_many_through_spark_on_th
         spark, tmp_path, monkeypatch):
     from deltalake import DeltaTable
 
-    from crm_pipeline.ingest import load
+    from crm_pipeline.io import delta_rs
 
     landing, lake = tmp_path / "landing", LakeLayout(str(tmp_path / "lake"))
     plan = "P1|GOTONE 58|POSTPAID|5800|300|100|20480|5G"
 
     def load_plan(day, lines, run_id, local_rows):
-        monkeypatch.setattr(load, "QUARANTINE_LOCAL_ROWS", local_rows)
+        monkeypatch.setattr(delta_rs, "LOCAL_WRITE_ROWS", local_rows)
         write_delivery(landing, "plan", day, [lines])
         result = ingest(spark, landing, lake, ops.RunContext(run_id), feeds=["plan"], progress=lambda m: None)
         assert result.ok, result.failures

@@ -157,16 +157,19 @@ def test_a_restatement_fingerprint_ignores_floating_point_noise_not_changes(spar
         assert fingerprints(changed) != fingerprints(base) and fingerprint(changed) != fingerprint(base)
 
 
-def test_a_gold_marts_commits_record_the_fingerprints_a_rebuild_compares_with(spark, tmp_path):
+@pytest.mark.parametrize("writer", ["delta-rs", "Apache-Spark"])
+def test_a_gold_marts_commits_record_the_fingerprints_a_rebuild_compares_with(spark, tmp_path, monkeypatch, writer):
     """Each write of a gold mart records the fingerprints of the months it wrote in its commit: a
     rebuild compares with those instead of reading the stored rows, they equal what the rows give,
     a maintenance commit leaves them standing, and a commit of another writer makes the months be
-    read again."""
+    read again. A small mart is committed through delta-rs, a large one through Spark (here: every
+    mart, the limit set to 0), with the same record."""
     from delta.tables import DeltaTable
 
     from crm_pipeline.io import delta
     from crm_pipeline.pipeline.monthly import _replace_gold, stored_fingerprints
 
+    monkeypatch.setattr(delta_rs, "LOCAL_WRITE_ROWS", 50_000 if writer == "delta-rs" else 0)
     lake = LakeLayout(str(tmp_path / "lake"))
     path = lake.gold("kpi_month")
     restated, unchanged = [], []
@@ -181,12 +184,18 @@ def test_a_gold_marts_commits_record_the_fingerprints_a_rebuild_compares_with(sp
     def from_rows(months):
         return fingerprints(delta.read(spark, path).where(delta.in_predicate("month", months)))
 
+    def written_by():
+        return delta_rs.table(path).history(1)[0]["engineInfo"].split(":")[0].split("/")[0]
+
     build(frame([(D1, "a", 0.1), (D2, "b", 0.2)]), [D1, D2])  # the first write: the whole table
+    assert written_by() == writer
     assert stored_fingerprints(path, [D1, D2, D3]) == {**from_rows([D1, D2]), D3: None}
 
     build(frame([(D2, "b", 0.3)]), [D2])  # D2 restated: its commit records D2 only
+    assert written_by() == writer
     assert [(r[0], r[1]) for r in restated] == [(D2, "kpi_month")]
     assert stored_fingerprints(path, [D1, D2]) == from_rows([D1, D2])
+    assert sorted(tuple(r) for r in delta.read(spark, path).collect()) == [(D1, "a", 0.1), (D2, "b", 0.3)]
 
     DeltaTable.forPath(spark, path).optimize().executeCompaction()  # maintenance: content as it was
     version = delta_rs.table(path).version()

@@ -63,10 +63,6 @@ from crm_pipeline.transforms.staging.silver import (
 log = logging.getLogger(__name__)
 
 QUARANTINE_COLUMNS = ["feed", *LINEAGE, "reject_reason", "reject_detail", "raw_line", "run_id"]
-#: a batch's rejects up to this many are collected and committed through delta-rs: a Spark write of
-#: a few rejects cost 1-2 s (its write job and Delta commit) on 2 cores, the collect and the delta-rs
-#: commit a few tenths; more are written by the executors through Spark
-QUARANTINE_LOCAL_ROWS = 50_000
 #: silver's readers select by its partition date, and a re-delivery finds the records of the delivery
 #: it replaces by their business date: the only column whose file statistics are kept
 SILVER_STATISTICS = delta.statistics_on(["business_date"])
@@ -616,7 +612,7 @@ def load_feed(
             quarantine = rejects.select(F.lit(spec.feed).alias("feed"), *rejects.columns,
                                         F.lit(ctx.run_id).alias("run_id")).select(*QUARANTINE_COLUMNS)
             replaced = f"feed = {delta.sql_literal(spec.feed)} AND " + delta.in_predicate("business_date", batch_days)
-            if rejected <= QUARANTINE_LOCAL_ROWS:  # none: an empty frame, without a Spark job
+            if rejected <= delta_rs.LOCAL_WRITE_ROWS:  # none: an empty frame, without a Spark job
                 arrow = (quarantine if rejected else quarantine.limit(0)).toArrow()
                 delta_rs.replace_table(lake.quarantine, arrow, replaced, ["feed", "business_date"])
             else:

@@ -17,6 +17,11 @@ import pyarrow.dataset as ds
 
 #: a Delta checkpoint every this many versions of a table delta-rs writes, as Spark's writer makes them
 CHECKPOINT_INTERVAL = 10
+#: a Spark frame of at most this many rows (a batch's rejects, a small gold mart) is collected to the
+#: driver and committed through delta-rs (`replace_table`): a Spark write of a few rows costs 0.5-2 s
+#: on 2 cores (its write job, the Delta commit and the snapshot after it), the collect and the
+#: delta-rs commit a few tenths; larger frames are written by the executors through Spark
+LOCAL_WRITE_ROWS = 50_000
 #: Commits that leave a table's content as it was: `crm maintain`'s, an operator's property or constraint
 MAINTENANCE_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES",
                                     "UNSET TBLPROPERTIES", "ADD CONSTRAINT", "DROP CONSTRAINT"})
@@ -128,19 +133,22 @@ def replace_rows(path: str, rows: list[dict], schema: pa.Schema, predicate: str)
     write_deltalake(path, pa.Table.from_pylist(rows, schema=schema), mode="overwrite", predicate=predicate)
 
 
-def replace_table(path: str, data: pa.Table, predicate: str, partition_by: list[str]) -> None:
+def replace_table(path: str, data: pa.Table, predicate: str, partition_by: list[str],
+                  record: dict | None = None) -> None:
     """Replace the rows matching the SQL `predicate` with `data` in one Delta commit, as Spark's
     `replaceWhere` does: every row of `data` must match the predicate (delta-rs checks it), and no
     rows delete the matching ones. On a table not written yet, create it, partitioned by
     `partition_by`, even with no rows. Columns are written nullable, as Spark writes them, so that
-    either writer may write the table next; a checkpoint every CHECKPOINT_INTERVAL versions."""
-    from deltalake import write_deltalake
+    either writer may write the table next; a checkpoint every CHECKPOINT_INTERVAL versions.
+    `record` goes into the commit as its userMetadata (JSON), as `delta.replace_where` puts it."""
+    from deltalake import CommitProperties, write_deltalake
 
     data = data.cast(pa.schema([f.with_nullable(True) for f in data.schema]))
+    commit = None if record is None else CommitProperties(custom_metadata={"userMetadata": json.dumps(record)})
     if table(path) is None:
-        write_deltalake(path, data, mode="append", partition_by=partition_by)
+        write_deltalake(path, data, mode="append", partition_by=partition_by, commit_properties=commit)
     else:
-        write_deltalake(path, data, mode="overwrite", predicate=predicate)
+        write_deltalake(path, data, mode="overwrite", predicate=predicate, commit_properties=commit)
     keep_checkpoints(path)
 
 
