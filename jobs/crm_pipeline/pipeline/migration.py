@@ -17,7 +17,7 @@ from crm_pipeline.models.migration import (
     evaluate_sample,
     fit,
     reason_reference,
-    score_candidates,
+    score_months,
     training_sample,
     upgrade_labels,
 )
@@ -52,27 +52,30 @@ def migration_tables(rows: DataFrame, every: DataFrame, months: list[date], conf
     max_rows, seed = int(config["max_training_rows"]), int(config["seed"])
     # One bounded sample of every labelled month, collected once; each month trains on its past.
     sample_all = training_sample(upgrade_labels(every), max_rows, seed)
-    candidates, models = [], []
+    models, by_rule, scorers = [], [], {}
     for month in sorted(months):
-        rows_month = rows.where(F.col("month") == F.lit(month))
         sample = sample_all[sample_all["month"] < month]
         earlier = sorted(sample["month"].unique())
         if sample["label"].nunique() < 2:
             note = ("no labelled month before this one" if not earlier
                     else "no upgrade (or no non-upgrade) observed in the earlier months")
-            candidates.append(_rule_candidates(rows_month, target))
+            by_rule.append(month)
             models.append((month, None, None, ",".join(m.isoformat() for m in earlier) or None, len(sample),
                            None, None, None, None, f"hand rule used: {note}"))
             continue
         model = fit(sample, params)
         r = config["reasons"]
         reference = reason_reference(sample, float(r["quantile"]), float(r["min_z"]), int(r["max_reasons"]))
-        candidates.append(score_candidates(rows_month, model, target, reference))
+        scorers[month] = model, reference
         ev = evaluate_sample(sample, params)
         version = hashlib.sha256((repr(params) + sample.to_csv(index=False)).encode()).hexdigest()[:16]
         models.append((month, version, algorithm(model), ",".join(m.isoformat() for m in earlier), len(sample),
                        ev.test_month, ev.n_test, ev.auc_model, ev.auc_rule, ev.note))
-    out = candidates[0]
-    for c in candidates[1:]:
-        out = out.unionByName(c)
+    # the months of each kind in one pass: a pass per month cost about 0.7 s each on 2 cores
+    candidates = []
+    if by_rule:
+        candidates.append(_rule_candidates(rows.where(F.col("month").isin(by_rule)), target))
+    if scorers:
+        candidates.append(score_months(rows, scorers, target))
+    out = candidates[0] if len(candidates) == 1 else candidates[0].unionByName(candidates[1])
     return out, spark.createDataFrame(models, MODEL_SCHEMA)
