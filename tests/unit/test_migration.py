@@ -21,6 +21,7 @@ from crm_pipeline.models.migration import (
     fit,
     reason_reference,
     score_candidates,
+    score_months,
     training_sample,
     upgrade_labels,
 )
@@ -274,6 +275,24 @@ def test_rescoring_gives_bit_identical_propensities(march, model, reference, sco
     key = ["subscriber_id"]
     a, b = scored_rows.sort_values(key).reset_index(drop=True), again.sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_months_scored_in_one_pass_each_by_its_own_model(synthetic, model, reference, scored_rows):
+    from sklearn.dummy import DummyClassifier
+
+    x = pd.DataFrame(0.0, index=range(4), columns=list(FEATURES))
+    constant = DummyClassifier(strategy="prior").fit(x, [0, 0, 0, 1])  # every row: 0.25
+    got = score_months(synthetic[1], {MAR: (model, reference), FEB: (constant, reference)}, "5G").toPandas()
+    assert sorted(set(got.month)) == [FEB, MAR]  # January, in the rows but without a model: not scored
+    key = ["subscriber_id"]
+    march = got[got.month == MAR].drop(columns="month").sort_values(key).reset_index(drop=True)
+    alone = scored_rows.drop(columns="month").sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(march, alone)  # March as scored by its model alone, ranks included
+    february = got[got.month == FEB]
+    pdf = synthetic[0]
+    assert len(february) == ((pdf.month == FEB) & pdf.closing & (pdf.network_gen != "5G")).sum() > 0
+    assert (february.propensity == 0.25).all()
+    assert sorted(february.priority_rank) == list(range(1, len(february) + 1))
 
 
 # ---------------------------------------------------------------- reasons
