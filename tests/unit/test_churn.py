@@ -786,6 +786,10 @@ def test_model_tables_are_checked_and_rewritten_only_when_their_content_changes(
     first = write_model_tables(spark, lake, _Cards([_scored_card("m1", 0.8)]), "s", "run-1")
     assert checked(first) == {f"gold_{t}" for t in MODEL_TABLES} and all(r["success"] for r in first)
     written = versions()
+    # a few rows each: committed through delta-rs, and read by Spark as its own
+    assert {DeltaTable(lake.gold(t)).history(1)[0]["engineInfo"].split(":")[0] for t in MODEL_TABLES} == {"delta-rs"}
+    assert [r[0] for r in spark.read.format("delta").load(lake.gold("churn_model")).select("model_version").collect()
+            ] == ["m1"]
     # what `crm train` reads, without Spark, to know it has nothing to write
     assert model_tables_current(lake, [_scored_card("m1", 0.8)], "s")
     assert not model_tables_current(lake, [_scored_card("m1", 0.8)], "t")  # in_use flips

@@ -152,6 +152,18 @@ def replace_table(path: str, data: pa.Table, predicate: str, partition_by: list[
     keep_checkpoints(path)
 
 
+def overwrite_table(path: str, data: pa.Table, record: dict | None = None) -> None:
+    """Replace the whole unpartitioned table at `path` with `data`, its columns too (Spark's
+    `overwriteSchema`), in one Delta commit; create it on the first write. Nullable columns and the
+    commit's userMetadata as for `replace_table`."""
+    from deltalake import CommitProperties, write_deltalake
+
+    data = data.cast(pa.schema([f.with_nullable(True) for f in data.schema]))
+    commit = None if record is None else CommitProperties(custom_metadata={"userMetadata": json.dumps(record)})
+    write_deltalake(path, data, mode="overwrite", schema_mode="overwrite", commit_properties=commit)
+    keep_checkpoints(path)
+
+
 def keep_checkpoints(path: str) -> None:
     """Write a checkpoint of the table's current version when it is a multiple of
     CHECKPOINT_INTERVAL, as Spark's writer does after its own commits: Spark replays a table's log

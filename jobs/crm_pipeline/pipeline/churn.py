@@ -20,7 +20,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from crm_pipeline.io import delta
+from crm_pipeline.io import delta, delta_rs
 from crm_pipeline.models.churn import (
     FEATURES,
     ChurnParams,
@@ -465,9 +465,8 @@ def write_model_tables(spark: SparkSession, lake: LakeLayout, registry: Registry
     blocking = gx.blocking_error(dq)
     if blocking is not None:
         raise blocking
-    for df, path, record in changed:
-        (df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-         .option("userMetadata", json.dumps(record)).save(path))
+    for df, path, record in changed:  # a few rows each (a row per model, or per model and bin)
+        delta_rs.overwrite_table(path, df.toArrow(), record)
     return dq
 
 
