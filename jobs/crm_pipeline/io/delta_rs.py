@@ -109,8 +109,7 @@ def append_rows(path: str, rows: list[dict], schema: pa.Schema) -> None:
     from deltalake import write_deltalake
 
     if rows:
-        schema = pa.schema([f.with_nullable(True) for f in schema])
-        write_deltalake(path, pa.Table.from_pylist(rows, schema=schema), mode="append")
+        write_deltalake(path, pa.Table.from_pylist(rows, schema=_nullable(schema)), mode="append")
 
 
 def delete_where(path: str, predicate: str) -> None:
@@ -129,8 +128,7 @@ def replace_rows(path: str, rows: list[dict], schema: pa.Schema, predicate: str)
     if table(path) is None:
         append_rows(path, rows, schema)
         return
-    schema = pa.schema([f.with_nullable(True) for f in schema])
-    write_deltalake(path, pa.Table.from_pylist(rows, schema=schema), mode="overwrite", predicate=predicate)
+    write_deltalake(path, pa.Table.from_pylist(rows, schema=_nullable(schema)), mode="overwrite", predicate=predicate)
 
 
 def replace_table(path: str, data: pa.Table, predicate: str, partition_by: list[str],
@@ -141,10 +139,9 @@ def replace_table(path: str, data: pa.Table, predicate: str, partition_by: list[
     `partition_by`, even with no rows. Columns are written nullable, as Spark writes them, so that
     either writer may write the table next; a checkpoint every CHECKPOINT_INTERVAL versions.
     `record` goes into the commit as its userMetadata (JSON), as `delta.replace_where` puts it."""
-    from deltalake import CommitProperties, write_deltalake
+    from deltalake import write_deltalake
 
-    data = data.cast(pa.schema([f.with_nullable(True) for f in data.schema]))
-    commit = None if record is None else CommitProperties(custom_metadata={"userMetadata": json.dumps(record)})
+    data, commit = data.cast(_nullable(data.schema)), _commit(record)
     if table(path) is None:
         write_deltalake(path, data, mode="append", partition_by=partition_by, commit_properties=commit)
     else:
@@ -156,11 +153,10 @@ def overwrite_table(path: str, data: pa.Table, record: dict | None = None) -> No
     """Replace the whole unpartitioned table at `path` with `data`, its columns too (Spark's
     `overwriteSchema`), in one Delta commit; create it on the first write. Nullable columns and the
     commit's userMetadata as for `replace_table`."""
-    from deltalake import CommitProperties, write_deltalake
+    from deltalake import write_deltalake
 
-    data = data.cast(pa.schema([f.with_nullable(True) for f in data.schema]))
-    commit = None if record is None else CommitProperties(custom_metadata={"userMetadata": json.dumps(record)})
-    write_deltalake(path, data, mode="overwrite", schema_mode="overwrite", commit_properties=commit)
+    write_deltalake(path, data.cast(_nullable(data.schema)), mode="overwrite", schema_mode="overwrite",
+                    commit_properties=_commit(record))
     keep_checkpoints(path)
 
 
@@ -172,3 +168,17 @@ def keep_checkpoints(path: str) -> None:
     version = found.version() if found is not None else 0
     if version and version % CHECKPOINT_INTERVAL == 0:
         found.create_checkpoint()
+
+
+def _nullable(schema: pa.Schema) -> pa.Schema:
+    """`schema` with every field nullable, as Spark writes Delta columns, so either writer may
+    create a table and the other write it next."""
+    return pa.schema([f.with_nullable(True) for f in schema])
+
+
+def _commit(record: dict | None):
+    """The commit properties that put `record` into the commit as its userMetadata (JSON), where
+    Spark's `userMetadata` option puts it and `write_records` reads it; None for no record."""
+    from deltalake import CommitProperties
+
+    return None if record is None else CommitProperties(custom_metadata={"userMetadata": json.dumps(record)})
