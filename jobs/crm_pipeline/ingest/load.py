@@ -612,11 +612,7 @@ def load_feed(
             quarantine = rejects.select(F.lit(spec.feed).alias("feed"), *rejects.columns,
                                         F.lit(ctx.run_id).alias("run_id")).select(*QUARANTINE_COLUMNS)
             replaced = f"feed = {delta.sql_literal(spec.feed)} AND " + delta.in_predicate("business_date", batch_days)
-            if rejected <= delta_rs.LOCAL_WRITE_ROWS:  # none: an empty frame, without a Spark job
-                arrow = (quarantine if rejected else quarantine.limit(0)).toArrow()
-                delta_rs.replace_table(lake.quarantine, arrow, replaced, ["feed", "business_date"])
-            else:
-                delta.replace_where(quarantine, lake.quarantine, replaced, ["feed", "business_date"])
+            delta.replace_where(quarantine, lake.quarantine, replaced, ["feed", "business_date"], rows_at_most=rejected)
 
     if touched:
         # on record before the commit: a run killed after it still has its rollups rebuild these days

@@ -10,6 +10,8 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from crm_pipeline.io import delta_rs
+
 #: `laid_out`: a partition value stays in the tasks that hold it when each task's file of it would
 #: hold at least this many rows (some 10 MB of a CDR feed's Parquet)
 MIN_FILE_ROWS = 250_000
@@ -116,7 +118,7 @@ def laid_out(df: DataFrame, column: str, rows_per_value: dict, spread_by: list[s
 
 def replace_where(df: DataFrame, path: str, predicate: str, partition_by: list[str],
                   optimize_write: bool = True, merge_schema: bool = False, record: dict | None = None,
-                  properties: dict[str, str] | None = None) -> None:
+                  properties: dict[str, str] | None = None, rows_at_most: int | None = None) -> None:
     """Replace the rows matching `predicate` with `df` in one transaction (creating the table if new).
 
     Every row of `df` must match the predicate (Delta enforces it). An empty `df` deletes the
@@ -125,7 +127,15 @@ def replace_where(df: DataFrame, path: str, predicate: str, partition_by: list[s
     `merge_schema` lets a write add columns (tables written by an older version gain them).
     `record` goes into the commit as its userMetadata (JSON; `delta_rs.write_records` reads it back).
     `properties`: table properties the table is given (`keep_properties`), e.g. `statistics_on`.
+    `rows_at_most`: a bound on `df`'s rows, when the caller has one; within
+    `delta_rs.LOCAL_WRITE_ROWS` (and with no columns or properties to add) the rows are collected
+    and committed through delta-rs (`delta_rs.replace_table`), without a Spark write; none at all
+    without a Spark job.
     """
+    if rows_at_most is not None and rows_at_most <= delta_rs.LOCAL_WRITE_ROWS and not (merge_schema or properties):
+        rows = (df if rows_at_most else df.limit(0)).toArrow()
+        delta_rs.replace_table(path, rows, predicate, partition_by, record=record)
+        return
     writer = _writer(df, optimize_write, merge_schema, properties)
     if record is not None:
         writer = writer.option("userMetadata", json.dumps(record))

@@ -377,11 +377,9 @@ def _write_gold(lake: LakeLayout, name: str, old: DataFrame | None, df: DataFram
             .option("optimizeWrite", "true").option("userMetadata", json.dumps(_fingerprint_record(
                 targets, after, whole_table=True))).partitionBy(partition).save(path)
         return
-    record = _fingerprint_record(targets, after, whole_table=old is None)
-    if sum(rows for rows, _ in after.values()) <= delta_rs.LOCAL_WRITE_ROWS:  # a small mart: no Spark write
-        delta_rs.replace_table(path, df.toArrow(), delta.in_predicate(partition, targets), [partition], record=record)
-        return
-    delta.replace_where(df, path, delta.in_predicate(partition, targets), [partition], record=record)
+    delta.replace_where(df, path, delta.in_predicate(partition, targets), [partition],
+                        record=_fingerprint_record(targets, after, whole_table=old is None),
+                        rows_at_most=sum(rows for rows, _ in after.values()))  # a small mart: no Spark write
 
 
 def _fingerprint_record(months: list[date], fingerprints: dict[date, tuple[int, str | None]],
