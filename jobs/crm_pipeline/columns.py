@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
@@ -61,3 +63,42 @@ def code_at(rank: Column, codes: Sequence[str]) -> Column:
 
 def _literal_map(pairs) -> Column:
     return F.create_map(*[F.lit(x) for pair in pairs for x in pair])
+
+
+# Literals in one expression. Each `F.lit` is a call from Python into the JVM (about 0.05-0.1 ms,
+# more when Spark's lock is busy); `isin` and `F.array` of a few hundred values, as a backlog of
+# days or files gives them, made thousands of such calls a feed. A SQL expression of the same
+# literals is parsed in the JVM in one call.
+
+def sql_literal(value) -> str:
+    """`value` (str, date, bool, int or finite float) as a literal of Spark's SQL parser: strings
+    escaped as that parser reads them (a backslash escapes the next character), floats exact as
+    doubles."""
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, date):  # (datetime is a date: its time would be lost)
+        if isinstance(value, datetime):
+            raise TypeError(f"not a date: {value!r}")
+        return f"DATE'{value.isoformat()}'"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return f"CAST('{value!r}' AS DOUBLE)"
+    raise TypeError(f"no SQL literal for {value!r}")
+
+
+def isin(column: str, values: Iterable) -> Column:
+    """`F.col(column).isin(values)` in one call into the JVM (FALSE for no values, as `isin`)."""
+    values = sorted(set(values))
+    if not values:
+        return F.lit(False)
+    return F.expr(f"`{column}` IN ({', '.join(sql_literal(v) for v in values)})")
+
+
+def literal_array(values: Sequence) -> Column:
+    """`F.array(*map(F.lit, values))` in one call into the JVM (an empty array of strings for none)."""
+    if not values:
+        return F.array().cast("array<string>")
+    return F.expr(f"array({', '.join(sql_literal(v) for v in values)})")

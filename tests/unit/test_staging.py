@@ -244,6 +244,37 @@ def test_an_extended_file_index_keeps_the_numbers_of_the_batch_it_was_made_for()
         FileIndex([("t/20260305/A.dat", "d5"), ("t/20260305/A.dat", "d6")])
 
 
+AWKWARD = ["a'b", "c\\d", "e\\'f", 'g"h', "中文.dat", "tab\there", "$x{y}", "", "it's\\"]
+
+
+def test_literals_spelled_in_one_expression_equal_those_of_lit(spark):
+    """`isin` and `literal_array` spell their values in SQL (one call into the JVM): quotes,
+    backslashes, non-ASCII strings, dates and numbers come back as `F.lit` gives them."""
+    from crm_pipeline.columns import isin, literal_array
+
+    strings = spark.createDataFrame([(v,) for v in [*AWKWARD, "other", None]], "s string")
+    want = strings.select("s", F.col("s").isin(AWKWARD).alias("hit")).collect()
+    assert strings.select("s", isin("s", AWKWARD).alias("hit")).collect() == want
+    assert [r.hit for r in want] == [True] * len(AWKWARD) + [False, None]
+    assert strings.select(isin("s", []).alias("hit")).distinct().collect()[0].hit is False
+    days = spark.createDataFrame([(date(2026, 3, d),) for d in (1, 5, 31)], "d date")
+    assert [r.hit for r in days.select(isin("d", [D, date(2026, 3, 31)]).alias("hit")).collect()] == [False, True, True]
+    values = [*AWKWARD, D, 7, -0.1, 1e-7, True]
+    got = spark.range(1).select(*[literal_array([v]).alias(f"c{i}") for i, v in enumerate(values)]).collect()[0]
+    assert [got[f"c{i}"] for i in range(len(values))] == [[v] for v in values]
+    assert spark.range(1).select(literal_array([]).alias("e")).collect()[0].e == []
+
+
+def test_file_names_of_any_spelling_come_back_as_the_lineage_of_their_records(spark):
+    files = FileIndex([(f"t/20260305/{name}", f"d{i}") for i, name in enumerate(AWKWARD)])
+    numbered = spark.createDataFrame([(D, i, 1) for i in range(len(AWKWARD))],
+                                     "business_date date, _file int, line_no int")
+    got = [(r.source_file, r.delivery_id) for r in numbered.orderBy("_file").select(*files.lineage()).collect()]
+    assert got == list(zip(files.names, files.deliveries))
+    names = spark.createDataFrame([(n,) for n in files.names], "n string")
+    assert [r.k for r in names.select(files.number(F.col("n")).alias("k")).collect()] == list(range(len(AWKWARD)))
+
+
 def test_a_bill_month_comes_whole_from_its_latest_delivery(spark):
     bills = spark.createDataFrame(
         [

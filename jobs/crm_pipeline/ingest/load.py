@@ -33,6 +33,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crm_pipeline import faults, ops
+from crm_pipeline.columns import isin
 from crm_pipeline.errors import PipelineError
 from crm_pipeline.feeds import FeedSpec, load_feeds
 from crm_pipeline.ingest.landing import Delivery, IncompleteFolder, discover
@@ -314,7 +315,7 @@ def _days_in(table: DataFrame | None, days: list[date]) -> set[date]:
     (from the Delta log's file list: no data is read)."""
     if table is None or not days:
         return set()
-    files = table.where(F.col("business_date").isin(days)).inputFiles()
+    files = table.where(isin("business_date", days)).inputFiles()
     return {d for d in days if any(f"business_date={d.isoformat()}" in f for f in files)}
 
 
@@ -360,7 +361,7 @@ def _incremental(spec: FeedSpec, reloaded: set[date]) -> bool:
 
 def _other_versions(bronze: DataFrame, spec: FeedSpec, touched: set, batch_days: list[date]) -> DataFrame:
     """Bronze rows of other deliveries that can hold a version of a record in the touched partitions."""
-    outside = ~F.col("business_date").isin(batch_days) & F.col("reject_reason").isNull()
+    outside = ~isin("business_date", batch_days) & F.col("reject_reason").isNull()
     if spec.kind == "snapshot" or not touched:  # a snapshot day stands alone
         return bronze.where(F.lit(False))
     lo = min(touched)
@@ -410,7 +411,7 @@ def _existing_versions(silver: DataFrame, spec: FeedSpec, part_col: str, days: l
     key = list(spec.key)
     latest = F.max(F.struct("business_date", "source_file", "line_no", part_col))
     return (
-        silver.where(F.col(part_col).isin(days)).groupBy(*key).agg(latest.alias("_e"))
+        silver.where(isin(part_col, days)).groupBy(*key).agg(latest.alias("_e"))
         .select(*key, *[F.col(f"_e.{c}").alias(f"_e_{c}")
                         for c in ("business_date", "source_file", "line_no", part_col)])
     )
@@ -479,7 +480,7 @@ class Holders:
         key = frozenset(days) & self._snapshot_days
         if key not in self._built:
             subscribers = self._spark.read.format("delta").load(self._lake.silver("subscriber"))
-            cached = holders_by_day(subscribers.where(F.col("snapshot_date").isin(sorted(key))))
+            cached = holders_by_day(subscribers.where(isin("snapshot_date", sorted(key))))
             cached = cached.persist(StorageLevel.MEMORY_AND_DISK)
             self._built[key] = cached, F.broadcast(cached) if cached.count() <= self.BROADCAST_ROWS else cached
         return self._built[key][1]
@@ -519,10 +520,10 @@ def load_feed(
     replaced_parts: set = set()
     if reloaded and spec.kind != "snapshot":  # partitions the replaced delivery's records sit in
         replaced_parts = _partition_values(
-            _typed(previous.where(F.col("business_date").isin(sorted(reloaded))), spec)
+            _typed(previous.where(isin("business_date", sorted(reloaded))), spec)
             .where(F.col("reject_reason").isNull()), part_col)
         if stored is not None:  # the same, when bronze no longer has them
-            replaced_parts |= _partition_values(stored.where(F.col("business_date").isin(sorted(reloaded))), part_col)
+            replaced_parts |= _partition_values(stored.where(isin("business_date", sorted(reloaded))), part_col)
 
     files = FileIndex((source_file(d, e.file_name), d.delivery_id) for d in batch for e in d.entries)
     copy = TypedCopy(lake.typed_copy(spec.feed), files)
@@ -535,7 +536,7 @@ def load_feed(
     batch_days = sorted({d.business_date for d in batch})
     ids = [d.delivery_id for d in batch]
     bronze = spark.read.format("delta").load(bronze_path)
-    batch_rows = bronze.where(F.col("business_date").isin(batch_days) & F.col("delivery_id").isin(ids))
+    batch_rows = bronze.where(isin("business_date", batch_days) & isin("delivery_id", ids))
     lines = sum(e.row_count for d in batch for e in d.entries)  # as the control files declare, now verified
     with stage("bronze_checks", spec.feed):
         dq_rows += gx.enforce(_valid(batch_rows), f"bronze_{spec.feed}", ctx.run_id, batch_days[-1],
@@ -567,7 +568,7 @@ def load_feed(
         with uncompressed_cache(spark):
             typed = typed.withColumn("outcome", outcome()).persist(StorageLevel.MEMORY_AND_DISK)
 
-        batch_records = typed.where(F.col("business_date").isin(batch_days)) if not incremental else typed
+        batch_records = typed.where(isin("business_date", batch_days)) if not incremental else typed
         structural = _structural(spark, batch_rows, copied, files)
         counted = (
             structural.select("_file", F.lit("quarantined").alias("outcome"), F.lit(None).cast("date").alias("_part"),
@@ -590,7 +591,7 @@ def load_feed(
         if incremental:
             silver_new = typed.where(F.col("is_winner")).select(*silver_cols)
         else:
-            silver_new = typed.where(F.col("is_winner") & F.col(part_col).isin(sorted(touched))).select(*silver_cols)
+            silver_new = typed.where(F.col("is_winner") & isin(part_col, sorted(touched))).select(*silver_cols)
     if touched:
         with stage("silver_checks", spec.feed):
             # the batch's share of it; all of it unless other deliveries' versions were merged in

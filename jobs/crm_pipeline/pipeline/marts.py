@@ -9,6 +9,7 @@ from datetime import date
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from crm_pipeline.columns import isin
 from crm_pipeline.feeds import conform, table_spec
 from crm_pipeline.io import delta
 from crm_pipeline.months import add_months
@@ -57,7 +58,7 @@ def with_lifetime_value(spark: SparkSession, rows: DataFrame, every: DataFrame, 
 
 def _months_before(every: DataFrame, months: list[date], n: int) -> DataFrame:
     """The rows of `every` in the months `n` months before `months`."""
-    return every.where(F.col("month").isin([add_months(m, -n) for m in months]))
+    return every.where(isin("month", [add_months(m, -n) for m in months]))
 
 
 def build_marts(

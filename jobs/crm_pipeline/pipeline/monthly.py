@@ -11,6 +11,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crm_pipeline import faults, ops
+from crm_pipeline.columns import isin
 from crm_pipeline.errors import PipelineError
 from crm_pipeline.feeds import load_feeds
 from crm_pipeline.io import delta, delta_rs
@@ -134,7 +135,7 @@ def gold_history(spark: SparkSession, lake: LakeLayout, months: list[date], colu
     if gold is None or not set(columns) <= set(gold.columns):
         return None
     lo = add_months(min(months), -13)
-    return gold.where(F.col("month").between(lo, max(months)) & ~F.col("month").isin(months)).select(*columns)
+    return gold.where(F.col("month").between(lo, max(months)) & ~isin("month", months)).select(*columns)
 
 
 def build_subscriber_months(
@@ -164,7 +165,7 @@ def build_subscriber_months(
     if usage is None:
         raise RuntimeError("gold daily rollups are missing: run the rollup step first")
     usage = monthly_usage(usage.where(F.col("usage_date").between(min(months), hi)))
-    revenue = monthly_revenue(silver(spark, lake, "bill").where(F.col("bill_month").isin(months)))
+    revenue = monthly_revenue(silver(spark, lake, "bill").where(isin("bill_month", months)))
     # persisted: the trailing windows join these rows with themselves
     rows = with_margin(subscriber_month(base, usage, revenue, hmac_key), settings.value.cost_to_serve).persist()
 
@@ -178,7 +179,7 @@ def build_subscriber_months(
     ).select("account_id", F.col("event_date").alias("pay_date"), "amount_fen")
     payment = payment_behaviour(account_bills(bills), payments, frame.select("month", "month_end"))
     month_ends = [max(month_days(m)) for m in months]
-    plans = silver(spark, lake, "plan").where(F.col("snapshot_date").isin(month_ends))
+    plans = silver(spark, lake, "plan").where(isin("snapshot_date", month_ends))
     contacts = monthly_contacts(month_summaries(spark, lake, "contact_months", months))
     rows = with_value_components(rows, payment, contacts, plan_allowances(plans), settings.value)
     rows = with_value_segments(rows, settings.value).withColumn("age", F.year("month") - F.col("birth_year"))
@@ -358,7 +359,7 @@ def changed_beyond_scores(name: str, old: DataFrame, new: DataFrame, partition: 
     drop = SCORE_COLUMNS.get(name, ())
     if drop is None:  # the whole table derives from the scores
         return False
-    return fingerprints(old.where(F.col(partition).isin(months)).drop(*drop), partition) != \
+    return fingerprints(old.where(isin(partition, months)).drop(*drop), partition) != \
         fingerprints(new.drop(*drop), partition)
 
 
@@ -442,7 +443,7 @@ def _fingerprints_before(path: str, old: DataFrame, partition: str, targets: lis
     unknown = [m for m in targets if m not in stored]
     out = {m: fp for m, fp in stored.items() if fp is not None}
     if unknown:
-        out.update(fingerprints(old.where(F.col(partition).isin(unknown)), partition))
+        out.update(fingerprints(old.where(isin(partition, unknown)), partition))
     return out
 
 

@@ -11,6 +11,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crm_pipeline import faults, ops
+from crm_pipeline.columns import isin
 from crm_pipeline.io import delta, delta_rs
 from crm_pipeline.months import month_days
 from crm_pipeline.pipeline.tables import silver
@@ -90,13 +91,13 @@ def build_daily_rollups(
         progress(NOTHING_PENDING)
         return []
     started = ops.utcnow()
-    events = {feed: silver(spark, lake, feed).where(F.col("event_date").isin(days)) for feed in EVENT_FEEDS}
+    events = {feed: silver(spark, lake, feed).where(isin("event_date", days)) for feed in EVENT_FEEDS}
     usage = daily_usage_by_subscriber(*(events[f] for f in EVENT_FEEDS))
     replace_daily(spark, lake, "daily_usage_by_subscriber", usage, days)
     faults.point("rollup")
     replace_daily(spark, lake, "daily_contacts", daily_contacts(events["cdr_voice"], events["cdr_sms"], hmac_key), days)
     with stage("validate", "rollup_reconciliation"):
-        written = delta.read(spark, lake.gold("daily_usage_by_subscriber")).where(F.col("usage_date").isin(days))
+        written = delta.read(spark, lake.gold("daily_usage_by_subscriber")).where(isin("usage_date", days))
         checks = rollup_reconciliation(spark, events, written, days)
         dq = gx.dq_rows(gx.validate(checks, "gold_rollup_reconciliation", {"days": len(days)}, ctx.run_id),
                         "gold_rollup_reconciliation", ctx.run_id, max(days))
@@ -170,7 +171,7 @@ def summary_rows(spark: SparkSession, lake: LakeLayout, name: str, months: list[
     if daily is None:
         raise RuntimeError("gold daily rollups are missing: run the rollup step first")
     days = [d for m in months for d in month_days(m)]
-    rows = daily.where(F.col("usage_date").isin(days))
+    rows = daily.where(isin("usage_date", days))
     if dict(rows.dtypes).get("other_party_key") == "string":  # an earlier version's, until a rollup rewrites it
         rows = rows.withColumn("other_party_key", F.unhex("other_party_key"))
     if hashed_first:
@@ -198,4 +199,4 @@ def month_summaries(spark: SparkSession, lake: LakeLayout, name: str, months: li
             delta.replace_where(summary_rows(spark, lake, name, missing), path, delta.in_predicate("month", missing),
                                 ["month"], optimize_write=False, properties=STATISTICS)
         faults.point("gold")  # the month's gold half built: a summary written, its marts not
-    return delta.read(spark, path).where(F.col("month").isin(months))
+    return delta.read(spark, path).where(isin("month", months))

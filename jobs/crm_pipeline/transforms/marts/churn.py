@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from crm_pipeline.columns import literal_array, sql_literal
 from crm_pipeline.models.churn import FEATURES
 from crm_pipeline.models.migration import gen_rank
 from crm_pipeline.transforms.marts.subscriber_month import in_reach
@@ -326,13 +327,14 @@ def feature_bins(features: DataFrame, edges: Mapping[str, list[float]], group: s
     """Rows per (month, feature, bin) for drift: the bin of each value on the reference `edges`
     (bin = number of edges below the value; missing values in bin len(edges) + 1, as
     models.churn.bin_index). Output: month, feature, bin INT, n LONG."""
-    def index(name: str) -> Column:
-        col = F.col(name).cast("double")
-        below = sum(((col > F.lit(e)).cast("int") for e in edges[name]), F.lit(0))
-        return F.when(col.isNull() | F.isnan(col), F.lit(len(edges[name]) + 1)).otherwise(below)
+    def index(name: str) -> str:  # as SQL: one call into the JVM for all features and edges
+        col = f"CAST(`{name}` AS DOUBLE)"
+        below = " + ".join(f"CAST({col} > {sql_literal(float(e))} AS INT)" for e in edges[name]) or "0"
+        return f"CASE WHEN {col} IS NULL OR isnan({col}) THEN {len(edges[name]) + 1} ELSE {below} END"
 
     names = list(edges)
     # a feature's position and its bin, both ints, stacked and grouped; its name after the grouping
-    stacked = features.select(group, F.posexplode(F.array(*[index(n) for n in names])).alias("_f", "bin"))
+    bins = F.expr(f"array({', '.join(index(n) for n in names)})")
+    stacked = features.select(group, F.posexplode(bins).alias("_f", "bin"))
     counts = stacked.groupBy(group, "_f", "bin").agg(F.count(F.lit(1)).alias("n"))
-    return counts.select(group, F.array(*[F.lit(n) for n in names])[F.col("_f")].alias("feature"), "bin", "n")
+    return counts.select(group, literal_array(names)[F.col("_f")].alias("feature"), "bin", "n")

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from crm_pipeline.columns import literal_array
 from crm_pipeline.feeds import FeedSpec
 from crm_pipeline.transforms.staging.validate import LINEAGE, validate_batch
 
@@ -142,13 +143,13 @@ class FileIndex:
     def _of(self, values: list[str]) -> Column:
         if not values:  # no files, so no records
             return F.lit(None).cast("string")
-        return F.element_at(F.array(*[F.lit(v) for v in values]), F.col("_file") + 1)
+        return F.element_at(literal_array(values), F.col("_file") + 1)
 
     def number(self, source_file: Column) -> Column:
         """The number of a file named by `source_file` (a lookup through the list: for few rows)."""
         if not self.names:
             return F.lit(None).cast("int")
-        return (F.array_position(F.array(*[F.lit(n) for n in self.names]), source_file) - 1).cast("int")
+        return (F.array_position(literal_array(self.names), source_file) - 1).cast("int")
 
     def source_file(self) -> Column:
         return self._of(self.names).alias("source_file")
