@@ -164,7 +164,8 @@ def test_a_number_nobody_holds_that_day_is_an_unknown_subscriber(spark):
 def test_the_holders_are_built_once_per_set_of_days_and_broadcast_while_they_fit(spark, tmp_path, monkeypatch):
     """The feeds of an ingest share the holders of a set of days: built once, cached, broadcast up
     to Holders.BROADCAST_ROWS rows (whatever Spark's size estimates say), joined by a shuffle above;
-    either way each record gets the holder of its day."""
+    either way each record gets the holder of its day. A feed with fewer days gets those days of
+    the cached holders."""
     lake = LakeLayout(str(tmp_path / "lake"))
     spark.createDataFrame([
         (date(2026, 3, 1), "OLD", "13900000009", "ACTIVE", date(2024, 1, 1), date(2024, 1, 1)),
@@ -175,6 +176,13 @@ def test_the_holders_are_built_once_per_set_of_days_and_broadcast_while_they_fit
                                  "event_date date, msisdn string, reject_reason string, reject_detail string")
     days = {date(2026, 3, d) for d in (1, 2, 3)}
     holders = Holders(spark, lake)
+    builds = []
+
+    def counted(snapshot):
+        builds.append({r.snapshot_date for r in snapshot.select("snapshot_date").distinct().collect()})
+        return holders_by_day(snapshot)
+
+    monkeypatch.setattr("crm_pipeline.ingest.load.holders_by_day", counted)
 
     def mapped(frame):
         out = map_to_subscribers(recs, frame, feed_spec("cdr_voice")).orderBy("event_date")
@@ -185,6 +193,10 @@ def test_the_holders_are_built_once_per_set_of_days_and_broadcast_while_they_fit
         shared = holders.on(days)
         assert holders.on(set(days)) is shared  # once for every feed
         assert holders.on(days | {date(2026, 2, 27)}) is shared  # a day without a snapshot adds none
+        fewer = holders.on({date(2026, 3, 1), date(2026, 3, 3)})  # taken from the cached ones, of those days only
+        assert mapped(fewer) == (["OLD", None, "NEW"], True)
+        assert holders.on({date(2026, 3, 3), date(2026, 3, 1)}) is fewer
+        assert builds == [days]  # the snapshot was read once
         assert mapped(shared) == (["OLD", "OLD", "NEW"], True)
         holders.release()
         monkeypatch.setattr(Holders, "BROADCAST_ROWS", 2)  # the 3 holder rows no longer fit

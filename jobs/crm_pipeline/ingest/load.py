@@ -466,12 +466,14 @@ class Holders:
 
     def __init__(self, spark: SparkSession, lake: LakeLayout):
         self._spark, self._lake = spark, lake
-        self._built: dict[frozenset, tuple[DataFrame, DataFrame]] = {}  # days -> (cached, as joined)
+        self._built: dict[frozenset, tuple[DataFrame, DataFrame]] = {}  # days -> (holders, as joined)
+        self._persisted: set[frozenset] = set()  # the days whose holders are built from the snapshot and cached
         self._snapshot_days: frozenset[date] | None = None
 
     def on(self, days: set[date]) -> DataFrame:
         """The holders of `days` (of those with a snapshot: feeds whose days differ only by days
-        without one share them)."""
+        without one share them). Taken from the cached holders of more days when some are (a
+        ticket's days within the CDRs' days: no second build from the snapshot)."""
         if self._snapshot_days is None:
             stored = delta_rs.partition_values(self._lake.silver("subscriber"), "snapshot_date")
             if stored is None:
@@ -479,16 +481,22 @@ class Holders:
             self._snapshot_days = frozenset(stored)
         key = frozenset(days) & self._snapshot_days
         if key not in self._built:
-            subscribers = self._spark.read.format("delta").load(self._lake.silver("subscriber"))
-            cached = holders_by_day(subscribers.where(isin("snapshot_date", sorted(key))))
-            cached = cached.persist(StorageLevel.MEMORY_AND_DISK)
-            self._built[key] = cached, F.broadcast(cached) if cached.count() <= self.BROADCAST_ROWS else cached
+            wider = next((built for built in self._built if key < built and built in self._persisted), None)
+            if wider is not None:
+                holders = self._built[wider][0].where(isin("snapshot_date", key))
+            else:
+                subscribers = self._spark.read.format("delta").load(self._lake.silver("subscriber"))
+                holders = holders_by_day(subscribers.where(isin("snapshot_date", key)))
+                holders = holders.persist(StorageLevel.MEMORY_AND_DISK)
+                self._persisted.add(key)
+            self._built[key] = holders, F.broadcast(holders) if holders.count() <= self.BROADCAST_ROWS else holders
         return self._built[key][1]
 
     def release(self) -> None:
-        for cached, _ in self._built.values():
-            cached.unpersist()
+        for days in self._persisted:
+            self._built[days][0].unpersist()
         self._built.clear()
+        self._persisted.clear()
         self._snapshot_days = None
 
 
