@@ -6,7 +6,6 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from crm_pipeline.settings import resource_dir
@@ -205,8 +204,7 @@ def table_names() -> list[str]:
 
 def conform(df, spec: TableSpec):
     """`df` with exactly the spec's columns, in order, cast to the declared types."""
-    present = set(df.columns)  # (each `df.columns` asks the JVM for the schema)
-    missing = [c for c in spec.column_names if c not in present]
+    missing = [c for c in spec.column_names if c not in df.columns]
     if missing:
         raise ValueError(f"{spec.schema}.{spec.table}: frame lacks columns {missing}")
-    return df.select(*[F.col(c.name).cast(SPARK_COLUMN_TYPES[c.type]).alias(c.name) for c in spec.columns])
+    return df.select(*[df[c.name].cast(SPARK_COLUMN_TYPES[c.type]).alias(c.name) for c in spec.columns])
