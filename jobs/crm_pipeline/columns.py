@@ -71,9 +71,11 @@ def _literal_map(pairs) -> Column:
 # literals is parsed in the JVM in one call.
 
 def sql_literal(value) -> str:
-    """`value` (str, date, bool, int or finite float) as a literal of Spark's SQL parser: strings
-    escaped as that parser reads them (a backslash escapes the next character), floats exact as
-    doubles."""
+    """`value` (str, date, bool, int, finite float or None) as a literal of Spark's SQL parser:
+    strings escaped as that parser reads them (a backslash escapes the next character), floats
+    exact as doubles."""
+    if value is None:
+        return "NULL"
     if isinstance(value, str):
         return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
     if isinstance(value, bool):
@@ -91,7 +93,7 @@ def sql_literal(value) -> str:
 
 def isin(column: str, values: Iterable) -> Column:
     """`F.col(column).isin(values)` in one call into the JVM (FALSE for no values, as `isin`)."""
-    values = sorted(set(values))
+    values = sorted(set(values), key=lambda v: (v is None, v))
     if not values:
         return F.lit(False)
     return F.expr(f"`{column}` IN ({', '.join(sql_literal(v) for v in values)})")

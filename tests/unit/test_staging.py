@@ -269,6 +269,9 @@ def test_literals_spelled_in_one_expression_equal_those_of_lit(spark):
     assert strings.select("s", isin("s", AWKWARD).alias("hit")).collect() == want
     assert [r.hit for r in want] == [True] * len(AWKWARD) + [False, None]
     assert strings.select(isin("s", []).alias("hit")).distinct().collect()[0].hit is False
+    with_null = [*AWKWARD[:2], None]
+    assert strings.select(isin("s", with_null).alias("hit")).collect() == \
+        strings.select(F.col("s").isin(with_null).alias("hit")).collect()
     days = spark.createDataFrame([(date(2026, 3, d),) for d in (1, 5, 31)], "d date")
     assert [r.hit for r in days.select(isin("d", [D, date(2026, 3, 31)]).alias("hit")).collect()] == [False, True, True]
     values = [*AWKWARD, D, 7, -0.1, 1e-7, True]
