@@ -319,3 +319,27 @@ def test_the_ranked_batch_stays_hashed_by_its_key_for_the_comparison_with_stored
         assert shuffles(joined) == 2
         assert sorted((r.ticket_id, r.is_winner, r.stored_date) for r in joined.collect()) == [
             ("T1", True, date(2026, 2, 27)), ("T2", False, None)]
+
+
+def test_a_small_batchs_bronze_rows_read_through_delta_rs_are_those_its_checks_read_in_spark(spark, tmp_path):
+    from crm_pipeline.columns import isin
+    from crm_pipeline.ingest.load import _valid, _valid_in_memory
+
+    path = str(tmp_path / "bronze")
+    rows = [(date(2026, 3, d), f"d{d}", f"f{d}.dat", n, None if n == 2 else "13900000009",
+             "bad_field_count" if n == 3 else None) for d in (1, 2, 3) for n in (1, 2, 3)]
+    rows.append((date(2026, 3, 2), "d0", "f0.dat", 1, "13900000009", None))  # an earlier delivery of the day
+    spark.createDataFrame(rows, "business_date date, delivery_id string, source_file string, line_no long, "
+                                "msisdn string, reject_reason string").write.format("delta").partitionBy(
+        "business_date").save(path)
+    days, deliveries = [date(2026, 3, 1), date(2026, 3, 2)], ["d1", "d2"]
+    bronze = spark.read.format("delta").load(path)
+    want = [r.asDict() for r in _valid(bronze.where(isin("business_date", days) & isin("delivery_id", deliveries)))
+            .collect()]
+    got = _valid_in_memory(path, days, deliveries).to_pylist()
+
+    def key(row):
+        return row["business_date"], row["delivery_id"], row["line_no"]
+
+    assert sorted(got, key=key) == sorted(want, key=key)
+    assert len(got) == 4 and {r["msisdn"] for r in got} == {None, "13900000009"}

@@ -312,3 +312,28 @@ def test_a_frame_known_to_fit_is_collected_whole_without_a_limit(spark, monkeypa
     assert gx._in_memory(small, None, rows_at_most=4) is None  # the bound may exceed the limit: nothing collected
     # a bound the frame does exceed is caught once it is collected
     assert gx._in_memory(spark.createDataFrame([(1.0,)] * 4, "x double"), None, rows_at_most=2) is None
+
+
+@pytest.mark.spark
+def test_an_arrow_table_is_validated_in_pandas_as_its_spark_frame_is_in_spark(spark, monkeypatch):
+    """A batch already in memory (a small feed's bronze rows read through delta-rs) is validated
+    without Spark, with the results Spark gives for the same rows; one pandas would read
+    differently is refused rather than checked wrongly."""
+    lenient = {"name": "lenient", "expectations": [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "x", "mostly": 0.5},
+         "meta": {"severity": "warning"}},
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "x", "min_value": 0},
+         "meta": {"severity": "blocking"}},
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "day"}, "meta": {"severity": "blocking"}}]}
+    monkeypatch.setattr(gx, "load_suite_definition", lambda table: lenient)
+    df = spark.createDataFrame([(None, date(2026, 3, 1)), (-2, None), (5, date(2026, 3, 2)), (7, date(2026, 3, 2))],
+                               "x long, day date")
+    monkeypatch.setenv("CRM_GX_LOCAL_ROWS", "0")  # the frame in Spark
+    in_spark = gx.validate(df, "lenient")
+    assert [(r.success, r.unexpected_count) for r in in_spark] == [(True, 1), (False, 1), (False, 1)]
+    table = df.toArrow()
+    assert not stages_run(spark, lambda: gx.validate(table, "lenient"))
+    assert gx.validate(table, "lenient") == in_spark
+    with pytest.raises(ValueError, match="validate the Spark frame"):
+        gx.validate(spark.createDataFrame([(float("nan"), date(2026, 3, 1))], "x double, day date").toArrow(),
+                    "lenient")

@@ -378,6 +378,20 @@ def _valid(bronze: DataFrame) -> DataFrame:
     return bronze.where(F.col("reject_reason").isNull())
 
 
+def _valid_in_memory(path: str, days: list[date], deliveries: list[str]):
+    """`_valid` of a batch's bronze rows (`days`, `deliveries`) read through delta-rs into an Arrow
+    table: for a small batch, its bronze checks without a Spark job (a filtered Delta scan in
+    Spark is two: its files listed from the log, then read; 0.3-0.9 s for a small feed)."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    where = ds.field("business_date").isin(pa.array(days, pa.date32())) & ds.field("delivery_id").isin(
+        pa.array(deliveries, pa.string()))
+    if delta_rs.column_type(path, "reject_reason") is not None:  # (bronze written before rejects were kept there)
+        where = where & ds.field("reject_reason").is_null()
+    return delta_rs.read(path, filter=where)
+
+
 def _typed(bronze: DataFrame, spec: FeedSpec, files: FileIndex | None = None) -> DataFrame:
     return with_partition_date(type_and_validate(_valid(bronze), spec, files), spec)
 
@@ -547,8 +561,9 @@ def load_feed(
     batch_rows = bronze.where(isin("business_date", batch_days) & isin("delivery_id", ids))
     lines = sum(e.row_count for d in batch for e in d.entries)  # as the control files declare, now verified
     with stage("bronze_checks", spec.feed):
-        dq_rows += gx.enforce(_valid(batch_rows), f"bronze_{spec.feed}", ctx.run_id, batch_days[-1],
-                              rows_at_most=lines)
+        small = 0 < gx.local_rows() and lines <= gx.local_rows()
+        checked = _valid_in_memory(bronze_path, batch_days, ids) if small else _valid(batch_rows)
+        dq_rows += gx.enforce(checked, f"bronze_{spec.feed}", ctx.run_id, batch_days[-1], rows_at_most=lines)
 
     with stage("silver", spec.feed):
         # scope: partitions read (snapshot days for the mapping, stored versions); touched: written.

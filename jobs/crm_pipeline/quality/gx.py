@@ -103,25 +103,29 @@ def _in_memory(df: DataFrame, rows: int | None, rows_at_most: int | None = None)
     of every partition's first rows into one): about 0.2 s of a small feed's 0.6-0.9 s collect, warm.
     None as well when pandas would read a value differently from Spark: a NaN in a double column
     (pandas takes it for null) or a value it cannot hold."""
-    import pyarrow.compute as pc
-    import pyarrow.types as pat
-
     limit = local_rows()
     if limit <= 0 or any(n is not None and n > limit for n in (rows, rows_at_most)):
         return None
     try:
         # a type Arrow cannot hold raises a TypeError
         table = (df if rows_at_most is not None else df.limit(limit + 1)).toArrow()
-        if table.num_rows > limit:
-            return None
-        for column in table.columns:
-            if pat.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py():
-                return None
-        # integers with nulls as doubles, which GX's Spark engine compares them as too (past 2**53 alike)
-        return table.to_pandas(date_as_object=True)
+        return _as_pandas(table) if table.num_rows <= limit else None
     except (ValueError, OverflowError, TypeError) as exc:  # pyarrow's errors derive from these
         log.debug("validating in Spark: %s", exc)
         return None
+
+
+def _as_pandas(table):
+    """An Arrow table as the pandas frame GX's pandas engine validates as Spark would, or None when
+    the engines would disagree on a value (a NaN in a floating column, which pandas takes for null)."""
+    import pyarrow.compute as pc
+    import pyarrow.types as pat
+
+    for column in table.columns:
+        if pat.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py():
+            return None
+    # integers with nulls as doubles, which GX's Spark engine compares them as too (past 2**53 alike)
+    return table.to_pandas(date_as_object=True)
 
 
 _RESULTS_STORE = "crm_validation_results"
@@ -244,13 +248,15 @@ def _counts_needed(table: str) -> bool:
     return any("mostly" in e["kwargs"] for e in load_suite_definition(table)["expectations"])
 
 
-def validate(df: DataFrame, table: str, params: dict | None = None, run_id: str | None = None,
+def validate(df, table: str, params: dict | None = None, run_id: str | None = None,
              rows: int | None = None, rows_at_most: int | None = None) -> list[CheckResult]:
-    """Validate `df` with the suite named `table`; return one result per expectation. The result
-    is kept under `run_id` for the run's Data Docs. A small frame is validated in pandas (module
-    docstring); `rows`: the caller's estimate of its rows, when it has one, so that a large frame
-    is not collected in part to find out; `rows_at_most`: a bound on them, when it has one, so that
-    a small frame is collected whole at once.
+    """Validate `df` (a Spark DataFrame, or an Arrow table already in memory) with the suite named
+    `table`; return one result per expectation. The result is kept under `run_id` for the run's
+    Data Docs. A small frame is validated in pandas (module docstring); `rows`: the caller's
+    estimate of its rows, when it has one, so that a large frame is not collected in part to find
+    out; `rows_at_most`: a bound on them, when it has one, so that a small frame is collected whole
+    at once. An Arrow table is validated in pandas whatever its rows; one the engines would read
+    differently raises ValueError (its caller passes the Spark frame instead).
 
     Counts only: no unexpected-value samples, which could carry PII. A suite without `mostly`
     checks runs first with outcomes only (GX then skips a sampling query per check, about a third
@@ -259,9 +265,13 @@ def validate(df: DataFrame, table: str, params: dict | None = None, run_id: str 
     """
     from great_expectations.core.run_identifier import RunIdentifier
 
-    local = _in_memory(df, rows, rows_at_most)
+    spark = isinstance(df, DataFrame)
+    local = _in_memory(df, rows, rows_at_most) if spark else _as_pandas(df)
     if local is not None and not _same_in_pandas(local, table):
         local = None
+    if local is None and not spark:
+        raise ValueError(f"{table}: the Arrow table holds values GX's pandas engine reads differently from Spark "
+                         "(a NaN in a floating column, or a null in a pair check): validate the Spark frame")
     validation = _build(table, params, local=local is not None)
     data = {"dataframe": df if local is None else local}
     run = RunIdentifier(run_name=run_id, run_time=datetime.now(timezone.utc)) if run_id else None
@@ -312,7 +322,7 @@ def blocking_error(rows: list[dict]) -> DataQualityError | None:
     return err
 
 
-def enforce(df: DataFrame, table: str, run_id: str, business_date: date | None,
+def enforce(df, table: str, run_id: str, business_date: date | None,
             params: dict | None = None, rows: int | None = None, rows_at_most: int | None = None) -> list[dict]:
     """Validate, raise DataQualityError on a blocking failure, return crm_ops.data_quality rows."""
     results = dq_rows(validate(df, table, params, run_id, rows, rows_at_most), table, run_id, business_date)
