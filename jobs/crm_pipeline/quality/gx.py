@@ -1,5 +1,6 @@
-"""Run a GX 1.x suite against a Spark DataFrame: bronze and silver suites built from the feed
-schemas (`quality.suites`), gold suites from `expectations/<table>.json`.
+"""Run a GX 1.x suite against a Spark DataFrame (or an Arrow table already in memory): bronze and
+silver suites built from the feed schemas (`quality.suites`), gold suites from
+`expectations/<table>.json`.
 
 A frame of at most `local_rows()` rows (`CRM_GX_LOCAL_ROWS`, 50,000 by default; 0: never) is
 collected and validated by GX's pandas engine, with the same suite: a validation in Spark costs a
