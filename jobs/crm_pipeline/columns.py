@@ -70,10 +70,11 @@ def _literal_map(pairs) -> Column:
 # days or files gives them, made thousands of such calls a feed. A SQL expression of the same
 # literals is parsed in the JVM in one call.
 
-def sql_literal(value) -> str:
+def spark_sql_literal(value) -> str:
     """`value` (str, date, bool, int, finite float or None) as a literal of Spark's SQL parser:
     strings escaped as that parser reads them (a backslash escapes the next character), floats
-    exact as doubles."""
+    exact as doubles. For Spark expressions only: `delta.sql_literal` spells the predicates of
+    Delta writes, which delta-rs parses too, and that parser takes no backslash escapes."""
     if value is None:
         return "NULL"
     if isinstance(value, str):
@@ -96,11 +97,11 @@ def isin(column: str, values: Iterable) -> Column:
     values = sorted(set(values), key=lambda v: (v is None, v))
     if not values:
         return F.lit(False)
-    return F.expr(f"`{column}` IN ({', '.join(sql_literal(v) for v in values)})")
+    return F.expr(f"`{column}` IN ({', '.join(spark_sql_literal(v) for v in values)})")
 
 
 def literal_array(values: Sequence) -> Column:
     """`F.array(*map(F.lit, values))` in one call into the JVM (an empty array of strings for none)."""
     if not values:
         return F.array().cast("array<string>")
-    return F.expr(f"array({', '.join(sql_literal(v) for v in values)})")
+    return F.expr(f"array({', '.join(spark_sql_literal(v) for v in values)})")

@@ -561,8 +561,7 @@ def load_feed(
     batch_rows = bronze.where(isin("business_date", batch_days) & isin("delivery_id", ids))
     lines = sum(e.row_count for d in batch for e in d.entries)  # as the control files declare, now verified
     with stage("bronze_checks", spec.feed):
-        small = 0 < gx.local_rows() and lines <= gx.local_rows()
-        checked = _valid_in_memory(bronze_path, batch_days, ids) if small else _valid(batch_rows)
+        checked = _valid_in_memory(bronze_path, batch_days, ids) if gx.fits_in_memory(lines) else _valid(batch_rows)
         dq_rows += gx.enforce(checked, f"bronze_{spec.feed}", ctx.run_id, batch_days[-1], rows_at_most=lines)
 
     with stage("silver", spec.feed):

@@ -29,6 +29,8 @@ def read(spark: SparkSession, path: str) -> DataFrame | None:
 
 
 def sql_literal(value) -> str:
+    """`value` as a literal of a Delta write's predicate, which Spark and delta-rs both parse (a
+    quote doubled; Spark expressions built in Python: `columns.spark_sql_literal`)."""
     if isinstance(value, date):
         return f"DATE'{value.isoformat()}'"
     if isinstance(value, str):

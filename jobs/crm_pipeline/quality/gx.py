@@ -96,6 +96,12 @@ def local_rows() -> int:
     return int(os.environ.get("CRM_GX_LOCAL_ROWS") or 50_000)
 
 
+def fits_in_memory(rows: int | None) -> bool:
+    """Whether a frame of `rows` rows (None: not known) may be validated in pandas."""
+    limit = local_rows()
+    return limit > 0 and (rows is None or rows <= limit)
+
+
 def _in_memory(df: DataFrame, rows: int | None, rows_at_most: int | None = None):
     """`df` as a pandas frame when it holds at most `local_rows()` rows, else None. `rows`: the
     caller's estimate of its rows, when it has one; above the limit, nothing is collected.
@@ -104,9 +110,9 @@ def _in_memory(df: DataFrame, rows: int | None, rows_at_most: int | None = None)
     of every partition's first rows into one): about 0.2 s of a small feed's 0.6-0.9 s collect, warm.
     None as well when pandas would read a value differently from Spark: a NaN in a double column
     (pandas takes it for null) or a value it cannot hold."""
-    limit = local_rows()
-    if limit <= 0 or any(n is not None and n > limit for n in (rows, rows_at_most)):
+    if not (fits_in_memory(rows) and fits_in_memory(rows_at_most)):
         return None
+    limit = local_rows()
     try:
         # a type Arrow cannot hold raises a TypeError
         table = (df if rows_at_most is not None else df.limit(limit + 1)).toArrow()

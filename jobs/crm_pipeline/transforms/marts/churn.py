@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from crm_pipeline.columns import literal_array, sql_literal
+from crm_pipeline.columns import literal_array, spark_sql_literal
 from crm_pipeline.models.churn import FEATURES
 from crm_pipeline.models.migration import gen_rank
 from crm_pipeline.transforms.marts.subscriber_month import in_reach
@@ -329,7 +329,7 @@ def feature_bins(features: DataFrame, edges: Mapping[str, list[float]], group: s
     models.churn.bin_index). Output: month, feature, bin INT, n LONG."""
     def index(name: str) -> str:  # as SQL: one call into the JVM for all features and edges
         col = f"CAST(`{name}` AS DOUBLE)"
-        below = " + ".join(f"CAST({col} > {sql_literal(float(e))} AS INT)" for e in edges[name]) or "0"
+        below = " + ".join(f"CAST({col} > {spark_sql_literal(float(e))} AS INT)" for e in edges[name]) or "0"
         return f"CASE WHEN {col} IS NULL OR isnan({col}) THEN {len(edges[name]) + 1} ELSE {below} END"
 
     names = list(edges)
