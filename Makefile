@@ -14,7 +14,7 @@ export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 
-.PHONY: demo test crash-test submit-test demo-test setup venv jars localfs classes airflow-db postgres browser bench clean
+.PHONY: demo test crash-test submit-test demo-test setup venv jars localfs classes airflow-db postgres browser bench profiler clean
 
 # The setup steps run side by side where one does not wait for another (the venv beside the jars
 # and Debian's packages, then the class-data archive beside Airflow's DB): `make -j4 setup`.
@@ -111,6 +111,17 @@ bench: setup
 	$(BIN)/python bench/daily_stage.py --section $(BENCH_ARGS)
 	$(BIN)/python bench/monthly_stage.py --section
 	$(BIN)/python bench/generator_throughput.py
+
+# async-profiler's agent for bench/jvm_profile.py (where a command's CPU goes), from Maven Central;
+# not needed to run or test the pipeline
+PROFILER := $(JARS)/profiler/libasyncProfiler.so
+profiler: $(PROFILER)
+$(PROFILER):
+	rm -rf $(JARS)/profiler && mkdir -p $(JARS)/profiler
+	mvn --batch-mode --quiet dependency:copy -Dartifact=tools.profiler:async-profiler:4.0 \
+	    -DoutputDirectory=$(CURDIR)/$(JARS)/profiler
+	cd $(JARS)/profiler && arch=$$(uname -m | sed 's/x86_64/x64/; s/aarch64/arm64/') \
+	    && jar xf async-profiler-4.0.jar linux-$$arch/libasyncProfiler.so && mv linux-$$arch/libasyncProfiler.so . && rmdir linux-$$arch
 
 clean:
 	rm -rf var spark-warehouse metastore_db derby.log
