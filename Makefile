@@ -115,13 +115,15 @@ bench: setup
 # async-profiler's agent for bench/jvm_profile.py (where a command's CPU goes), from Maven Central;
 # not needed to run or test the pipeline
 PROFILER := $(JARS)/profiler/libasyncProfiler.so
+ASYNC_PROFILER := 4.0
 profiler: $(PROFILER)
 $(PROFILER):
 	rm -rf $(JARS)/profiler && mkdir -p $(JARS)/profiler
-	mvn --batch-mode --quiet dependency:copy -Dartifact=tools.profiler:async-profiler:4.0 \
+	mvn --batch-mode --quiet dependency:copy -Dartifact=tools.profiler:async-profiler:$(ASYNC_PROFILER) \
 	    -DoutputDirectory=$(CURDIR)/$(JARS)/profiler
 	cd $(JARS)/profiler && arch=$$(uname -m | sed 's/x86_64/x64/; s/aarch64/arm64/') \
-	    && jar xf async-profiler-4.0.jar linux-$$arch/libasyncProfiler.so && mv linux-$$arch/libasyncProfiler.so . && rmdir linux-$$arch
+	    && jar xf async-profiler-$(ASYNC_PROFILER).jar linux-$$arch/libasyncProfiler.so \
+	    && mv linux-$$arch/libasyncProfiler.so . && rmdir linux-$$arch
 
 clean:
 	rm -rf var spark-warehouse metastore_db derby.log
