@@ -185,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"no profiler agent at {AGENT}: run `make profiler` (Maven fetches async-profiler)")
     stacks = args.stacks or tempfile.mkstemp(prefix="crm-stacks-", suffix=".txt")[1]
     agent = f"-agentpath:{AGENT}=start,event=itimer,interval={args.interval_ms}ms,threads,file={stacks},collapsed"
-    env = dict(os.environ, CRM_JAVA_OPTIONS=f"{os.environ.get('CRM_JAVA_OPTIONS', '-XX:+UseParallelGC')} {agent}")
+    from crm_pipeline.settings import SparkSettings
+
+    env = dict(os.environ, CRM_JAVA_OPTIONS=f"{SparkSettings.from_env().java_options} {agent}")
     crm = Path(sys.executable).with_name("crm")
     started = time.monotonic()
     child = subprocess.Popen([str(crm), *crm_args], env=env)
@@ -204,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ncrm {' '.join(crm_args)}: exit {rc}, {wall:.1f} s wall, "
           f"{sum(by_process.values()):.1f} CPU-s on {os.cpu_count()} cores")
     for kind, seconds in by_process.most_common():
-        print(f"  {seconds:8.1f} CPU-s  {kind}")
+        if seconds >= 0.05:
+            print(f"  {seconds:8.1f} CPU-s  {kind}")
     with open(stacks, encoding="utf-8", errors="replace") as fh:
         s = summarize(fh, args.interval_ms / 1000, args.top)
     for title, key in (("JVM threads (sampled)", "threads"), ("Spark task threads, by work", "tasks"),
