@@ -256,14 +256,16 @@ def _counts_needed(table: str) -> bool:
 
 
 def validate(df, table: str, params: dict | None = None, run_id: str | None = None,
-             rows: int | None = None, rows_at_most: int | None = None) -> list[CheckResult]:
+             rows: int | None = None, rows_at_most: int | None = None,
+             in_spark: DataFrame | None = None) -> list[CheckResult]:
     """Validate `df` (a Spark DataFrame, or an Arrow table already in memory) with the suite named
     `table`; return one result per expectation. The result is kept under `run_id` for the run's
     Data Docs. A small frame is validated in pandas (module docstring); `rows`: the caller's
     estimate of its rows, when it has one, so that a large frame is not collected in part to find
     out; `rows_at_most`: a bound on them, when it has one, so that a small frame is collected whole
-    at once. An Arrow table is validated in pandas whatever its rows; one the engines would read
-    differently raises ValueError (its caller passes the Spark frame instead).
+    at once. An Arrow table is validated in pandas whatever its rows; when the engines would read
+    it differently, `in_spark` (the same rows as a Spark frame) is validated instead, and without
+    one ValueError is raised.
 
     Counts only: no unexpected-value samples, which could carry PII. A suite without `mostly`
     checks runs first with outcomes only (GX then skips a sampling query per check, about a third
@@ -276,6 +278,8 @@ def validate(df, table: str, params: dict | None = None, run_id: str | None = No
     local = _in_memory(df, rows, rows_at_most) if spark else _as_pandas(df)
     if local is not None and not _same_in_pandas(local, table):
         local = None
+    if local is None and not spark and in_spark is not None:
+        df, spark = in_spark, True
     if local is None and not spark:
         raise ValueError(f"{table}: the Arrow table holds values GX's pandas engine reads differently from Spark "
                          "(a NaN in a floating column, or a null in a pair check): validate the Spark frame")
@@ -330,9 +334,11 @@ def blocking_error(rows: list[dict]) -> DataQualityError | None:
 
 
 def enforce(df, table: str, run_id: str, business_date: date | None,
-            params: dict | None = None, rows: int | None = None, rows_at_most: int | None = None) -> list[dict]:
+            params: dict | None = None, rows: int | None = None, rows_at_most: int | None = None,
+            in_spark: DataFrame | None = None) -> list[dict]:
     """Validate, raise DataQualityError on a blocking failure, return crm_ops.data_quality rows."""
-    results = dq_rows(validate(df, table, params, run_id, rows, rows_at_most), table, run_id, business_date)
+    results = dq_rows(validate(df, table, params, run_id, rows, rows_at_most, in_spark), table, run_id,
+                      business_date)
     err = blocking_error(results)
     if err is not None:
         raise err
