@@ -21,6 +21,16 @@ def resource_dir(name: str) -> Path:
     return path
 
 
+def _on_off(variable: str, default: bool | None) -> bool | None:
+    """The switch `variable` of the environment: `on` or `off` (unset or empty: `default`)."""
+    value = os.environ.get(variable, "").strip().lower()
+    if not value:
+        return default
+    if value not in ("on", "off"):
+        raise ValueError(f"{variable}={os.environ[variable]!r}: expected on or off")
+    return value == "on"
+
+
 @dataclass(frozen=True)
 class SparkSettings:
     """How to build the SparkSession. Local mode by default; a cluster passes its master URL."""
@@ -29,6 +39,11 @@ class SparkSettings:
     app_name: str = "crm-pipeline"
     jar_dir: Path = REPO_ROOT / "infra" / "jars" / "lib"
     shuffle_partitions: int | None = None  # None: 4 per core of the cluster (adaptive execution coalesces)
+    #: adaptive query execution (`spark.sql.adaptive.enabled`); None: off in local mode, on a cluster.
+    #: On one machine's few cores, planning each shuffle stage again as a job of its own cost more than
+    #: it saved: a demo 175.3 -> 166.9 s and 209.8 -> 184.5 s, a day of 1 M subscribers 174.2 -> 165.1 s
+    #: (docs/benchmarks.md); a cluster keeps it to merge the small partitions of its many cores
+    adaptive: bool | None = None
     driver_memory: str = "6g"
     #: options of the driver's and the executors' JVMs: the parallel (throughput) collector, which
     #: spent 12 % less CPU than the default G1 on a whole `crm run` (docs/benchmarks.md)
@@ -37,14 +52,16 @@ class SparkSettings:
 
     @classmethod
     def from_env(cls) -> SparkSettings:
-        """Read `CRM_SPARK_MASTER`, `CRM_JAR_DIR`, `CRM_SHUFFLE_PARTITIONS`, `CRM_DRIVER_MEMORY`,
-        `CRM_JAVA_OPTIONS` (set and empty: the JVM's defaults)."""
+        """Read `CRM_SPARK_MASTER`, `CRM_JAR_DIR`, `CRM_SHUFFLE_PARTITIONS`, `CRM_ADAPTIVE_EXECUTION`
+        (`on` or `off`; unset or empty: by the master), `CRM_DRIVER_MEMORY`, `CRM_JAVA_OPTIONS` (set and
+        empty: the JVM's defaults)."""
         d = cls()
         return cls(
             master=os.environ.get("CRM_SPARK_MASTER", d.master),
             jar_dir=Path(os.environ.get("CRM_JAR_DIR", d.jar_dir)),
             shuffle_partitions=int(os.environ["CRM_SHUFFLE_PARTITIONS"]) if os.environ.get("CRM_SHUFFLE_PARTITIONS")
             else d.shuffle_partitions,
+            adaptive=_on_off("CRM_ADAPTIVE_EXECUTION", d.adaptive),
             driver_memory=os.environ.get("CRM_DRIVER_MEMORY", d.driver_memory),
             java_options=os.environ.get("CRM_JAVA_OPTIONS", d.java_options),
         )

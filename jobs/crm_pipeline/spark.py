@@ -21,6 +21,7 @@ LOG4J = REPO_ROOT / "infra" / "spark" / "log4j2.properties"
 MAX_OPTIMIZED_WRITE_SHUFFLE = "spark.databricks.delta.optimizeWrite.maxShufflePartitions"
 OPTIMIZED_WRITE_BIN = "spark.databricks.delta.optimizeWrite.binSize"
 CACHE_COMPRESSED = "spark.sql.inMemoryColumnarStorage.compressed"
+ADAPTIVE = "spark.sql.adaptive.enabled"
 #: the class-data archive local-mode drivers start from, in the jar folder (infra/spark/archive_classes.py)
 CLASS_ARCHIVE = "spark-classes.jsa"
 #: Hadoop's local file system without a `chmod` or `readlink` process (infra/localfs), built at setup
@@ -112,9 +113,11 @@ def build_session(settings: SparkSettings | None = None) -> SparkSession:
         builder = builder.config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    if not spark.sparkContext.getConf().contains(ADAPTIVE):  # unless set by the deployment
+        spark.conf.set(ADAPTIVE, str(adaptive_execution(settings, spark.sparkContext.master)).lower())
     if not settings.shuffle_partitions:
-        # Parallelism follows the cluster: 4 shuffle partitions per core; adaptive query execution
-        # (on by default) coalesces small ones and splits skewed ones.
+        # Parallelism follows the cluster: 4 shuffle partitions per core; on a cluster, adaptive
+        # query execution coalesces small ones and splits skewed ones.
         spark.conf.set("spark.sql.shuffle.partitions", str(4 * spark.sparkContext.defaultParallelism))
     if not spark.sparkContext.getConf().contains(MAX_OPTIMIZED_WRITE_SHUFFLE):  # unless set by the deployment
         spark.conf.set(MAX_OPTIMIZED_WRITE_SHUFFLE, spark.conf.get("spark.sql.shuffle.partitions"))
@@ -123,8 +126,21 @@ def build_session(settings: SparkSettings | None = None) -> SparkSession:
         # million subscribers' voice records (370 MB shuffled) was written by one task while the
         # other core waited; a larger write still gets files of that size, over more tasks
         spark.conf.set(OPTIMIZED_WRITE_BIN, "128")
-    log.info("spark session %s on %s", spark.version, spark.sparkContext.master)
+    log.info("spark session %s on %s, adaptive execution %s", spark.version, spark.sparkContext.master,
+             spark.conf.get(ADAPTIVE))
     return spark
+
+
+def adaptive_execution(settings: SparkSettings, master: str) -> bool:
+    """Whether a session on `master` runs adaptive query execution: as `settings.adaptive` says, else
+    on a cluster only. Adaptive execution runs each shuffle stage of a query as a job of its own and
+    plans the rest of the query again after it, generating and compiling its code anew. In local
+    mode its partitions are few already (4 per core) and the JVM's compilers share the cores with
+    the tasks: the re-planning cost more than the merged partitions and runtime broadcasts saved
+    (docs/benchmarks.md). A cluster's many partitions are what it merges."""
+    if settings.adaptive is not None:
+        return settings.adaptive
+    return not master.startswith("local")
 
 
 @contextmanager

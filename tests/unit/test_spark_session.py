@@ -118,3 +118,31 @@ def test_only_a_local_driver_gets_the_local_file_system_and_only_once_built(tmp_
         "spark.driver.extraClassPath": str(tmp_path / LOCAL_FS_JAR), "spark.hadoop.fs.file.impl": LOCAL_FS_CLASS,
         "spark.hadoop.fs.AbstractFileSystem.file.impl": LOCAL_FS_CONTEXT_CLASS}
     assert local_fs_options(SparkSettings(jar_dir=tmp_path, master="spark://127.0.0.1:7077")) == {}
+
+
+def test_adaptive_execution_is_off_in_local_mode_and_on_a_cluster_unless_the_settings_say(monkeypatch):
+    from crm_pipeline.spark import adaptive_execution
+
+    assert not adaptive_execution(SparkSettings(), "local[2]")
+    assert not adaptive_execution(SparkSettings(), "local[*]")
+    assert adaptive_execution(SparkSettings(), "spark://127.0.0.1:7077")
+    assert adaptive_execution(SparkSettings(), "yarn")
+    assert adaptive_execution(SparkSettings(adaptive=True), "local[2]")
+    assert not adaptive_execution(SparkSettings(adaptive=False), "spark://127.0.0.1:7077")
+    for value, expected in (("on", True), ("OFF", False), ("", None)):
+        monkeypatch.setenv("CRM_ADAPTIVE_EXECUTION", value)
+        assert SparkSettings.from_env().adaptive is expected
+    monkeypatch.setenv("CRM_ADAPTIVE_EXECUTION", "yes")
+    with pytest.raises(ValueError, match="CRM_ADAPTIVE_EXECUTION='yes': expected on or off"):
+        SparkSettings.from_env()
+
+
+def test_the_local_session_plans_without_adaptive_execution(spark):
+    from crm_pipeline.spark import ADAPTIVE
+
+    assert spark.sparkContext.master.startswith("local")
+    assert spark.conf.get(ADAPTIVE) == "false"
+    ids = spark.range(100)
+    rows = ids.groupBy((ids.id % 3).alias("k")).count()
+    assert "AdaptiveSparkPlan" not in rows._jdf.queryExecution().executedPlan().toString()
+    assert sorted(r["count"] for r in rows.collect()) == [33, 33, 34]
