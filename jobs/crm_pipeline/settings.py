@@ -41,8 +41,8 @@ class SparkSettings:
     shuffle_partitions: int | None = None  # None: 4 per core of the cluster (adaptive execution coalesces)
     #: adaptive query execution (`spark.sql.adaptive.enabled`); None: off in local mode, on a cluster.
     #: On one machine's few cores, planning each shuffle stage again as a job of its own cost more than
-    #: it saved: a demo 175.3 -> 166.9 s and 209.8 -> 184.5 s, a day of 1 M subscribers 174.2 -> 165.1 s
-    #: (docs/benchmarks.md); a cluster keeps it to merge the small partitions of its many cores
+    #: it saved: a demo 175.3 -> 166.9 s and 209.8 -> 184.5 s, a day of 1 M subscribers 174.2 -> 165.1 s,
+    #: a month of them the same (docs/benchmarks.md); a cluster keeps it to merge its many small partitions
     adaptive: bool | None = None
     driver_memory: str = "6g"
     #: options of the driver's and the executors' JVMs: the parallel (throughput) collector, which
