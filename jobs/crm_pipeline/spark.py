@@ -113,15 +113,16 @@ def build_session(settings: SparkSettings | None = None) -> SparkSession:
         builder = builder.config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
-    if not spark.sparkContext.getConf().contains(ADAPTIVE):  # unless set by the deployment
+    deployed = spark.sparkContext.getConf()  # what spark-submit or spark-defaults set: left as they are
+    if not deployed.contains(ADAPTIVE):
         spark.conf.set(ADAPTIVE, str(adaptive_execution(settings, spark.sparkContext.master)).lower())
     if not settings.shuffle_partitions:
         # Parallelism follows the cluster: 4 shuffle partitions per core; on a cluster, adaptive
         # query execution coalesces small ones and splits skewed ones.
         spark.conf.set("spark.sql.shuffle.partitions", str(4 * spark.sparkContext.defaultParallelism))
-    if not spark.sparkContext.getConf().contains(MAX_OPTIMIZED_WRITE_SHUFFLE):  # unless set by the deployment
+    if not deployed.contains(MAX_OPTIMIZED_WRITE_SHUFFLE):
         spark.conf.set(MAX_OPTIMIZED_WRITE_SHUFFLE, spark.conf.get("spark.sql.shuffle.partitions"))
-    if not spark.sparkContext.getConf().contains(OPTIMIZED_WRITE_BIN):
+    if not deployed.contains(OPTIMIZED_WRITE_BIN):
         # bins (files, one task each) of 128 MiB of shuffled rows instead of Delta's 512: a day of a
         # million subscribers' voice records (370 MB shuffled) was written by one task while the
         # other core waited; a larger write still gets files of that size, over more tasks
