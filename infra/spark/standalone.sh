@@ -14,6 +14,8 @@
 #   CRM_WORKER_CORES     cores per worker (default 1)
 #   CRM_WORKER_MEMORY    memory per worker for its executors (default 2g)
 #   SPARK_HOME           Spark distribution (default: the installed pyspark package)
+#   JAVA_HOME            JDK of the master, workers and executors (default: the one `make setup` recorded
+#                        in infra/jars/lib/java-home, which local-mode drivers run on too; else `java`)
 #   PYTHON               interpreter that finds pyspark (default .venv/bin/python, else python3)
 #
 # Then run the pipeline against it with CRM_SPARK_MASTER=spark://HOST:PORT (see docs/scaling.md).
@@ -56,6 +58,9 @@ start() {
     mkdir -p "$dir"
     rm -f "$dir"/*.pid
     export SPARK_HOME="$home" SPARK_LOG_DIR="$dir" SPARK_NO_DAEMONIZE=1 SPARK_LOCAL_IP="$host"
+    if [ -z "${JAVA_HOME:-}" ] && [ -f "$root/infra/jars/lib/java-home" ]; then
+        JAVA_HOME="$(cat "$root/infra/jars/lib/java-home")"; export JAVA_HOME
+    fi
     # The workers' executors start Python workers with the interpreter the driver names
     # (PYSPARK_PYTHON); the pipeline package must be importable there.
     nohup "$home/bin/spark-class" org.apache.spark.deploy.master.Master \

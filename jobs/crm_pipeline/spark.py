@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
@@ -24,6 +27,12 @@ CACHE_COMPRESSED = "spark.sql.inMemoryColumnarStorage.compressed"
 ADAPTIVE = "spark.sql.adaptive.enabled"
 #: the class-data archive local-mode drivers start from, in the jar folder (infra/spark/archive_classes.py)
 CLASS_ARCHIVE = "spark-classes.jsa"
+#: on a JDK of `AOT_CACHE_JAVA` or later, the ahead-of-time cache that replaces it: the classes
+#: loaded and linked, and the profiles of the methods a training run made hot
+AOT_CACHE = "spark-classes.aot"
+AOT_CACHE_JAVA = 25
+#: the Java home the setup built the archive or cache with (and found newest), in the jar folder
+JAVA_HOME_RECORD = "java-home"
 #: Hadoop's local file system without a `chmod` or `readlink` process (infra/localfs), built at setup
 #: into this folder of the jar folder, and its classes for Hadoop's two APIs (`FileSystem`, `FileContext`)
 LOCAL_FS_JAR = "local/crm-localfs.jar"
@@ -40,13 +49,46 @@ def jar_paths(settings: SparkSettings) -> list[str]:
     return jars
 
 
-def class_archive_options(settings: SparkSettings) -> str:
-    """JVM options that map the class-data archive built at setup (`CLASS_ARCHIVE` in the jar folder),
-    if there is one: the driver's classes come parsed and verified (about 6 s of each step's start on 2
-    cores). A JVM whose JDK or class path differs from the archive's ignores it, without a word."""
+def java_home(settings: SparkSettings) -> Path | None:
+    """The Java home whose JVM a driver this process starts runs on: `JAVA_HOME` when set, else the
+    one `make setup` recorded in the jar folder (`JAVA_HOME_RECORD`), else the `java` on the path's
+    (None when there is none)."""
+    if os.environ.get("JAVA_HOME"):
+        return Path(os.environ["JAVA_HOME"])
+    record = settings.jar_dir / JAVA_HOME_RECORD
+    if record.is_file():
+        recorded = Path(record.read_text().strip())
+        if (recorded / "bin" / "java").is_file():
+            return recorded
+    java = shutil.which("java")
+    return Path(os.path.realpath(java)).parent.parent if java else None
+
+
+def java_feature(home: Path | None) -> int | None:
+    """The feature release (17, 21, 25, ...) of the JDK at `home`, from its `release` file."""
+    try:
+        text = (home / "release").read_text() if home else ""
+    except OSError:
+        return None
+    match = re.search(r'^JAVA_VERSION="(?:1\.)?(\d+)', text, re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+def class_archive_options(settings: SparkSettings, home: Path | None = None) -> str:
+    """JVM options that map what setup built in the jar folder to start the driver from, if it built
+    one: on a JDK of `AOT_CACHE_JAVA` or later the ahead-of-time cache (`AOT_CACHE`: classes loaded
+    and linked, and method profiles, so the compilers start from a trained run's), else the
+    class-data archive (`CLASS_ARCHIVE`: classes parsed and verified, about 6 s of each step's start
+    on 2 cores). A JVM whose JDK or class path differs from the one they were built with ignores
+    them, without a word; none when the JVM options name an archive or cache of their own."""
+    own = ("SharedArchiveFile", "ArchiveClassesAtExit", "AOTCache", "AOTMode", "AOTConfiguration")
+    if any(o in settings.java_options for o in own):
+        return ""
+    cache = settings.jar_dir / AOT_CACHE
+    if cache.is_file() and (java_feature(home or java_home(settings)) or 0) >= AOT_CACHE_JAVA:
+        return f"-XX:AOTCache={cache} -Xlog:aot=off -Xlog:cds=off"
     archive = settings.jar_dir / CLASS_ARCHIVE
-    if not archive.is_file() or "SharedArchiveFile" in settings.java_options \
-            or "ArchiveClassesAtExit" in settings.java_options:
+    if not archive.is_file():
         return ""
     return f"-XX:SharedArchiveFile={archive} -Xlog:cds=off -Xlog:cds+dynamic=off"
 
@@ -87,6 +129,9 @@ def build_session(settings: SparkSettings | None = None) -> SparkSession:
             builder = builder.config("spark.executor.extraJavaOptions", settings.java_options)
         for key, value in local_fs_options(settings).items():
             builder = builder.config(key, value)
+        home = java_home(settings)
+        if home and not os.environ.get("JAVA_HOME"):  # the JDK setup chose: pyspark starts the driver from it
+            os.environ["JAVA_HOME"] = str(home)
     builder = (
         builder
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")

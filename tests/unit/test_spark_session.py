@@ -3,6 +3,8 @@ executors' configuration, and CRM_JAVA_OPTIONS replaces them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from crm_pipeline.settings import SparkSettings
@@ -28,29 +30,91 @@ def test_crm_java_options_replaces_the_default_and_empty_means_the_jvms_own(monk
     assert SparkSettings.from_env().java_options == SparkSettings().java_options
 
 
-def test_a_class_data_archive_in_the_jar_folder_is_mapped_unless_the_options_name_one(tmp_path):
-    from crm_pipeline.spark import CLASS_ARCHIVE, class_archive_options
-
-    settings = SparkSettings(jar_dir=tmp_path)
-    assert class_archive_options(settings) == ""  # none built (setup not run, or the JDK cannot)
-    (tmp_path / CLASS_ARCHIVE).write_bytes(b"archive")
-    assert f"-XX:SharedArchiveFile={tmp_path / CLASS_ARCHIVE}" in class_archive_options(settings).split()
-    for own in ("-XX:SharedArchiveFile=/elsewhere.jsa", "-XX:ArchiveClassesAtExit=/new.jsa"):
-        assert class_archive_options(SparkSettings(jar_dir=tmp_path, java_options=own)) == ""
+def _jdk(folder, version: str):
+    """A stand-in Java home: its `release` file and a `bin/java`."""
+    (folder / "bin").mkdir(parents=True)
+    (folder / "bin" / "java").write_text("")
+    (folder / "release").write_text(f'IMPLEMENTOR="Test"\nJAVA_VERSION="{version}"\nOS_NAME="Linux"\n')
+    return folder
 
 
-def test_a_jvm_ignores_an_archive_it_cannot_use_without_a_word(tmp_path):
-    """A stale or foreign archive (another JDK, other jars) must not stop or clutter a step: the
-    options `class_archive_options` gives make the JVM start as usual, silently."""
+def test_what_setup_built_is_mapped_by_the_jdk_it_suits_unless_the_options_name_their_own(tmp_path):
+    from crm_pipeline.spark import AOT_CACHE, CLASS_ARCHIVE, class_archive_options
+
+    jars = tmp_path / "jars"
+    jars.mkdir()
+    jdk17, jdk25 = _jdk(tmp_path / "jdk17", "17.0.15"), _jdk(tmp_path / "jdk25", "25.0.3")
+    settings = SparkSettings(jar_dir=jars)
+    assert class_archive_options(settings, jdk17) == ""  # none built (setup not run, or the JDK cannot)
+    assert class_archive_options(settings, jdk25) == ""
+    (jars / CLASS_ARCHIVE).write_bytes(b"archive")
+    for home in (jdk17, jdk25):
+        assert f"-XX:SharedArchiveFile={jars / CLASS_ARCHIVE}" in class_archive_options(settings, home).split()
+    (jars / AOT_CACHE).write_bytes(b"cache")
+    assert f"-XX:AOTCache={jars / AOT_CACHE}" in class_archive_options(settings, jdk25).split()
+    # a JDK before 25 does not know the option and would not start with it
+    assert f"-XX:SharedArchiveFile={jars / CLASS_ARCHIVE}" in class_archive_options(settings, jdk17).split()
+    assert "AOTCache" not in class_archive_options(settings, jdk17)
+    for own in ("-XX:SharedArchiveFile=/elsewhere.jsa", "-XX:ArchiveClassesAtExit=/new.jsa", "-XX:AOTCache=/x.aot",
+                "-XX:AOTCacheOutput=/new.aot"):
+        for home in (jdk17, jdk25):
+            assert class_archive_options(SparkSettings(jar_dir=jars, java_options=own), home) == ""
+
+
+def test_a_jdks_feature_release_is_read_from_its_release_file(tmp_path):
+    from crm_pipeline.spark import java_feature
+
+    for version, feature in (("25.0.3", 25), ("17.0.15", 17), ("21", 21), ("1.8.0_392", 8)):
+        assert java_feature(_jdk(tmp_path / version, version)) == feature
+    assert java_feature(tmp_path / "no-such-jdk") is None
+    assert java_feature(None) is None
+
+
+def test_the_driver_runs_on_java_home_else_the_jdk_setup_recorded_else_the_one_on_the_path(monkeypatch, tmp_path):
+    import os
+    import shutil
+
+    from crm_pipeline.spark import JAVA_HOME_RECORD, java_home
+
+    jars = tmp_path / "jars"
+    jars.mkdir()
+    settings = SparkSettings(jar_dir=jars)
+    recorded, own = _jdk(tmp_path / "recorded", "25.0.3"), _jdk(tmp_path / "own", "21.0.2")
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    on_path = shutil.which("java")
+    assert java_home(settings) == (Path(os.path.realpath(on_path)).parent.parent if on_path else None)
+    (jars / JAVA_HOME_RECORD).write_text(f"{recorded}\n")
+    assert java_home(settings) == recorded
+    monkeypatch.setenv("JAVA_HOME", str(own))
+    assert java_home(settings) == own
+    monkeypatch.delenv("JAVA_HOME")
+    shutil.rmtree(recorded)  # a recorded JDK since removed: the path's again
+    assert java_home(settings) == (Path(os.path.realpath(on_path)).parent.parent if on_path else None)
+
+
+def test_the_session_runs_on_the_jdk_java_home_names(spark):
+    from crm_pipeline.spark import java_home
+
+    running = Path(spark.sparkContext._jvm.java.lang.System.getProperty("java.home")).resolve()
+    assert running == java_home(SparkSettings.from_env()).resolve()
+
+
+def test_a_jvm_ignores_an_archive_or_cache_it_cannot_use_without_a_word(tmp_path):
+    """A stale or foreign archive or cache (another JDK, other jars) must not stop or clutter a step:
+    the options `class_archive_options` gives the JVM setup chose make it start as usual, silently."""
     import subprocess
 
-    from crm_pipeline.spark import CLASS_ARCHIVE, class_archive_options
+    from crm_pipeline.spark import AOT_CACHE, CLASS_ARCHIVE, class_archive_options, java_home
 
-    (tmp_path / CLASS_ARCHIVE).write_bytes(b"not an archive" * 100)
-    options = class_archive_options(SparkSettings(jar_dir=tmp_path)).split()
-    proc = subprocess.run(["java", *options, "-version"], capture_output=True, text=True, timeout=60)
+    home = java_home(SparkSettings.from_env())
+    for name in (CLASS_ARCHIVE, AOT_CACHE):
+        (tmp_path / name).write_bytes(b"not an archive" * 100)
+    options = class_archive_options(SparkSettings(jar_dir=tmp_path), home).split()
+    assert options
+    proc = subprocess.run([str(home / "bin" / "java"), *options, "-version"], capture_output=True, text=True,
+                          timeout=60)
     assert proc.returncode == 0
-    assert "archive" not in (proc.stdout + proc.stderr).lower(), proc.stderr
+    assert not any(w in (proc.stdout + proc.stderr).lower() for w in ("archive", "aot", "cache")), proc.stderr
 
 
 def test_a_local_driver_writes_through_the_local_file_system_built_at_setup_and_sets_permissions_itself(
