@@ -141,15 +141,19 @@ def _spark_submit_operator():
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
     class CrmSparkSubmitOperator(SparkSubmitOperator):
-        """spark-submit of a `crm` step with the jars resolved at setup and the JVM options of
-        SparkSettings (CRM_JAVA_OPTIONS), read when the task runs (never while the DAG is parsed)."""
+        """spark-submit of a `crm` step with the jars resolved at setup, the JVM options of
+        SparkSettings (CRM_JAVA_OPTIONS) and the JDK local-mode drivers run on (`spark.java_home`),
+        read when the task runs (never while the DAG is parsed)."""
 
         def execute(self, context):
             from crm_pipeline.settings import SparkSettings
-            from crm_pipeline.spark import jar_paths
+            from crm_pipeline.spark import jar_paths, java_home
 
             settings = SparkSettings.from_env()
             self.jars = ",".join(jar_paths(settings))
+            home = java_home(settings)
+            if home:  # the task's own JAVA_HOME, if it sets one, wins
+                self.env_vars = {"JAVA_HOME": str(home), **(self.env_vars or {})}
             if settings.java_options:  # the JVM options a local-mode run gives itself
                 self.conf = {"spark.driver.extraJavaOptions": settings.java_options,
                              "spark.executor.extraJavaOptions": settings.java_options, **(self.conf or {})}

@@ -245,3 +245,22 @@ def test_with_a_spark_connection_every_step_is_submitted_to_the_cluster_with_the
         assert {"PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "PATH"} <= set(env_names)
     assert {"CRM_MSISDN_HMAC_KEY"} <= set(tasks["crm_monthly_analytics.analyse"][4])
     assert tasks["crm_monthly_analytics.months"][0] == "PythonOperator"  # no Spark: stays in the worker
+
+
+def test_a_submitted_step_runs_on_the_jdk_local_drivers_run_on_unless_the_task_names_its_own(monkeypatch, tmp_path):
+    """spark-submit starts the driver from the JDK the setup recorded (`crm_pipeline.spark.java_home`),
+    so a submitted step and a local one run on the same JDK; a task's own JAVA_HOME wins."""
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    from crm_pipeline import dag_support
+    from crm_pipeline.settings import SparkSettings
+    from crm_pipeline.spark import java_home
+
+    submitted = []
+    monkeypatch.setattr(SparkSubmitOperator, "execute", lambda self, context: submitted.append(dict(self.env_vars)))
+    operator = dag_support._spark_submit_operator()
+    own = str(tmp_path / "own-jdk")
+    for n, (env, expected) in enumerate((({"PATH": "/usr/bin"}, str(java_home(SparkSettings.from_env()))),
+                                         ({"PATH": "/usr/bin", "JAVA_HOME": own}, own))):
+        operator(task_id=f"step_{n}", conn_id="crm_spark", application="cli.py", env_vars=env).execute({})
+        assert submitted[-1] == {**env, "JAVA_HOME": expected}
