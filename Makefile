@@ -81,7 +81,7 @@ $(LOCALFS): $(JARS)/.resolved $(VENV)/.installed $(wildcard infra/localfs/src/or
 
 # The JDK local-mode Spark drivers run on: JAVA_HOME if set, else a JDK 25 if the machine has one,
 # else the `java` on the path. What they start from (infra/spark/archive_classes.py): on a JDK 25 an
-# ahead-of-time cache (about 45 s to build here), else a class-data archive; rebuilt when the venv
+# ahead-of-time cache (about 40 s to build here), else a class-data archive; rebuilt when the venv
 # or the jars change. For another JDK: `rm infra/jars/lib/.classes; make classes SPARK_JAVA_HOME=...`
 SPARK_JAVA_HOME ?= $(or $(JAVA_HOME),$(firstword $(wildcard /usr/lib/jvm/*-25-*)))
 classes: $(JARS)/.classes

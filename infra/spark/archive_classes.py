@@ -11,8 +11,8 @@ a third of a demo's CPU on 2 cores (docs/benchmarks.md).
 - On a JDK 25 or later, the ahead-of-time cache (`spark-classes.aot`; JEPs 483, 514 and 515:
   `-XX:AOTCacheOutput` writes it, `-XX:AOTCache` maps it) holds the classes loaded and linked, and
   the profiles of the methods the training run made hot, which the JIT compilers of a later run
-  start from. A demo took 151 s with it against 171 s on JDK 17 with the archive, in turn
-  (docs/benchmarks.md); a cache trained by a whole small pipeline run did no better.
+  start from. Demos took 157 s with it against 169 s on JDK 17 with the archive, on average over
+  runs in turn (docs/benchmarks.md); a cache trained by a whole small pipeline run did no better.
 
 Either is written as the JVM exits after a small workload that touches what the steps use (a
 Delta write, replaceWhere, merge and read, joins, aggregations, windows, Arrow to Python).
