@@ -31,7 +31,7 @@ CLASS_ARCHIVE = "spark-classes.jsa"
 #: loaded and linked, and the profiles of the methods a training run made hot
 AOT_CACHE = "spark-classes.aot"
 AOT_CACHE_JAVA = 25
-#: the Java home the setup built the archive or cache with (and found newest), in the jar folder
+#: the Java home the setup built the archive or cache for (the Makefile's SPARK_JAVA_HOME), in the jar folder
 JAVA_HOME_RECORD = "java-home"
 #: Hadoop's local file system without a `chmod` or `readlink` process (infra/localfs), built at setup
 #: into this folder of the jar folder, and its classes for Hadoop's two APIs (`FileSystem`, `FileContext`)
